@@ -1,0 +1,26 @@
+# ModelHub: the two commands a fresh machine needs.
+#   make run   set up .venv, migrate, create the first admin, start web + one worker (embedded default)
+#   make test  install what is missing (Debian + pip), start throwaway PostgreSQL + Redis, run pytest
+.PHONY: run test venv lint bench compose-check
+
+venv:
+	@scripts/venv.sh requirements.txt
+
+run:
+	@scripts/run.sh
+
+test:
+	@scripts/test.sh $(PYTEST_ARGS)
+
+lint:
+	@scripts/venv.sh requirements-dev.txt
+	.venv/bin/ruff check .
+
+bench:
+	@scripts/venv.sh requirements-dev.txt
+	.venv/bin/python bench/assembly.py --heads 200
+	.venv/bin/python bench/training.py --heads 10
+	.venv/bin/python bench/grow.py
+
+compose-check:
+	docker-compose -f docker-compose.yml config -q

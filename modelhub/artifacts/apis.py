@@ -1,0 +1,55 @@
+"""REST endpoints for staged uploads: POST /api/uploads/ and GET /api/uploads/{id}/."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from modelhub.artifacts.models import Upload
+from modelhub.artifacts.services import upload_create
+from modelhub.teams.selectors import membership_get, scoped_to_member, team_object_get
+
+
+class UploadOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    filename = serializers.CharField()
+    sha256 = serializers.CharField(source="blob.sha256")
+    size_bytes = serializers.IntegerField(source="blob.size_bytes")
+    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_at = serializers.DateTimeField()
+
+
+class UploadListCreateApi(APIView):
+    """Upload a file into the team's artifact store (deduplicated by sha256)."""
+
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        team = serializers.CharField()
+        file = serializers.FileField()
+
+    @extend_schema(responses=UploadOutputSerializer(many=True))
+    def get(self, request):
+        uploads = scoped_to_member(Upload.objects.select_related("team", "blob", "created_by"), user=request.user)
+        data = UploadOutputSerializer(uploads[:200], many=True).data
+        return Response({"count": len(data), "next": None, "previous": None, "results": data})
+
+    @extend_schema(request=InputSerializer, responses={201: UploadOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        team = membership_get(user=request.user, team_slug=data.validated_data["team"]).team
+        upload, deduplicated = upload_create(team=team, user=request.user, file=data.validated_data["file"])
+        body = dict(UploadOutputSerializer(upload).data, deduplicated=deduplicated)
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class UploadDetailApi(APIView):
+    @extend_schema(responses=UploadOutputSerializer)
+    def get(self, request, pk: int):
+        upload = team_object_get(
+            Upload.objects.select_related("team", "blob"), user=request.user, pk=pk, label="Upload"
+        )
+        return Response(UploadOutputSerializer(upload).data)

@@ -1,0 +1,23 @@
+"""`manage.py gc_artifacts`: remove blobs that no row references."""
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+
+from modelhub.artifacts.services import artifacts_gc
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete blob rows nothing references, then stored blobs that have no row. Only items "
+        "older than --grace-seconds are touched, so uploads in flight are safe."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--grace-seconds", type=int, default=3600)
+        parser.add_argument("--dry-run", action="store_true")
+
+    def handle(self, *args, **options):
+        report = artifacts_gc(grace=timedelta(seconds=options["grace_seconds"]), dry_run=options["dry_run"])
+        prefix = "Would delete" if options["dry_run"] else "Deleted"
+        self.stdout.write(f"{prefix} {report.rows_deleted} unreferenced rows and {report.blobs_deleted} orphan blobs.")

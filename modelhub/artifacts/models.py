@@ -1,0 +1,34 @@
+"""Content-addressed blobs (one row per distinct sha256) and staged uploads."""
+
+from django.conf import settings
+from django.db import models
+
+
+class Blob(models.Model):
+    """A stored byte string, keyed by its sha256. The store holds it before this row exists."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size_bytes = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} ({self.size_bytes} B)"
+
+
+class Upload(models.Model):
+    """A file a team member uploaded, kept by reference to its blob (POST /api/uploads/)."""
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="uploads")
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="uploads")
+    filename = models.CharField(max_length=255)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.blob.sha256[:12]})"

@@ -1,0 +1,14 @@
+"""Small helpers shared by the thin API views."""
+
+from django.db.models import QuerySet
+from rest_framework.response import Response
+from rest_framework.serializers import Serializer
+
+from modelhub.core.pagination import StandardPagination
+
+
+def paginated_response(request, queryset: QuerySet | list, serializer_class: type[Serializer], view=None) -> Response:
+    """Return one page of `queryset`, serialized, in the standard paginated envelope."""
+    paginator = StandardPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)

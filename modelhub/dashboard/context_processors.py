@@ -1,0 +1,52 @@
+"""Put the user's teams and the current team (from the session) into every template."""
+
+from django.urls import NoReverseMatch, reverse
+
+from modelhub.teams.models import Membership
+
+SESSION_KEY = "current_team"
+
+# (label, url name, namespace). Sections whose app is not installed yet show as disabled.
+NAV = [
+    ("Backbones", "backbones:list", "backbones"),
+    ("Heads", "heads:list", "heads"),
+    ("Review queue", "heads:review_queue", "heads"),
+    ("Jobs", "training:job_list", "training"),
+    ("Assemblies", "assemblies:list", "assemblies"),
+]
+
+
+def nav_items() -> list[dict]:
+    """Return the sidebar entries, with url None for sections not available yet."""
+    items = []
+    for label, url_name, namespace in NAV:
+        try:
+            url = reverse(url_name)
+        except NoReverseMatch:
+            url = None
+        items.append({"label": label, "url": url, "namespace": namespace, "hint": "Not available yet"})
+    return items
+
+
+def current_membership(request) -> Membership | None:
+    """Return the membership of the team chosen in the session (or the user's first team)."""
+    if not request.user.is_authenticated:
+        return None
+    memberships = list(Membership.objects.filter(user=request.user).select_related("team"))
+    chosen = request.session.get(SESSION_KEY)
+    for membership in memberships:
+        if membership.team.slug == chosen:
+            return membership
+    return memberships[0] if memberships else None
+
+
+def current_team(request) -> dict:
+    if not getattr(request, "user", None) or not request.user.is_authenticated:
+        return {}
+    membership = current_membership(request)
+    return {
+        "current_membership": membership,
+        "current_team": membership.team if membership else None,
+        "my_memberships": Membership.objects.filter(user=request.user).select_related("team"),
+        "nav_items": nav_items(),
+    }

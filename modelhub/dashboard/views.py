@@ -1,0 +1,54 @@
+"""Dashboard shell: home, team switcher and the team page (members and roles)."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from modelhub.core.errors import ApplicationError
+from modelhub.dashboard.context_processors import SESSION_KEY, current_membership
+from modelhub.teams.models import Membership
+from modelhub.teams.selectors import membership_get, membership_require_role
+from modelhub.teams.services import membership_set
+
+
+@login_required
+def home(request):
+    membership = current_membership(request)
+    return render(request, "dashboard/home.html", {"membership": membership})
+
+
+@login_required
+@require_POST
+def team_switch(request):
+    slug = request.POST.get("team", "")
+    try:
+        membership_get(user=request.user, team_slug=slug)
+    except ApplicationError:
+        raise Http404("No such team.") from None
+    request.session[SESSION_KEY] = slug
+    return redirect(request.POST.get("next") or "dashboard:home")
+
+
+@login_required
+def team(request):
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    if request.method == "POST":
+        try:
+            membership_require_role(user=request.user, team=membership.team, role=Membership.Role.ADMIN)
+            user = User.objects.filter(username=request.POST.get("username", "")).first()
+            if user is None:
+                raise ApplicationError(f"No user named {request.POST.get('username')!r}.")
+            membership_set(user=user, team=membership.team, role=request.POST.get("role", ""))
+            messages.success(request, f"{user.username} is now {request.POST.get('role')}.")
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        return redirect("dashboard:team")
+    members = membership.team.memberships.select_related("user").order_by("user__username")
+    return render(
+        request, "dashboard/team.html", {"membership": membership, "members": members, "roles": Membership.Role.choices}
+    )

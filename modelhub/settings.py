@@ -1,0 +1,296 @@
+"""Django settings for ModelHub, read from the environment.
+
+Two runtime shapes (see README "Configuration"):
+- embedded default: nothing set; all state under MODELHUB_HOME (SQLite in WAL mode,
+  artifacts on the filesystem, Celery over kombu's filesystem transport);
+- full stack: DATABASE_URL or PG* (PostgreSQL), CELERY_BROKER_URL (Redis) and
+  MODELHUB_S3_* (an S3-compatible bucket through django-storages).
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    """Return the environment variable `name`, or `default` when unset or empty."""
+    value = os.environ.get(name, "")
+    return value if value != "" else default
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Return an environment flag; accepts 1/0, true/false, yes/no, on/off."""
+    raw = env_str(name)
+    if raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}.")
+
+
+def env_int(name: str, default: int) -> int:
+    """Return an integer environment variable, or `default` when unset."""
+    raw = env_str(name)
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}.") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """Return a comma-separated environment variable as a list."""
+    raw = env_str(name)
+    return [item.strip() for item in raw.split(",") if item.strip()] if raw else default
+
+
+MODELHUB_HOME = Path(env_str("MODELHUB_HOME", str(BASE_DIR / "var"))).resolve()
+MODELHUB_HOME.mkdir(parents=True, exist_ok=True)
+
+# --- Security -----------------------------------------------------------------------------
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _secret_key() -> str:
+    """Return SECRET_KEY from the env, else one generated once and kept in MODELHUB_HOME."""
+    key = env_str("SECRET_KEY")
+    if not key:
+        key_file = MODELHUB_HOME / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(64))
+            key_file.chmod(0o600)
+        key = key_file.read_text().strip()
+    insecure = key.startswith("django-insecure") or len(key) < 50 or len(set(key)) < 5
+    if insecure and not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is insecure (shorter than 50 characters, too few distinct characters, "
+            "or a 'django-insecure' key). Set SECRET_KEY to a long random value, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(64))'`, or unset it to "
+            "use a key generated in MODELHUB_HOME. Insecure keys are accepted only with DEBUG=1."
+        )
+    return key
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- Applications -------------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "modelhub.core",
+    "modelhub.teams",
+    "modelhub.artifacts",
+    "modelhub.dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "modelhub.core.middleware.UploadLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "modelhub.urls"
+WSGI_APPLICATION = "modelhub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "modelhub.dashboard.context_processors.current_team",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+
+
+def _database() -> dict:
+    """PostgreSQL from DATABASE_URL or PG* variables; SQLite (WAL) under MODELHUB_HOME else."""
+    url = env_str("DATABASE_URL")
+    if url:
+        import dj_database_url
+
+        config = dj_database_url.parse(url, conn_max_age=60)
+    elif env_str("PGHOST") or env_str("PGDATABASE"):
+        config = {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": env_str("PGDATABASE", "modelhub"),
+            "USER": env_str("PGUSER", "postgres"),
+            "PASSWORD": env_str("PGPASSWORD"),
+            "HOST": env_str("PGHOST", "127.0.0.1"),
+            "PORT": env_str("PGPORT", "5432"),
+            "CONN_MAX_AGE": 60,
+        }
+    else:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": MODELHUB_HOME / "db.sqlite3",
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    config.setdefault("OPTIONS", {})["connect_timeout"] = env_int("MODELHUB_DB_CONNECT_TIMEOUT", 5)
+    config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# --- Static files and artifacts ------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = MODELHUB_HOME / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+
+S3_BUCKET = env_str("MODELHUB_S3_BUCKET")
+MODELHUB_ARTIFACT_BACKEND = "s3" if S3_BUCKET else "filesystem"
+MODELHUB_ARTIFACT_ROOT = Path(env_str("MODELHUB_ARTIFACT_ROOT", str(MODELHUB_HOME / "artifacts")))
+MODELHUB_S3 = {
+    "bucket_name": S3_BUCKET,
+    "endpoint_url": env_str("MODELHUB_S3_ENDPOINT_URL") or None,
+    "access_key": env_str("MODELHUB_S3_ACCESS_KEY_ID") or None,
+    "secret_key": env_str("MODELHUB_S3_SECRET_ACCESS_KEY") or None,
+    "region_name": env_str("MODELHUB_S3_REGION", "us-east-1"),
+    "location": env_str("MODELHUB_S3_PREFIX", ""),
+    "addressing_style": env_str("MODELHUB_S3_ADDRESSING_STYLE", "path"),
+    "signature_version": "s3v4",
+    "file_overwrite": True,
+    "querystring_auth": False,
+}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = True
+
+# Uploads stream to temp files on disk (never held whole in memory) and are size-capped.
+MODELHUB_MAX_UPLOAD_BYTES = env_int("MODELHUB_MAX_UPLOAD_BYTES", 2 * 1024**3)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+FILE_UPLOAD_TEMP_DIR = str(MODELHUB_HOME / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+FILE_UPLOAD_HANDLERS = ["modelhub.artifacts.upload_handlers.LimitedTemporaryFileUploadHandler"]
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MODELHUB_MAX_FILES_PER_REQUEST", 500)
+
+# --- REST API -----------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "modelhub.core.pagination.StandardPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "modelhub.core.exception_handler.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ModelHub API",
+    "DESCRIPTION": "Registry, review, training and assembly of backbone + head models.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Celery -------------------------------------------------------------------------------
+
+BROKER_DIR = MODELHUB_HOME / "broker"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for sub in ("queue", "control", "processed"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 5)
+# The job row in the database is the truth; no result backend is needed.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("MODELHUB_TASK_SOFT_TIME_LIMIT", 6 * 3600)
+CELERY_TASK_TIME_LIMIT = env_int("MODELHUB_TASK_TIME_LIMIT", 6 * 3600 + 300)
+CELERY_WORKER_CONCURRENCY = env_int("MODELHUB_WORKER_CONCURRENCY", 1)
+MODELHUB_TRAINING_QUEUE = env_str("MODELHUB_TRAINING_QUEUE", "training")
+MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
+CELERY_TASK_ALWAYS_EAGER = False
+
+# --- Logging ------------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

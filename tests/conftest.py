@@ -1,0 +1,175 @@
+"""Shared fixtures: users in teams, API clients, a real Celery worker process, Chromium."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.2, message: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"Timed out after {timeout}s waiting for {message}.")
+
+
+# --- Users, teams and clients -------------------------------------------------------------
+
+
+@pytest.fixture
+def make_member(db):
+    """Create a user with a role in a team; return (user, token)."""
+    from modelhub.teams.services import token_for_user, user_create_in_team
+
+    def make(username: str, *, team: str = "vision", role: str = "member", password: str = "pw-Secret-123"):
+        user, _ = user_create_in_team(username=username, team_slug=team, role=role, password=password)
+        return user, token_for_user(user=user)
+
+    return make
+
+
+@pytest.fixture
+def api_client_for(make_member):
+    """Return an APIClient authenticated by token as a new member with the given role."""
+    from rest_framework.test import APIClient
+
+    def make(username: str, *, team: str = "vision", role: str = "member"):
+        user, token = make_member(username, team=team, role=role)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        client.user = user
+        return client
+
+    return make
+
+
+# --- A real Celery worker process ----------------------------------------------------------
+
+
+def _worker_env() -> dict:
+    """Environment for a worker subprocess: the TEST database, same broker and MODELHUB_HOME."""
+    from django.conf import settings
+
+    env = dict(os.environ)
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db.get('PASSWORD') or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        )
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env["MODELHUB_HOME"] = str(settings.MODELHUB_HOME)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Start `celery worker` as a separate process on the test database; yield its name.
+
+    Tests using it need `transactional_db` so that the worker sees committed rows.
+    """
+    from modelhub.celery import app
+
+    name = f"testworker-{os.getpid()}@{socket.gethostname()}"
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "modelhub",
+            "worker",
+            "-Q",
+            "default,training,assembly",
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            name,
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=REPO_ROOT,
+        env=_worker_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"Celery worker exited early:\n{log_path.read_text()[-4000:]}")
+            replies = app.control.ping(destination=[name], timeout=1.0) or []
+            if replies:
+                break
+        else:
+            pytest.fail(f"Celery worker did not answer pings within 90s:\n{log_path.read_text()[-4000:]}")
+        process.log_path = log_path
+        process.worker_name = name
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+# --- Headless Chromium (pytest-playwright) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Use Debian's Chromium; never download a browser."""
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    return {**browser_type_launch_args, "executable_path": executable, "args": CHROMIUM_ARGS, "headless": True}
+
+
+@pytest.fixture
+def logged_in_page(page, live_server, make_member):
+    """A Playwright page logged in to the dashboard as a fresh team admin."""
+
+    def login(username: str = "dana", *, team: str = "vision", role: str = "admin"):
+        make_member(username, team=team, role=role, password="pw-Secret-123")
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", "pw-Secret-123")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/")
+        return page
+
+    return login
