@@ -1,0 +1,56 @@
+"""ModelHub's TensorFlow/Keras core: pure functions over arrays, files and Keras models.
+
+Nothing here imports Django; submodules import TensorFlow, this package file does not.
+Every deliberate failure is a subclass of :class:`modelhub.ml.errors.MLError`.
+
+Public API (keyword-only where marked ``*``):
+
+``modelhub.ml.safe_load``
+    check_keras_archive(path, *, max_bytes, max_members, max_uncompressed_bytes) -> dict
+    load_keras_model(path, **limits) -> keras.Model          # safe_mode=True, compile=False
+
+``modelhub.ml.inspect``
+    inspect_model(model, *, feature_layer=None) -> dict      # inputs, feature shape, params, layers
+    weights_fingerprint(model) -> str                        # sha256 over names, shapes, bytes
+    backbone_up_to(model, feature_layer, *, copy=False) -> keras.Model
+
+``modelhub.ml.split``
+    extract_head(full_model, backbone, *, feature_layer=None, probe_inputs=None,
+                 atol=1e-6, name="head") -> keras.Model
+    backbone_from_models(models, feature_layer, *, copy=True) -> keras.Model
+    check_weights_identical(pairs, *, context) -> None
+    check_head_compatible(head, feature_shape, *, backbone_label="backbone") -> None
+
+``modelhub.ml.grow``
+    grow_model(model, *, kind, after=None, layer=None, units=None, train="new",
+               probe_inputs=None, rtol=1e-5, seed=0) -> GrowthResult
+    kinds: "dense_identity", "conv_identity", "residual", "widen"
+
+``modelhub.ml.freeze``
+    freeze_backbone(model) -> dict
+    unfreeze_top(model, num_layers) -> dict                  # counts weight-bearing layers only
+
+``modelhub.ml.features``
+    dataset_sha256(x) -> str
+    compute_features(backbone, x, *, batch_size=64) -> np.ndarray
+    cached_features(backbone, x, *, cache_dir, batch_size=64) -> tuple[np.ndarray, dict]
+
+``modelhub.ml.train``
+    build_head(feature_shape, *, units, kind="dense", activation="softmax",
+               hidden_units=(), dropout=0.0, name="head", seed=None) -> keras.Model
+    train_head(*, backbone, head, x, y, epochs, ...) -> dict
+    train_heads(*, backbone, heads, ys, x, mode="joint"|"disjoint", ...) -> dict
+    fine_tune(*, backbone, head, x, y, ...) -> dict          # returns the new backbone
+    evaluate_head(backbone, head, x, y, *, batch_size=64) -> dict
+
+``modelhub.ml.assemble``
+    AssemblyHead(task, model, version, sha256, labels=None)  # dataclass
+    build_assembly(*, backbone, heads, export_dir, backbone_info, probe_inputs=None,
+                   verify=True) -> dict
+    verify_assembly(export_dir, backbone, heads, probe_inputs=None, *, atol=1e-5) -> dict
+    variables_sha256(export_dir) -> str
+
+The assembled SavedModel serves ``serving_default(inputs, task_id)`` returning
+``{"outputs": float32 [None, max_width], "output_width": int32 [None]}`` plus one
+signature per task slug, and ships ``assets/manifest.json``.
+"""

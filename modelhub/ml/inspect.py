@@ -1,0 +1,214 @@
+"""Describe Keras models as plain data and fingerprint their weights.
+
+The registry stores what a worker learns about an uploaded model (inputs, feature
+layer, parameter counts, layers) as JSON, and tells backbones apart by a sha256 over
+their weights. This module also holds the small graph helpers (find a layer's output
+tensor inside a functional graph, cut a model at a layer) that split, grow and freeze
+build on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import keras
+import numpy as np
+
+from modelhub.ml.errors import LayerNotFoundError
+
+
+def inspect_model(model: keras.Model, *, feature_layer: str | None = None) -> dict[str, Any]:
+    """Describe ``model`` as JSON-able data.
+
+    Args:
+        model: a built Keras model.
+        feature_layer: the layer whose output is the feature vector; the model output
+            when None.
+
+    Returns:
+        ``{"name", "class_name", "inputs": [{"name", "shape", "dtype"}], "feature_layer",
+        "feature_shape", "params": {"total", "trainable", "non_trainable"},
+        "layers": [{"name", "type", "params", "trainable", "has_weights"}],
+        "weights_sha256"}``. Shapes exclude the batch dimension.
+
+    Example:
+        >>> inspect_model(model)["params"]["total"]
+        1290
+    """
+    inputs = [
+        {
+            "name": _input_name(model, index),
+            "shape": _shape_list(tensor.shape[1:]),
+            "dtype": str(tensor.dtype),
+        }
+        for index, tensor in enumerate(model.inputs)
+    ]
+    if feature_layer is None:
+        outputs = model.outputs
+        feature_name = model.layers[-1].name if model.layers else model.name
+        feature_shape = (
+            _shape_list(outputs[0].shape[1:]) if len(outputs) == 1 else [_shape_list(out.shape[1:]) for out in outputs]
+        )
+    else:
+        tensor = layer_output_tensor(model, feature_layer)
+        feature_name = feature_layer
+        feature_shape = _shape_list(tensor.shape[1:])
+    trainable = _count(model.trainable_weights)
+    non_trainable = _count(model.non_trainable_weights)
+    return {
+        "name": model.name,
+        "class_name": type(model).__name__,
+        "inputs": inputs,
+        "feature_layer": feature_name,
+        "feature_shape": feature_shape,
+        "params": {
+            "total": trainable + non_trainable,
+            "trainable": trainable,
+            "non_trainable": non_trainable,
+        },
+        "layers": [
+            {
+                "name": layer.name,
+                "type": type(layer).__name__,
+                "params": _count(layer.weights),
+                "trainable": bool(layer.trainable),
+                "has_weights": bool(layer.weights),
+            }
+            for layer in model.layers
+        ],
+        "weights_sha256": weights_fingerprint(model),
+    }
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """Return a sha256 over layer names, weight shapes, dtypes and weight bytes, in order.
+
+    Nested sub-models are walked layer by layer, so a backbone fingerprints the same
+    whether it is used alone or saved and reloaded.
+
+    Args:
+        model: a built Keras model (or layer).
+
+    Returns:
+        64 hex characters.
+
+    Example:
+        >>> weights_fingerprint(backbone) == weights_fingerprint(reloaded_backbone)
+        True
+    """
+    digest = hashlib.sha256()
+    for layer in iter_leaf_layers(model):
+        for index, weight in enumerate(layer.weights):
+            array = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+            digest.update(f"{layer.name}/{index}:{list(array.shape)}:{array.dtype.str}\n".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def iter_leaf_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Return the non-model layers of ``model`` in order, descending into sub-models."""
+    result: list[keras.layers.Layer] = []
+    for layer in getattr(model, "layers", [model]):
+        if isinstance(layer, keras.Model):
+            result.extend(iter_leaf_layers(layer))
+        else:
+            result.append(layer)
+    return result
+
+
+def graph_nodes(model: keras.Model) -> list[tuple[keras.layers.Layer, Any]]:
+    """Return ``(layer, node)`` for every call inside ``model``'s functional graph.
+
+    Walks back from the model outputs, so only nodes that belong to this graph are
+    returned (a shared layer or nested model may have nodes in other graphs). The
+    order is topological (inputs first).
+    """
+    seen: dict[int, tuple[keras.layers.Layer, Any]] = {}
+    order: list[tuple[keras.layers.Layer, Any]] = []
+
+    def visit(tensor: Any) -> None:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return
+        operation, node_index, _ = history
+        node = operation._inbound_nodes[node_index]
+        if id(node) in seen:
+            return
+        seen[id(node)] = (operation, node)
+        for parent in node.input_tensors:
+            visit(parent)
+        order.append((operation, node))
+
+    for output in model.outputs:
+        visit(output)
+    return order
+
+
+def layer_output_tensor(model: keras.Model, layer_name: str) -> Any:
+    """Return the output KerasTensor of the layer named ``layer_name`` in ``model``'s graph.
+
+    Raises:
+        LayerNotFoundError: no such layer, or it is called several times.
+    """
+    matches = [node for layer, node in graph_nodes(model) if layer.name == layer_name]
+    if not matches:
+        names = [layer.name for layer in model.layers]
+        raise LayerNotFoundError(
+            f"Expected a layer named '{layer_name}' in model '{model.name}', found none. "
+            f"Top-level layers are: {names[:20]}{' ...' if len(names) > 20 else ''}. "
+            "Pass one of these names."
+        )
+    if len(matches) > 1:
+        raise LayerNotFoundError(
+            f"Expected layer '{layer_name}' to be called once in model '{model.name}', it is "
+            f"called {len(matches)} times, so its output is ambiguous. Pick another layer."
+        )
+    outputs = matches[0].output_tensors
+    if len(outputs) != 1:
+        raise LayerNotFoundError(f"Expected layer '{layer_name}' to have one output, it has {len(outputs)}.")
+    return outputs[0]
+
+
+def backbone_up_to(model: keras.Model, feature_layer: str, *, copy: bool = False) -> keras.Model:
+    """Return the model from ``model``'s inputs to ``feature_layer``'s output.
+
+    Args:
+        model: a functional (or Sequential) Keras model.
+        feature_layer: name of the last backbone layer.
+        copy: when True the result owns fresh copies of the weights; otherwise it
+            shares layers (and weights) with ``model``.
+
+    Returns:
+        A ``keras.Model`` whose output is the feature tensor.
+
+    Example:
+        >>> backbone = backbone_up_to(full_model, "pool")
+    """
+    tensor = layer_output_tensor(model, feature_layer)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    backbone = keras.Model(inputs, tensor, name=f"{model.name}_backbone")
+    return copy_model(backbone) if copy else backbone
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """Return an independent copy of ``model`` (same config, copied weights)."""
+    clone = keras.models.clone_model(model, recursive=True)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _input_name(model: keras.Model, index: int) -> str:
+    tensor = model.inputs[index]
+    history = getattr(tensor, "_keras_history", None)
+    if history is not None:
+        return history[0].name
+    return getattr(tensor, "name", f"input_{index}")
+
+
+def _shape_list(shape: Any) -> list[int | None]:
+    return [None if dim is None else int(dim) for dim in shape]
+
+
+def _count(weights: list[Any]) -> int:
+    return int(sum(int(np.prod(weight.shape)) for weight in weights))

@@ -1,0 +1,239 @@
+"""Assembled SavedModel: contract, equivalence, both loaders, bad task ids, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from modelhub.ml.assemble import AssemblyHead, build_assembly, variables_sha256, verify_assembly
+from modelhub.ml.errors import AssemblyError, AssemblyVerificationError
+from modelhub.ml.inspect import weights_fingerprint
+from tests.ml.conftest import (
+    image_batch,
+    make_backbone,
+    make_branchy_head,
+    make_dense_head,
+    make_mlp_head,
+)
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _heads() -> list[AssemblyHead]:
+    return [
+        AssemblyHead("sentiment", make_dense_head(3, seed=11), 1, "a" * 64, ["neg", "neu", "pos"]),
+        AssemblyHead("topic", make_dense_head(3, seed=12), 2, "b" * 64, ["x", "y", "z"]),
+        AssemblyHead("box-head", make_dense_head(4, activation="linear", seed=13), 1, "c" * 64),
+        AssemblyHead("mlp", make_mlp_head(5, seed=14), 1, "d" * 64),
+        AssemblyHead("mlp-2", make_mlp_head(5, seed=15), 3, "e" * 64),
+        AssemblyHead("branchy", make_branchy_head(seed=16), 1, "f" * 64),
+    ]
+
+
+@pytest.fixture(scope="module")
+def assembly(tmp_path_factory):
+    backbone = make_backbone()
+    heads = _heads()
+    export_dir = tmp_path_factory.mktemp("asm") / "assembly"
+    info = {"name": "tiny", "version": 2, "sha256": weights_fingerprint(backbone)}
+    result = build_assembly(backbone=backbone, heads=heads, export_dir=export_dir, backbone_info=info)
+    return {"backbone": backbone, "heads": heads, "dir": export_dir, "result": result, "info": info}
+
+
+def _expected(backbone, head, images):
+    # Independent computation: the Keras components, eager.
+    return np.asarray(head.model(backbone(images, training=False), training=False))
+
+
+def test_manifest(assembly):
+    manifest = json.loads((assembly["dir"] / "assets" / "manifest.json").read_text())
+    assert manifest == assembly["result"]["manifest"]
+    assert manifest["format_version"] == 1
+    assert manifest["backbone"]["sha256"] == assembly["info"]["sha256"]
+    assert manifest["backbone"]["input"] == {"name": "inputs", "shape": [None, 8, 8, 3], "dtype": "float32"}
+    assert manifest["serving"]["max_width"] == 5
+    assert [(h["task_id"], h["task"], h["version"], h["output_width"]) for h in manifest["heads"]] == [
+        (0, "sentiment", 1, 3),
+        (1, "topic", 2, 3),
+        (2, "box-head", 1, 4),
+        (3, "mlp", 1, 5),
+        (4, "mlp-2", 3, 5),
+        (5, "branchy", 1, 3),
+    ]
+    assert manifest["heads"][0]["labels"] == ["neg", "neu", "pos"]
+    assert manifest["heads"][0]["sha256"] == "a" * 64
+    assert assembly["result"]["verification"]["max_abs_diff"] <= 1e-5
+
+
+def test_mixed_batch_matches_components(assembly):
+    loaded = tf.saved_model.load(str(assembly["dir"]))
+    serving = loaded.signatures["serving_default"]
+    images = image_batch(12, seed=7)
+    task_ids = np.array([5, 0, 3, 3, 1, 2, 4, 0, 5, 2, 1, 4], np.int32)
+    result = serving(inputs=tf.constant(images), task_id=tf.constant(task_ids))
+    outputs, widths = result["outputs"].numpy(), result["output_width"].numpy()
+    assert outputs.shape == (12, 5) and outputs.dtype == np.float32
+    for row, task in enumerate(task_ids):
+        head = assembly["heads"][task]
+        expected = _expected(assembly["backbone"], head, images[row : row + 1])[0]
+        width = expected.shape[0]
+        assert widths[row] == width
+        np.testing.assert_allclose(outputs[row, :width], expected, atol=1e-5, rtol=0)
+        assert np.all(outputs[row, width:] == 0)
+
+
+def test_wide_batch_takes_grouped_path(assembly, monkeypatch):
+    """Above the per-row gather budget the rows are grouped by task; results are the same."""
+    import modelhub.ml.assemble as assemble_module
+
+    monkeypatch.setattr(assemble_module, "PER_ROW_GATHER_MAX_FLOATS", 0)
+    heads = assembly["heads"][:5]
+    export_dir = assembly["dir"].parent / "grouped"
+    result = build_assembly(
+        backbone=assembly["backbone"], heads=heads, export_dir=export_dir, backbone_info=assembly["info"]
+    )
+    assert result["verification"]["max_abs_diff"] <= 1e-5
+
+
+def test_per_head_signatures(assembly):
+    loaded = tf.saved_model.load(str(assembly["dir"]))
+    images = image_batch(3, seed=8)
+    for head in assembly["heads"]:
+        outputs = loaded.signatures[head.task](inputs=tf.constant(images))["outputs"].numpy()
+        np.testing.assert_allclose(outputs, _expected(assembly["backbone"], head, images), atol=1e-5, rtol=0)
+
+
+def test_bad_task_id_raises(assembly):
+    loaded = tf.saved_model.load(str(assembly["dir"]))
+    serving = loaded.signatures["serving_default"]
+    images = image_batch(2)
+    for bad in ([0, 6], [-1, 0]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="task_id out of range"):
+            serving(inputs=tf.constant(images), task_id=tf.constant(bad, tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one entry per input row"):
+        serving(inputs=tf.constant(images), task_id=tf.constant([0], tf.int32))
+
+
+def test_variables_stored_once(assembly):
+    reader = tf.train.load_checkpoint(str(assembly["dir"] / "variables" / "variables"))
+    shapes = reader.get_variable_to_shape_map()
+    stored = sum(int(np.prod(shape)) for name, shape in shapes.items() if "VARIABLE_VALUE" in name)
+    backbone_params = assembly["backbone"].count_params()
+    head_params = sum(head.model.count_params() for head in assembly["heads"])
+    assert stored == backbone_params + head_params
+    # Same-architecture heads are stacked: [2, 6, 3] holds sentiment + topic.
+    assert any(list(shape) == [2, 6, 3] for shape in shapes.values())
+
+
+def test_fresh_process_load_imports_only_tensorflow(assembly, tmp_path):
+    images = image_batch(2, seed=3)
+    np.save(tmp_path / "images.npy", images)
+    script = textwrap.dedent(
+        f"""
+        import sys, json
+        import numpy as np
+        import tensorflow as tf
+        before = set(sys.modules)
+        loaded = tf.saved_model.load({str(assembly["dir"])!r})
+        out = loaded.signatures["serving_default"](
+            inputs=tf.constant(np.load({str(tmp_path / "images.npy")!r})),
+            task_id=tf.constant([3, 0], tf.int32))
+        # `import tensorflow` itself pulls in keras.src; loading must not add Keras model code.
+        banned = [m for m in sys.modules if m.startswith(("modelhub", "django"))]
+        banned += [m for m in set(sys.modules) - before if "keras" in m]
+        print(json.dumps({{"outputs": out["outputs"].numpy().tolist(), "banned": banned}}))
+        """
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
+    payload = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert payload["banned"] == []
+    outputs = np.array(payload["outputs"], np.float32)
+    backbone, heads = assembly["backbone"], assembly["heads"]
+    np.testing.assert_allclose(outputs[0, :5], _expected(backbone, heads[3], images[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(outputs[1, :3], _expected(backbone, heads[0], images[1:])[0], atol=1e-5)
+
+
+def test_saved_model_cli_run(assembly, tmp_path):
+    cli = VENV_BIN / "saved_model_cli"
+    if not cli.exists():
+        pytest.fail(f"saved_model_cli not found next to {sys.executable}")
+    images = image_batch(2, seed=4)
+    npz = tmp_path / "in.npz"
+    np.savez(npz, x=images, t=np.array([2, 1], np.int32))
+    out_dir = tmp_path / "cli_out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run(
+        [
+            str(cli),
+            "run",
+            "--dir",
+            str(assembly["dir"]),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"inputs={npz}[x];task_id={npz}[t]",
+            "--outdir",
+            str(out_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    outputs = np.load(out_dir / "outputs.npy")
+    widths = np.load(out_dir / "output_width.npy")
+    backbone, heads = assembly["backbone"], assembly["heads"]
+    assert widths.tolist() == [4, 3]
+    np.testing.assert_allclose(outputs[0, :4], _expected(backbone, heads[2], images[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(outputs[1, :3], _expected(backbone, heads[1], images[1:])[0], atol=1e-5)
+
+
+def test_build_is_deterministic(tmp_path):
+    backbone = make_backbone()
+    info = {"name": "tiny", "version": 1, "sha256": "0" * 64}
+    first = build_assembly(
+        backbone=backbone, heads=_heads()[:3], export_dir=tmp_path / "one", backbone_info=info, verify=False
+    )
+    second = build_assembly(
+        backbone=backbone, heads=_heads()[:3], export_dir=tmp_path / "two", backbone_info=info, verify=False
+    )
+    assert (tmp_path / "one/assets/manifest.json").read_bytes() == (tmp_path / "two/assets/manifest.json").read_bytes()
+    assert first["manifest"] == second["manifest"]
+    assert variables_sha256(tmp_path / "one") == variables_sha256(tmp_path / "two")
+    assert (tmp_path / "one/variables/variables.data-00000-of-00001").read_bytes() == (
+        tmp_path / "two/variables/variables.data-00000-of-00001"
+    ).read_bytes()
+
+
+def test_verification_catches_wrong_head(assembly, tmp_path):
+    heads = [head.model for head in assembly["heads"]]
+    heads[1] = make_dense_head(3, seed=99)
+    with pytest.raises(AssemblyVerificationError, match="'topic'"):
+        verify_assembly(assembly["dir"], assembly["backbone"], heads)
+
+
+def test_bad_heads_refused(tmp_path):
+    backbone = make_backbone()
+    info = {"name": "tiny", "version": 1, "sha256": "0" * 64}
+    wrong = AssemblyHead("wrong", make_dense_head(3, num_features=7), 1, "0" * 64)
+    with pytest.raises(AssemblyError, match=r"expects features of shape \[7\].*outputs \[6\]"):
+        build_assembly(backbone=backbone, heads=[wrong], export_dir=tmp_path / "a", backbone_info=info)
+    same = AssemblyHead("dup", make_dense_head(3), 1, "0" * 64)
+    with pytest.raises(AssemblyError, match="twice"):
+        build_assembly(backbone=backbone, heads=[same, same], export_dir=tmp_path / "b", backbone_info=info)
+    with pytest.raises(AssemblyError, match="at least one head"):
+        build_assembly(backbone=backbone, heads=[], export_dir=tmp_path / "c", backbone_info=info)
