@@ -1,0 +1,474 @@
+"""Train heads on a backbone: cached features, several heads per run, fine-tuning.
+
+Heads train on cached backbone features whenever the backbone is frozen and no
+augmentation is on; otherwise every batch runs the full forward pass, with the
+backbone called in inference mode (``training=False``) so BatchNormalization keeps its
+statistics. Several heads train in one run either jointly (one summed, weighted loss)
+or disjointly (one optimizer and learning rate per head). Progress is reported per
+epoch, runs can be cancelled between batches, and runs are seedable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from modelhub.ml.errors import InvalidDatasetError, MLError, TrainingCancelled
+from modelhub.ml.features import cached_features, compute_features
+from modelhub.ml.freeze import freeze_backbone, unfreeze_top
+from modelhub.ml.inspect import copy_model
+
+HEAD_KINDS = ("dense", "mlp")
+HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid")
+ProgressCallback = Callable[[dict[str, Any]], None]
+CancelCheck = Callable[[], bool]
+
+
+def build_head(
+    feature_shape: Sequence[int],
+    *,
+    units: int,
+    kind: str = "dense",
+    activation: str = "softmax",
+    hidden_units: Sequence[int] = (),
+    dropout: float = 0.0,
+    name: str = "head",
+    seed: int | None = None,
+) -> keras.Model:
+    """Build a head whose single input (named ``"features"``) has ``feature_shape``.
+
+    Args:
+        feature_shape: the backbone's feature shape without batch; >1-D features are flattened.
+        units: output width.
+        kind: ``"dense"`` (one Dense layer) or ``"mlp"`` (hidden Dense+ReLU layers, dropout).
+        activation: ``"linear"`` (regression), ``"softmax"`` or ``"sigmoid"``.
+        hidden_units: hidden layer sizes for ``"mlp"``.
+        dropout: dropout rate after each hidden layer.
+        name: model name.
+        seed: seeds the initialisers.
+
+    Returns:
+        An uncompiled ``keras.Model``.
+
+    Example:
+        >>> build_head([1280], units=10, kind="mlp", hidden_units=[64], dropout=0.2)
+    """
+    if kind not in HEAD_KINDS:
+        raise MLError(f"Expected head kind in {HEAD_KINDS}, received '{kind}'.")
+    if activation not in HEAD_ACTIVATIONS:
+        raise MLError(f"Expected activation in {HEAD_ACTIVATIONS}, received '{activation}'.")
+    if kind == "mlp" and not hidden_units:
+        raise MLError("Expected hidden_units (e.g. [64]) for an 'mlp' head, received none.")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    inputs = keras.Input(tuple(feature_shape), name="features")
+    x = keras.layers.Flatten(name="flatten")(inputs) if len(feature_shape) > 1 else inputs
+    if kind == "mlp":
+        for index, width in enumerate(hidden_units):
+            x = keras.layers.Dense(int(width), activation="relu", name=f"hidden_{index}")(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"dropout_{index}")(x)
+    outputs = keras.layers.Dense(units, activation=activation, name="output")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def train_head(
+    *,
+    backbone: keras.Model,
+    head: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    loss: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    augment: keras.layers.Layer | None = None,
+    seed: int | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> dict[str, Any]:
+    """Train ``head`` (in place) on ``backbone``'s features of ``x``.
+
+    Args:
+        backbone: the backbone; frozen unless some of its weights are trainable.
+        head: the head to train.
+        x, y: inputs and targets.
+        epochs, batch_size, learning_rate: the usual.
+        loss: a Keras loss name; inferred from the head's output activation when None.
+        cache_dir: feature cache directory (used when the backbone is frozen).
+        augment: an augmentation layer applied to inputs in training; forces full passes.
+        seed: makes the run reproducible.
+        progress: called after each epoch with ``{"epoch", "epochs", <metrics>}``.
+        should_cancel: polled before every batch; True raises ``TrainingCancelled``.
+
+    Returns:
+        ``{"history": {metric: [per epoch]}, "used_feature_cache": bool, "cache": dict | None}``.
+
+    Example:
+        >>> train_head(backbone=bb, head=head, x=images, y=labels, epochs=5)["history"]["loss"][-1]
+    """
+    _check_xy(x, y)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    loss = loss or infer_loss(head, y)
+    frozen = not backbone.trainable_weights
+    use_cache = frozen and augment is None
+    cache_info = None
+    callbacks = _callbacks(epochs, progress, should_cancel)
+    if use_cache:
+        if cache_dir is not None:
+            features, cache_info = cached_features(backbone, x, cache_dir=cache_dir)
+        else:
+            features = compute_features(backbone, x)
+        head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=_metrics(loss))
+        history = head.fit(features, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
+    else:
+        model = _full_model(backbone, head, augment)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=_metrics(loss))
+        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
+    return {"history": _history(history), "used_feature_cache": use_cache, "cache": cache_info}
+
+
+def train_heads(
+    *,
+    backbone: keras.Model,
+    heads: Mapping[str, keras.Model],
+    x: np.ndarray,
+    ys: Mapping[str, np.ndarray],
+    epochs: int,
+    mode: str = "joint",
+    batch_size: int = 32,
+    learning_rates: float | Mapping[str, float] = 1e-3,
+    loss_weights: Mapping[str, float] | None = None,
+    losses: Mapping[str, str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> dict[str, Any]:
+    """Train several heads on one frozen backbone and one input set, in one run.
+
+    Args:
+        backbone: a frozen backbone (features are computed once).
+        heads: task -> head model (trained in place).
+        x: shared inputs; ys: task -> targets.
+        epochs, batch_size: the usual.
+        mode: ``"joint"``: one optimizer on the summed loss ``sum(w_t * loss_t)`` with
+            ``learning_rates`` a float; ``"disjoint"``: one optimizer and learning rate per
+            head, so heads do not compete through loss magnitudes.
+        learning_rates: a float, or task -> rate (``"disjoint"``).
+        loss_weights: task -> weight for ``"joint"`` (default 1 each).
+        losses: task -> Keras loss name; inferred per head when missing.
+        cache_dir, seed, progress, should_cancel: as in :func:`train_head`.
+
+    Returns:
+        ``{"history": {task: {metric: [per epoch]}}, "mode": str, "used_feature_cache": True}``.
+
+    Example:
+        >>> train_heads(backbone=bb, heads={"a": ha, "b": hb}, x=x, ys={"a": ya, "b": yb},
+        ...             epochs=3, mode="disjoint", learning_rates={"a": 1e-3, "b": 1e-2})
+    """
+    if mode not in ("joint", "disjoint"):
+        raise MLError(f"Expected mode 'joint' or 'disjoint', received '{mode}'.")
+    if set(heads) != set(ys):
+        raise InvalidDatasetError(f"Expected targets for every head {sorted(heads)}, received {sorted(ys)}.")
+    for task in heads:
+        _check_xy(x, ys[task])
+    if backbone.trainable_weights:
+        raise MLError(
+            f"Expected a frozen backbone for train_heads, '{backbone.name}' has trainable weights. "
+            "Call freeze_backbone first, or use fine_tune for one head."
+        )
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    if cache_dir is not None:
+        features, _ = cached_features(backbone, x, cache_dir=cache_dir)
+    else:
+        features = compute_features(backbone, x)
+    losses = {task: (losses or {}).get(task) or infer_loss(heads[task], ys[task]) for task in heads}
+    rates = {task: float(learning_rates if np.isscalar(learning_rates) else learning_rates[task]) for task in heads}
+    tasks = sorted(heads)
+    if mode == "joint":
+        if len(set(rates.values())) != 1:
+            raise MLError("Expected one learning rate in joint mode; use mode='disjoint' for per-head rates.")
+        inputs = keras.Input(features.shape[1:], name="features")
+        model = keras.Model(inputs, {task: _TaskHead(heads[task], task)(inputs) for task in tasks})
+        weights = {task: float((loss_weights or {}).get(task, 1.0)) for task in tasks}
+        model.compile(
+            optimizer=keras.optimizers.Adam(rates[tasks[0]]),
+            loss={task: losses[task] for task in tasks},
+            loss_weights=weights,
+        )
+        history = model.fit(
+            features,
+            {task: ys[task] for task in tasks},
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            callbacks=_callbacks(epochs, progress, should_cancel),
+        )
+        flat = _history(history)
+        per_task = {task: {"loss": flat.get(f"{task}_loss", [])} for task in tasks}
+        return {"history": {"total": {"loss": flat["loss"]}, **per_task}, "mode": mode, "used_feature_cache": True}
+    return _train_disjoint(heads, tasks, features, ys, losses, rates, epochs, batch_size, seed, progress, should_cancel)
+
+
+def fine_tune(
+    *,
+    backbone: keras.Model,
+    head: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    phase1_epochs: int,
+    phase2_epochs: int,
+    unfreeze_layers: int,
+    learning_rate: float = 1e-3,
+    phase2_lr_factor: float = 0.1,
+    batch_size: int = 32,
+    loss: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> dict[str, Any]:
+    """Two-phase fine-tune: head on a frozen backbone, then the top layers at a lower rate.
+
+    ``backbone`` itself is never modified; the changed backbone is returned as a new model.
+
+    Args:
+        backbone, head, x, y: as in :func:`train_head` (``head`` is trained in place).
+        phase1_epochs: epochs with the backbone frozen (cached features).
+        phase2_epochs: epochs with the top ``unfreeze_layers`` weight-bearing layers unfrozen.
+        unfreeze_layers: N weight-bearing layers to unfreeze in phase 2.
+        learning_rate: phase-1 rate; phase 2 uses ``learning_rate * phase2_lr_factor``.
+        phase2_lr_factor: defaults to 0.1.
+
+    Returns:
+        ``{"backbone": keras.Model, "backbone_weights": [np.ndarray], "head": keras.Model,
+        "history": {"phase1": ..., "phase2": ...}, "unfreeze": dict, "phase2_learning_rate": float}``.
+
+    Example:
+        >>> result = fine_tune(backbone=bb, head=h, x=x, y=y, phase1_epochs=3,
+        ...                    phase2_epochs=2, unfreeze_layers=4)
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    tuned = copy_model(backbone)
+    freeze_backbone(tuned)
+
+    def report(phase: str) -> ProgressCallback | None:
+        if progress is None:
+            return None
+        return lambda metrics: progress({"phase": phase, **metrics})
+
+    phase1 = train_head(
+        backbone=tuned,
+        head=head,
+        x=x,
+        y=y,
+        epochs=phase1_epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        loss=loss,
+        cache_dir=cache_dir,
+        progress=report("phase1"),
+        should_cancel=should_cancel,
+    )
+    unfreeze = unfreeze_top(tuned, unfreeze_layers)
+    phase2_rate = learning_rate * phase2_lr_factor
+    loss = loss or infer_loss(head, y)
+    model = _full_model(tuned, head, None)
+    model.compile(optimizer=keras.optimizers.Adam(phase2_rate), loss=loss, metrics=_metrics(loss))
+    history = model.fit(
+        x,
+        y,
+        epochs=phase2_epochs,
+        batch_size=batch_size,
+        verbose=0,
+        callbacks=_callbacks(phase2_epochs, report("phase2"), should_cancel),
+    )
+    return {
+        "backbone": tuned,
+        "backbone_weights": tuned.get_weights(),
+        "head": head,
+        "history": {"phase1": phase1["history"], "phase2": _history(history)},
+        "unfreeze": unfreeze,
+        "phase2_learning_rate": phase2_rate,
+    }
+
+
+def evaluate_head(
+    backbone: keras.Model, head: keras.Model, x: np.ndarray, y: np.ndarray, *, batch_size: int = 64
+) -> dict[str, float]:
+    """Evaluate ``head`` through ``backbone`` on ``(x, y)`` (inference mode).
+
+    Returns:
+        ``{"loss": float, "num_examples": int}`` plus ``"accuracy"`` for softmax/sigmoid
+        heads or ``"mae"`` for linear heads.
+
+    Example:
+        >>> evaluate_head(new_backbone, head, x_val, y_val)["accuracy"]
+    """
+    _check_xy(x, y)
+    features = compute_features(backbone, x, batch_size=batch_size)
+    predictions = np.asarray(head.predict(features, batch_size=batch_size, verbose=0), np.float64)
+    loss_name = infer_loss(head, y)
+    loss_value = float(np.mean(np.asarray(keras.losses.get(loss_name)(y, predictions))))
+    result: dict[str, float] = {"loss": loss_value, "num_examples": int(len(x))}
+    if loss_name == "sparse_categorical_crossentropy":
+        result["accuracy"] = float(np.mean(np.argmax(predictions, axis=-1) == np.asarray(y).reshape(-1)))
+    elif loss_name == "categorical_crossentropy":
+        result["accuracy"] = float(np.mean(np.argmax(predictions, -1) == np.argmax(y, -1)))
+    elif loss_name == "binary_crossentropy":
+        result["accuracy"] = float(np.mean((predictions > 0.5) == (np.asarray(y).reshape(predictions.shape) > 0.5)))
+    else:
+        result["mae"] = float(np.mean(np.abs(predictions - np.asarray(y).reshape(predictions.shape))))
+    return result
+
+
+def infer_loss(head: keras.Model, y: np.ndarray) -> str:
+    """Return the Keras loss name matching the head's output activation and targets."""
+    last = head.layers[-1]
+    activation = keras.activations.serialize(getattr(last, "activation", keras.activations.linear))
+    if activation == "softmax":
+        return "sparse_categorical_crossentropy" if np.ndim(y) == 1 else "categorical_crossentropy"
+    if activation == "sigmoid":
+        return "binary_crossentropy"
+    return "mse"
+
+
+class _EpochAndCancel(keras.callbacks.Callback):
+    def __init__(self, epochs: int, progress: ProgressCallback | None, should_cancel: CancelCheck | None) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.progress = progress
+        self.should_cancel = should_cancel
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise TrainingCancelled(f"Training was cancelled before batch {batch + 1}; nothing was saved.")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.progress is not None:
+            metrics = {key: float(value) for key, value in (logs or {}).items()}
+            self.progress({"epoch": epoch + 1, "epochs": self.epochs, **metrics})
+
+
+def _callbacks(epochs: int, progress: ProgressCallback | None, should_cancel: CancelCheck | None) -> list:
+    return [_EpochAndCancel(epochs, progress, should_cancel)]
+
+
+def _train_disjoint(
+    heads: Mapping[str, keras.Model],
+    tasks: list[str],
+    features: np.ndarray,
+    ys: Mapping[str, np.ndarray],
+    losses: Mapping[str, str],
+    rates: Mapping[str, float],
+    epochs: int,
+    batch_size: int,
+    seed: int | None,
+    progress: ProgressCallback | None,
+    should_cancel: CancelCheck | None,
+) -> dict[str, Any]:
+    import tensorflow as tf
+
+    optimizers = {task: keras.optimizers.Adam(rates[task]) for task in tasks}
+    loss_fns = {task: keras.losses.get(losses[task]) for task in tasks}
+
+    def make_step(task: str) -> Callable:
+        head, optimizer, loss_fn = heads[task], optimizers[task], loss_fns[task]
+
+        @tf.function(reduce_retracing=True)
+        def step(batch_x: Any, batch_y: Any) -> Any:
+            with tf.GradientTape() as tape:
+                value = tf.reduce_mean(loss_fn(batch_y, head(batch_x, training=True)))
+            grads = tape.gradient(value, head.trainable_variables)
+            optimizer.apply_gradients(zip(grads, head.trainable_variables, strict=True))
+            return value
+
+        return step
+
+    steps = {task: make_step(task) for task in tasks}
+    rng = np.random.default_rng(seed)
+    history: dict[str, dict[str, list[float]]] = {task: {"loss": []} for task in tasks}
+    for epoch in range(epochs):
+        order = rng.permutation(len(features))
+        totals = dict.fromkeys(tasks, 0.0)
+        num_batches = 0
+        for batch_index, start in enumerate(range(0, len(order), batch_size)):
+            if should_cancel is not None and should_cancel():
+                raise TrainingCancelled(f"Training was cancelled before batch {batch_index + 1}; nothing was saved.")
+            rows = order[start : start + batch_size]
+            for task in tasks:
+                totals[task] += float(steps[task](features[rows], ys[task][rows]))
+            num_batches += 1
+        for task in tasks:
+            history[task]["loss"].append(totals[task] / max(num_batches, 1))
+        if progress is not None:
+            progress({"epoch": epoch + 1, "epochs": epochs, **{f"{t}_loss": history[t]["loss"][-1] for t in tasks}})
+    return {"history": history, "mode": "disjoint", "used_feature_cache": True, "learning_rates": dict(rates)}
+
+
+def _full_model(backbone: keras.Model, head: keras.Model, augment: keras.layers.Layer | None) -> keras.Model:
+    spec = backbone.inputs[0]
+    inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name="inputs")
+    x = augment(inputs) if augment is not None else inputs
+    features = InferenceMode(backbone)(x)
+    return keras.Model(inputs, head(features))
+
+
+class _TaskHead(keras.layers.Layer):
+    """Give a head a unique name inside a multi-head model (heads are often all named 'head')."""
+
+    def __init__(self, head: keras.Model, task: str, **kwargs: Any) -> None:
+        super().__init__(name=task, **kwargs)
+        self.head = head
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.head(inputs, training=training)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.head.compute_output_shape(input_shape)
+
+
+class InferenceMode(keras.layers.Layer):
+    """Call a backbone with ``training=False`` always, while its weights stay trainable.
+
+    Keras 3 overrides ``training=False`` given at functional-graph construction when the
+    outer model is fit, so unfrozen BatchNormalization would update its statistics. This
+    wrapper keeps BatchNormalization (and Dropout) in inference mode during fine-tuning.
+    """
+
+    def __init__(self, backbone: keras.Model, **kwargs: Any) -> None:
+        super().__init__(name=f"{backbone.name}_inference", **kwargs)
+        self.backbone = backbone
+
+    def call(self, inputs: Any) -> Any:
+        return self.backbone(inputs, training=False)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.backbone.compute_output_shape(input_shape)
+
+
+def _metrics(loss: str) -> list[str]:
+    return ["accuracy"] if "crossentropy" in loss else ["mae"]
+
+
+def _history(history: Any) -> dict[str, list[float]]:
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray) -> None:
+    if len(x) != len(y):
+        raise InvalidDatasetError(
+            f"Expected as many targets as inputs, received {len(x)} inputs and {len(y)} targets. "
+            "Check the dataset's label column."
+        )
+    if len(x) == 0:
+        raise InvalidDatasetError("Expected at least one example, received an empty dataset.")
