@@ -106,6 +106,8 @@ INSTALLED_APPS = [
     "modelhub.core",
     "modelhub.teams",
     "modelhub.artifacts",
+    "modelhub.backbones",
+    "heads",
     "modelhub.dashboard",
 ]
 
@@ -229,6 +231,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = str(MODELHUB_HOME / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_HANDLERS = ["modelhub.artifacts.upload_handlers.LimitedTemporaryFileUploadHandler"]
+# Zip-bomb guard for .keras files: the largest total uncompressed size a worker will open.
+MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES = env_int("MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES", 8 * 1024**3)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MODELHUB_MAX_FILES_PER_REQUEST", 500)
 
 # --- REST API -----------------------------------------------------------------------------

@@ -5,7 +5,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from heads import apis as head_apis
 from modelhub.artifacts import apis as artifact_apis
+from modelhub.backbones import apis as backbone_apis
 from modelhub.core import apis as core_apis
 from modelhub.teams import apis as team_apis
 
@@ -16,6 +18,24 @@ api_patterns = [
     path("teams/<slug:slug>/members/", team_apis.TeamMembersApi.as_view(), name="team-members"),
     path("uploads/", artifact_apis.UploadListCreateApi.as_view(), name="upload-list"),
     path("uploads/<int:pk>/", artifact_apis.UploadDetailApi.as_view(), name="upload-detail"),
+    path("backbones/", backbone_apis.BackboneListCreateApi.as_view(), name="backbone-list"),
+    path("backbones/<int:pk>/", backbone_apis.BackboneDetailApi.as_view(), name="backbone-detail"),
+    path("backbones/<int:pk>/download/", backbone_apis.BackboneDownloadApi.as_view(), name="backbone-download"),
+    path("heads/", head_apis.HeadListCreateApi.as_view(), name="head-list"),
+    path("heads/<int:pk>/", head_apis.HeadDetailApi.as_view(), name="head-detail"),
+    path("heads/<int:pk>/download/", head_apis.HeadDownloadApi.as_view(), name="head-download"),
+    path("heads/<int:pk>/submit/", head_apis.HeadTransitionApi.as_view(action="submit"), name="head-submit"),
+    path("heads/<int:pk>/approve/", head_apis.HeadTransitionApi.as_view(action="approve"), name="head-approve"),
+    path(
+        "heads/<int:pk>/request_changes/",
+        head_apis.HeadTransitionApi.as_view(action="request_changes"),
+        name="head-request-changes",
+    ),
+    path("heads/<int:pk>/archive/", head_apis.HeadTransitionApi.as_view(action="archive"), name="head-archive"),
+    path("heads/<int:pk>/comments/", head_apis.HeadCommentsApi.as_view(), name="head-comments"),
+    path("heads/<int:pk>/history/", head_apis.HeadHistoryApi.as_view(), name="head-history"),
+    path("imports/", head_apis.ImportListCreateApi.as_view(), name="import-list"),
+    path("imports/<int:pk>/", head_apis.ImportDetailApi.as_view(), name="import-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -89,6 +89,9 @@ def _worker_env() -> dict:
     env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
     env["MODELHUB_HOME"] = str(settings.MODELHUB_HOME)
     env["PYTHONUNBUFFERED"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # A small zip-bomb limit, so that tests can build a bomb quickly.
+    env["MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES"] = str(256 * 1024 * 1024)
     return env
 
 
@@ -147,6 +150,56 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+# --- Model files (tiny Keras models shared by registry, assembly and training tests) ---
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    """Save a backbone, heads and full models sharing it, plus bad files, once per session."""
+    import zipfile
+
+    import keras
+    import numpy as np
+
+    from tests import model_factory as mf
+
+    root = tmp_path_factory.mktemp("models")
+    backbone = mf.make_backbone(seed=0)
+    files = {"backbone": mf.save(backbone, root / "backbone.keras")}
+    files["head"] = mf.save(mf.make_head("dense", units=3), root / "head.keras")
+    files["full_sentiment"] = mf.save(
+        mf.make_full_model(backbone, "dense", 3, seed=1, name="s"), root / "sentiment.keras"
+    )
+    files["full_topic"] = mf.save(mf.make_full_model(backbone, "mlp", 5, seed=2, name="t"), root / "topic.keras")
+    files["full_box"] = mf.save(mf.make_full_model(backbone, "regression", 4, seed=3, name="b"), root / "box.keras")
+    other = mf.make_backbone(seed=42)
+    files["full_other_backbone"] = mf.save(
+        mf.make_full_model(other, "dense", 3, seed=4, name="o"), root / "other.keras"
+    )
+    perturbed = mf.make_full_model(mf.make_backbone(seed=0), "dense", 3, seed=5, name="p")
+    kernel = perturbed.get_layer("hidden").kernel
+    kernel.assign(kernel.numpy() + np.float32(1e-3) * (np.arange(kernel.numpy().size).reshape(kernel.shape) == 7))
+    files["full_perturbed"] = mf.save(perturbed, root / "perturbed.keras")
+    wrong = keras.Sequential([keras.Input(shape=(7,)), keras.layers.Dense(2)])
+    files["head_wrong_shape"] = mf.save(wrong, root / "wrong.keras")
+    inputs = keras.Input(shape=mf.INPUT_SHAPE, name="inputs")
+    lam = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs))
+    files["lambda"] = mf.save(lam, root / "lambda.keras")
+    files["corrupt"] = root / "corrupt.keras"
+    files["corrupt"].write_bytes(files["head"].read_bytes()[:300])
+    bomb = root / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"\0" * (600 * 1024 * 1024))
+    files["bomb"] = bomb
+    # The same weights saved again: different file bytes, same fingerprint.
+    files["backbone_resaved"] = mf.save(keras.models.clone_model(backbone), root / "backbone-resaved.keras")
+    mf_model = keras.models.load_model(files["backbone_resaved"])
+    mf_model.set_weights(backbone.get_weights())
+    files["backbone_resaved"] = mf.save(mf_model, root / "backbone-resaved.keras")
+    return files
 
 
 # --- Headless Chromium (pytest-playwright) -------------------------------------------------

@@ -24,7 +24,7 @@ class Upload(models.Model):
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="uploads")
     blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="uploads")
     filename = models.CharField(max_length=255)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,0 +1,237 @@
+"""REST endpoints for heads, the review workflow, comments, history and imports."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport
+from heads.selectors import head_get, head_history, head_list, import_get, import_list
+from heads.services import head_comment_add, head_transition, head_upload, import_create
+from modelhub.artifacts.downloads import blob_download_response
+from modelhub.core.api import paginated_response
+from modelhub.teams.selectors import membership_get
+
+
+class HeadOutputSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="task.team.slug")
+    task = serializers.CharField(source="task.slug")
+    backbone_name = serializers.CharField(source="backbone.name")
+    backbone_version = serializers.IntegerField(source="backbone.version")
+    sha256 = serializers.CharField(source="blob.sha256")
+    size_bytes = serializers.IntegerField(source="blob.size_bytes")
+    created_by = serializers.CharField(source="created_by.username", default=None)
+    review = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = HeadVersion
+        fields = [
+            "id",
+            "team",
+            "task",
+            "version",
+            "backbone",
+            "backbone_name",
+            "backbone_version",
+            "status",
+            "error",
+            "sha256",
+            "size_bytes",
+            "filename",
+            "output_width",
+            "labels",
+            "metrics",
+            "description",
+            "spec",
+            "origin",
+            "review",
+            "created_by",
+            "created_at",
+            "finished_at",
+            "download_url",
+        ]
+
+    def get_review(self, obj) -> dict:
+        return {
+            "status": obj.status,
+            "reviewed_by": obj.reviewed_by.username if obj.reviewed_by_id else None,
+            "reviewed_at": obj.reviewed_at,
+        }
+
+    def get_download_url(self, obj) -> str:
+        return f"/api/heads/{obj.pk}/download/"
+
+
+class HeadListCreateApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        backbone = serializers.IntegerField()
+        task = serializers.CharField(max_length=63)
+        file = serializers.FileField()
+        labels = serializers.CharField(required=False, allow_blank=True, default="")
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    class FilterSerializer(serializers.Serializer):
+        team = serializers.CharField(required=False)
+        backbone = serializers.IntegerField(required=False)
+        status = serializers.ChoiceField(choices=HeadVersion.Status.values, required=False)
+        task = serializers.CharField(required=False)
+        q = serializers.CharField(required=False)
+
+    @extend_schema(parameters=[FilterSerializer], responses=HeadOutputSerializer(many=True))
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return paginated_response(
+            request, head_list(user=request.user, filters=filters.validated_data), HeadOutputSerializer, view=self
+        )
+
+    @extend_schema(request=InputSerializer, responses={202: HeadOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        head = head_upload(
+            user=request.user,
+            backbone_id=values["backbone"],
+            task=values["task"],
+            file=values["file"],
+            labels=values["labels"],
+            description=values["description"],
+        )
+        return Response(HeadOutputSerializer(head).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HeadDetailApi(APIView):
+    @extend_schema(responses=HeadOutputSerializer)
+    def get(self, request, pk: int):
+        return Response(HeadOutputSerializer(head_get(user=request.user, pk=pk)).data)
+
+
+class HeadDownloadApi(APIView):
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk: int):
+        head = head_get(user=request.user, pk=pk)
+        return blob_download_response(head.blob, filename=f"{head.task.slug}-v{head.version}.keras")
+
+
+class HeadTransitionApi(APIView):
+    """POST submit / approve / request_changes / archive, with an optional comment."""
+
+    action = ""
+    parser_classes = [JSONParser, MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+    @extend_schema(request=InputSerializer, responses=HeadOutputSerializer)
+    def post(self, request, pk: int):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        head = head_get(user=request.user, pk=pk)
+        head = head_transition(head=head, user=request.user, action=self.action, comment=data.validated_data["comment"])
+        return Response(HeadOutputSerializer(head_get(user=request.user, pk=head.pk)).data)
+
+
+class CommentSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", default=None)
+
+    class Meta:
+        model = HeadComment
+        fields = ["id", "author", "body", "created_at"]
+
+
+class HeadCommentsApi(APIView):
+    parser_classes = [JSONParser, MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        body = serializers.CharField()
+
+    @extend_schema(responses=CommentSerializer(many=True))
+    def get(self, request, pk: int):
+        head = head_get(user=request.user, pk=pk)
+        return paginated_response(request, head.comments.select_related("author"), CommentSerializer, view=self)
+
+    @extend_schema(request=InputSerializer, responses={201: CommentSerializer})
+    def post(self, request, pk: int):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        comment = head_comment_add(
+            head=head_get(user=request.user, pk=pk), user=request.user, body=data.validated_data["body"]
+        )
+        return Response(CommentSerializer(comment).data, status=status.HTTP_201_CREATED)
+
+
+class EventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None)
+
+    class Meta:
+        model = HeadEvent
+        fields = ["id", "action", "actor", "old_status", "new_status", "comment", "created_at"]
+
+
+class HeadHistoryApi(APIView):
+    @extend_schema(responses=EventSerializer(many=True))
+    def get(self, request, pk: int):
+        head = head_get(user=request.user, pk=pk)
+        return paginated_response(request, head_history(head=head), EventSerializer, view=self)
+
+
+class ImportOutputSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug")
+
+    class Meta:
+        model = ModelImport
+        fields = [
+            "id",
+            "team",
+            "backbone_name",
+            "feature_layer",
+            "status",
+            "error",
+            "report",
+            "backbone",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class ImportListCreateApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        team = serializers.CharField()
+        backbone_name = serializers.CharField(max_length=100)
+        feature_layer = serializers.CharField(max_length=200)
+        files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
+        tasks = serializers.CharField(required=False, allow_blank=True, default="")
+
+    @extend_schema(responses=ImportOutputSerializer(many=True))
+    def get(self, request):
+        return paginated_response(request, import_list(user=request.user), ImportOutputSerializer, view=self)
+
+    @extend_schema(request=InputSerializer, responses={202: ImportOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        team = membership_get(user=request.user, team_slug=values["team"]).team
+        model_import = import_create(
+            team=team,
+            user=request.user,
+            backbone_name=values["backbone_name"],
+            feature_layer=values["feature_layer"],
+            files=[(f.name, f) for f in values["files"]],
+            tasks=values["tasks"],
+        )
+        return Response(ImportOutputSerializer(model_import).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetailApi(APIView):
+    @extend_schema(responses=ImportOutputSerializer)
+    def get(self, request, pk: int):
+        return Response(ImportOutputSerializer(import_get(user=request.user, pk=pk)).data)

@@ -1,0 +1,56 @@
+"""`manage.py import_models DIR --team T --backbone-name N --feature-layer L`."""
+
+import json
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from heads.importing import import_run
+from heads.services import import_create
+from modelhub.core.errors import ApplicationError
+from modelhub.teams.services import team_get_or_create
+
+
+class Command(BaseCommand):
+    help = (
+        "Import every .keras full model in DIR as one backbone (deduplicated) plus one draft head "
+        "per file, all or nothing, and print the per-file report. Runs in this process."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("directory")
+        parser.add_argument("--team", required=True)
+        parser.add_argument("--backbone-name", required=True)
+        parser.add_argument("--feature-layer", required=True)
+        parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    def handle(self, *args, **options):
+        directory = Path(options["directory"])
+        paths = sorted(directory.glob("*.keras"))
+        if not paths:
+            raise CommandError(f"No .keras files in {directory}. Save models with model.save('name.keras').")
+        try:
+            team = team_get_or_create(slug=options["team"])
+            model_import = import_create(
+                team=team,
+                user=None,
+                backbone_name=options["backbone_name"],
+                feature_layer=options["feature_layer"],
+                files=[(p.name, p) for p in paths],
+                queue=False,
+            )
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        model_import = import_run(import_id=model_import.pk)
+        if options["json"]:
+            self.stdout.write(json.dumps({"status": model_import.status, "report": model_import.report}, indent=2))
+        else:
+            for entry in model_import.report:
+                outcome = f"head v{entry['head_version']}" if entry.get("ok") else f"FAILED: {entry.get('error', '')}"
+                self.stdout.write(f"{entry['filename']:40} {entry['task']:24} {outcome}")
+            self.stdout.write(
+                model_import.error or f"Imported {len(model_import.report)} heads on backbone {model_import.backbone}."
+            )
+        if model_import.status != "succeeded":
+            sys.exit(1)

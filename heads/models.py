@@ -1,0 +1,164 @@
+"""Tasks, their immutable head versions, the review trail, comments and model imports."""
+
+from django.conf import settings
+from django.db import models
+
+
+class Task(models.Model):
+    """A prediction task of a team (e.g. 'sentiment'); its heads are versioned below."""
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="tasks")
+    slug = models.CharField(max_length=63)
+    description = models.TextField(blank=True)
+    labels = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [models.UniqueConstraint(fields=["team", "slug"], name="unique_task_slug")]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class HeadVersion(models.Model):
+    """A head artifact bound to exactly one backbone version. Only approved ones ship."""
+
+    class Status(models.TextChoices):
+        VALIDATING = "validating", "Validating"
+        REJECTED = "rejected", "Rejected"
+        DRAFT = "draft", "Draft"
+        IN_REVIEW = "in_review", "In review"
+        CHANGES_REQUESTED = "changes_requested", "Changes requested"
+        APPROVED = "approved", "Approved"
+        ARCHIVED = "archived", "Archived"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    backbone = models.ForeignKey("backbones.BackboneVersion", on_delete=models.PROTECT, related_name="heads")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.VALIDATING)
+    error = models.TextField(blank=True)
+    blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, related_name="head_versions")
+    source_blob = models.ForeignKey(
+        "artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="head_sources"
+    )
+    filename = models.CharField(max_length=255, blank=True)
+    description = models.TextField(blank=True)
+    labels = models.JSONField(default=list, blank=True)
+    output_width = models.PositiveIntegerField(null=True, blank=True)
+    spec = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    origin = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["task__slug", "-version"]
+        constraints = [models.UniqueConstraint(fields=["task", "version"], name="unique_head_version")]
+
+    def __str__(self) -> str:
+        return f"{self.task.slug} v{self.version}"
+
+    @property
+    def team(self):
+        return self.task.team
+
+
+class HeadEvent(models.Model):
+    """The audit trail: who did what to a head version, when, and the status change."""
+
+    class Action(models.TextChoices):
+        UPLOAD = "upload", "Uploaded"
+        IMPORT = "import", "Imported"
+        VALIDATED = "validated", "Validated"
+        REJECTED = "rejected", "Rejected by validation"
+        SUBMIT = "submit", "Submitted for review"
+        APPROVE = "approve", "Approved"
+        REQUEST_CHANGES = "request_changes", "Changes requested"
+        ARCHIVE = "archive", "Archived"
+        COMMENT = "comment", "Commented"
+
+    head = models.ForeignKey(HeadVersion, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
+    old_status = models.CharField(max_length=20, blank=True)
+    new_status = models.CharField(max_length=20, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} on {self.head_id}"
+
+
+class HeadComment(models.Model):
+    head = models.ForeignKey(HeadVersion, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"comment {self.pk} on {self.head_id}"
+
+
+class ModelImport(models.Model):
+    """An all-or-nothing import of K full models that share one backbone."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="imports")
+    backbone_name = models.CharField(max_length=100)
+    feature_layer = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    report = models.JSONField(default=list, blank=True)
+    backbone = models.ForeignKey(
+        "backbones.BackboneVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} ({self.status})"
+
+
+class ModelImportFile(models.Model):
+    model_import = models.ForeignKey(ModelImport, on_delete=models.CASCADE, related_name="files")
+    position = models.PositiveIntegerField()
+    filename = models.CharField(max_length=255)
+    task_slug = models.CharField(max_length=63)
+    blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return self.filename

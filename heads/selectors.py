@@ -1,0 +1,70 @@
+"""Reads of tasks, head versions, history and imports, scoped to the user's teams."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport, Task
+from modelhub.core.errors import NotFoundError
+from modelhub.teams.selectors import scoped_to_member, team_object_get
+
+
+def head_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[HeadVersion]:
+    """Return head versions of the user's teams, filtered by backbone, status, task, team or text."""
+    filters = filters or {}
+    queryset = HeadVersion.objects.select_related("task", "task__team", "backbone", "blob", "created_by")
+    if not user.is_authenticated:
+        return queryset.none()
+    queryset = queryset.filter(task__team__memberships__user=user)
+    if filters.get("team"):
+        queryset = queryset.filter(task__team__slug=filters["team"])
+    if filters.get("backbone"):
+        queryset = queryset.filter(backbone_id=filters["backbone"])
+    if filters.get("status"):
+        queryset = queryset.filter(status=filters["status"])
+    if filters.get("task"):
+        queryset = queryset.filter(task__slug=filters["task"])
+    if filters.get("q"):
+        text = filters["q"]
+        queryset = queryset.filter(
+            Q(task__slug__icontains=text) | Q(description__icontains=text) | Q(task__description__icontains=text)
+        )
+    return queryset.order_by("task__slug", "-version")
+
+
+def head_get(*, user: AbstractBaseUser, pk) -> HeadVersion:
+    """Return one head version of the user's teams, or raise NotFoundError (404)."""
+    head = head_list(user=user).filter(pk=pk).first()
+    if head is None:
+        raise NotFoundError(f"Head version {pk} was not found in any of your teams.")
+    return head
+
+
+def head_history(*, head: HeadVersion) -> QuerySet[HeadEvent]:
+    return head.events.select_related("actor").order_by("created_at", "id")
+
+
+def review_queue(*, user: AbstractBaseUser, team_slug: str | None = None) -> QuerySet[HeadVersion]:
+    """Head versions waiting for review in the user's teams (excluding their own)."""
+    queryset = head_list(user=user, filters={"status": HeadVersion.Status.IN_REVIEW, "team": team_slug})
+    return queryset.exclude(created_by=user)
+
+
+def import_get(*, user: AbstractBaseUser, pk) -> ModelImport:
+    return team_object_get(ModelImport.objects.select_related("team"), user=user, pk=pk, label="Import")
+
+
+def import_list(*, user: AbstractBaseUser) -> QuerySet[ModelImport]:
+    return scoped_to_member(ModelImport.objects.select_related("team"), user=user)
+
+
+def head_comment_list(*, head: HeadVersion) -> QuerySet[HeadComment]:
+    """Return the comments on a head version, oldest first."""
+    return head.comments.select_related("author").order_by("created_at", "id")
+
+
+def task_list(*, user: AbstractBaseUser, team_slug: str | None = None) -> QuerySet[Task]:
+    """Return the tasks of the user's teams (optionally one team), by slug."""
+    queryset = scoped_to_member(Task.objects.select_related("team"), user=user)
+    if team_slug:
+        queryset = queryset.filter(team__slug=team_slug)
+    return queryset.order_by("slug")

@@ -1,0 +1,79 @@
+"""Worker side: validate an uploaded head version against its backbone."""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from heads.model_files import head_output_width, save_model_as_blob
+from heads.models import HeadEvent, HeadVersion
+from modelhub.backbones.loading import load_backbone, load_model_blob
+
+logger = logging.getLogger(__name__)
+
+
+def _shape(tensor) -> list:
+    return [None if d is None else int(d) for d in tensor.shape[1:]]
+
+
+def head_validate(*, head_id: int) -> None:
+    """Set the head version to draft (head checked, or cut out of a full model) or rejected.
+
+    The file is either a head whose input is the backbone's feature output, or a full model
+    containing the backbone (bit-identical weights required), from which the head is cut.
+    """
+    from modelhub.ml.errors import FeatureShapeMismatchError, MLError
+    from modelhub.ml.inspect import inspect_model
+    from modelhub.ml.split import check_head_compatible, extract_head
+
+    head = HeadVersion.objects.select_related("backbone", "blob", "task").filter(pk=head_id).first()
+    if head is None or head.status != HeadVersion.Status.VALIDATING:
+        return
+    backbone_version = head.backbone
+    updates: dict = {}
+    try:
+        backbone = load_backbone(backbone_version)
+        model = load_model_blob(head.blob)
+        feature_shape = _shape(backbone.outputs[0])
+        input_shape = _shape(model.inputs[0]) if len(model.inputs) == 1 else None
+        if input_shape == feature_shape:
+            check_head_compatible(model, feature_shape, backbone_label=backbone_version.label)
+            head_model = model
+        elif input_shape is not None and input_shape == _shape(backbone.inputs[0]):
+            head_model = extract_head(model, backbone, name=f"{head.task.slug}_head")
+            updates["source_blob"] = head.blob
+            updates["blob"] = save_model_as_blob(head_model, name=f"{head.task.slug}-head")
+        else:
+            raise FeatureShapeMismatchError(
+                f"Expected a head taking features of shape {feature_shape} (the output of "
+                f"{backbone_version.label}) or a full model taking its input {_shape(backbone.inputs[0])}; "
+                f"the file takes input of shape {input_shape}. Train the head on this backbone or "
+                "pick the backbone version it was trained on."
+            )
+        width = head_output_width(head_model)
+        if head.labels and len(head.labels) != width:
+            raise FeatureShapeMismatchError(
+                f"labels has {len(head.labels)} entries but the head outputs {width} values per row. "
+                f"Give exactly {width} labels, or none."
+            )
+        updates.update(output_width=width, spec=inspect_model(head_model))
+        _finish(head, status=HeadVersion.Status.DRAFT, action=HeadEvent.Action.VALIDATED, **updates)
+    except MLError as exc:
+        _finish(head, status=HeadVersion.Status.REJECTED, action=HeadEvent.Action.REJECTED, error=str(exc))
+    except Exception as exc:  # never leave a row validating
+        logger.exception("head %s validation crashed", head_id)
+        _finish(
+            head,
+            status=HeadVersion.Status.REJECTED,
+            action=HeadEvent.Action.REJECTED,
+            error=f"Validation failed: {type(exc).__name__}: {exc}",
+        )
+
+
+def _finish(head: HeadVersion, *, status: str, action: str, error: str = "", **fields) -> None:
+    with transaction.atomic():
+        old = head.status
+        for name, value in {"status": status, "error": error, "finished_at": timezone.now(), **fields}.items():
+            setattr(head, name, value)
+        head.save(update_fields=["status", "error", "finished_at", *fields])
+        HeadEvent.objects.create(head=head, actor=None, action=action, old_status=old, new_status=status, comment=error)

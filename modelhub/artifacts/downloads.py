@@ -1,0 +1,28 @@
+"""Stream a blob to an HTTP client with its sha256 in ETag and Digest headers."""
+
+import base64
+
+from django.http import StreamingHttpResponse
+
+from modelhub.artifacts.models import Blob
+from modelhub.artifacts.services import blob_open
+from modelhub.artifacts.stores import CHUNK_BYTES
+
+
+def _chunks(stream):
+    try:
+        while chunk := stream.read(CHUNK_BYTES):
+            yield chunk
+    finally:
+        stream.close()
+
+
+def blob_download_response(blob: Blob, *, filename: str, content_type: str = "application/octet-stream"):
+    """Return a streamed response of the blob; clients verify it against the ETag / Digest."""
+    response = StreamingHttpResponse(_chunks(blob_open(blob=blob)), content_type=content_type)
+    response["Content-Length"] = str(blob.size_bytes)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["ETag"] = f'"{blob.sha256}"'
+    response["Digest"] = "sha-256=" + base64.b64encode(bytes.fromhex(blob.sha256)).decode()
+    response["X-Checksum-Sha256"] = blob.sha256
+    return response

@@ -1,0 +1,11 @@
+"""Celery tasks for backbones (thin; TensorFlow is imported only inside the worker call)."""
+
+from modelhub.celery import app
+
+
+@app.task(name="backbones.validate")
+def validate_backbone(backbone_id: int) -> None:
+    """Inspect an uploaded backbone file and mark the version ready, deduplicated or rejected."""
+    from modelhub.backbones.validation import backbone_validate
+
+    backbone_validate(backbone_id=backbone_id)
