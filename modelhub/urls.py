@@ -45,6 +45,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("backbones/", include("modelhub.backbones.urls")),
+    path("", include("heads.urls")),
     path("", include("modelhub.dashboard.urls")),
 ]
 

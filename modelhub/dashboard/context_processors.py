@@ -16,15 +16,29 @@ NAV = [
 ]
 
 
-def nav_items() -> list[dict]:
-    """Return the sidebar entries, with url None for sections not available yet."""
-    items = []
-    for label, url_name, namespace in NAV:
+def nav_items(request=None) -> list[dict]:
+    """Return the sidebar entries, with url None for sections not available yet.
+
+    The entry whose URL name is the current view is active; failing that, the first entry of
+    the current namespace (so a head's detail page highlights "Heads", not "Review queue").
+    """
+    match = getattr(request, "resolver_match", None)
+    view_name = match.view_name if match else ""
+    namespace = match.namespace if match else ""
+    exact = any(url_name == view_name for _, url_name, _ in NAV)
+    items, active_found = [], False
+    for label, url_name, item_namespace in NAV:
         try:
             url = reverse(url_name)
         except NoReverseMatch:
             url = None
-        items.append({"label": label, "url": url, "namespace": namespace, "hint": "Not available yet"})
+        active = url is not None and (
+            url_name == view_name if exact else (item_namespace == namespace and not active_found)
+        )
+        active_found = active_found or active
+        items.append(
+            {"label": label, "url": url, "namespace": item_namespace, "active": active, "hint": "Not available yet"}
+        )
     return items
 
 
@@ -48,5 +62,5 @@ def current_team(request) -> dict:
         "current_membership": membership,
         "current_team": membership.team if membership else None,
         "my_memberships": Membership.objects.filter(user=request.user).select_related("team"),
-        "nav_items": nav_items(),
+        "nav_items": nav_items(request),
     }

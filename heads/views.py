@@ -1,0 +1,228 @@
+"""Dashboard pages for heads: list, detail (model card, review panel, history), uploads,
+imports of many full models, and the review queue.
+
+Thin: read through heads.selectors, write through heads.services, show ApplicationError
+messages as flash messages or form errors, render templates.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from heads.forms import HeadFilterForm, HeadUploadForm, ImportForm
+from heads.models import HeadVersion, ModelImport
+from heads.selectors import (
+    head_comment_list,
+    head_get,
+    head_history,
+    head_list,
+    import_get,
+    import_list,
+    review_queue,
+    task_list,
+)
+from heads.services import TRANSITIONS, head_comment_add, head_transition, head_upload, import_create
+from modelhub.backbones.models import BackboneVersion
+from modelhub.backbones.selectors import backbone_list
+from modelhub.core.errors import ApplicationError
+from modelhub.dashboard.context_processors import current_membership
+from modelhub.dashboard.shortcuts import object_or_404, paginate, query_without_page
+from modelhub.teams.models import Membership
+from modelhub.teams.selectors import membership_get
+
+ACTION_DONE = {
+    "submit": "Submitted {head} for review.",
+    "approve": "Approved {head}.",
+    "request_changes": "Requested changes on {head}.",
+    "archive": "Archived {head}.",
+}
+
+
+@login_required
+def head_list_view(request):
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    team_slug = membership.team.slug
+    filter_form = HeadFilterForm(
+        request.GET,
+        backbones=backbone_list(user=request.user, filters={"team": team_slug}),
+        tasks=task_list(user=request.user, team_slug=team_slug),
+    )
+    filters = {**filter_form.filters(), "team": team_slug}
+    page = paginate(request, head_list(user=request.user, filters=filters))
+    return render(
+        request,
+        "heads/list.html",
+        {
+            "page": page,
+            "filter_form": filter_form,
+            "filtered": len(filters) > 1,
+            "query": query_without_page(request),
+            "membership": membership,
+        },
+    )
+
+
+def review_panel(*, head: HeadVersion, membership: Membership, user) -> dict:
+    """Decide which review buttons to show, and why the others are missing.
+
+    Mirrors the checks of heads.services.head_transition, which stays the authority: a
+    button shown here can still fail (e.g. another reviewer acted first) and shows the error.
+    """
+    status = head.status
+    is_author = head.created_by_id == user.pk
+    can_submit = status in TRANSITIONS["submit"][0]
+    in_review = status in TRANSITIONS["approve"][0]
+    can_review = in_review and membership.can_review and not is_author
+    review_note = ""
+    if in_review and not can_review:
+        if not membership.can_review:
+            review_note = (
+                f"Waiting for a reviewer. Only reviewers and admins of team '{membership.team.slug}' can approve "
+                f"or request changes; you are '{membership.role}'."
+            )
+        else:
+            review_note = "You authored this head version, so you cannot review it. Another reviewer must."
+    can_archive = status in TRANSITIONS["archive"][0] and (is_author or membership.can_review)
+    return {
+        "can_submit": can_submit,
+        "can_review": can_review,
+        "can_archive": can_archive,
+        "review_note": review_note,
+        "is_author": is_author,
+        "any_action": can_submit or can_review or can_archive,
+    }
+
+
+@login_required
+def head_detail_view(request, pk: int):
+    head = object_or_404(head_get, user=request.user, pk=pk)
+    membership = membership_get(user=request.user, team_slug=head.task.team.slug)
+    spec = head.spec or {}
+    versions = head_list(user=request.user, filters={"team": head.task.team.slug, "task": head.task.slug})
+    return render(
+        request,
+        "heads/detail.html",
+        {
+            "head": head,
+            "membership": membership,
+            "model_card": head.description or head.task.description,
+            "labels": list(enumerate(head.labels or [])),
+            "metrics": sorted((head.metrics or {}).items()),
+            "layers": spec.get("layers", []),
+            "params": spec.get("params", {}),
+            "versions": versions,
+            "events": head_history(head=head),
+            "comments": head_comment_list(head=head),
+            "panel": review_panel(head=head, membership=membership, user=request.user),
+        },
+    )
+
+
+@login_required
+@require_POST
+def head_transition_view(request, pk: int):
+    action = request.POST.get("action", "")
+    if action not in TRANSITIONS:
+        return HttpResponseBadRequest(f"Unknown action {action!r}; expected one of {sorted(TRANSITIONS)}.")
+    head = object_or_404(head_get, user=request.user, pk=pk)
+    try:
+        head = head_transition(head=head, user=request.user, action=action, comment=request.POST.get("comment", ""))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, ACTION_DONE[action].format(head=f"{head.task.slug} v{head.version}"))
+    return redirect("heads:detail", pk=pk)
+
+
+@login_required
+@require_POST
+def head_comment_view(request, pk: int):
+    head = object_or_404(head_get, user=request.user, pk=pk)
+    try:
+        head_comment_add(head=head, user=request.user, body=request.POST.get("body", ""))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Comment added.")
+    return redirect(reverse("heads:detail", args=[pk]) + "#comments")
+
+
+@login_required
+def head_upload_view(request):
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    backbones = backbone_list(
+        user=request.user, filters={"team": membership.team.slug, "status": BackboneVersion.Status.READY}
+    )
+    initial = {"backbone": request.GET.get("backbone")} if request.GET.get("backbone") else None
+    form = HeadUploadForm(request.POST or None, request.FILES or None, backbones=backbones, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        values = form.cleaned_data
+        try:
+            head = head_upload(
+                user=request.user, backbone_id=values["backbone"].pk, task=values["task"], file=values["file"],
+                labels=values["labels"], description=values["description"],
+            )  # fmt: skip
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Uploaded {head.task.slug} v{head.version}. A worker is validating it now.")
+            return redirect("heads:detail", pk=head.pk)
+    return render(
+        request, "heads/upload.html", {"form": form, "membership": membership, "has_backbones": backbones.exists()}
+    )
+
+
+@login_required
+def import_create_view(request):
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    form = ImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        values = form.cleaned_data
+        try:
+            model_import = import_create(
+                team=membership.team, user=request.user, backbone_name=values["backbone_name"],
+                feature_layer=values["feature_layer"], files=[(f.name, f) for f in values["files"]],
+                tasks=values["tasks"],
+            )  # fmt: skip
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Import of {len(values['files'])} files queued.")
+            return redirect("heads:import_detail", pk=model_import.pk)
+    recent = import_list(user=request.user).filter(team=membership.team).order_by("-created_at")[:10]
+    return render(request, "heads/import.html", {"form": form, "membership": membership, "recent": recent})
+
+
+@login_required
+def import_detail_view(request, pk: int):
+    model_import = object_or_404(import_get, user=request.user, pk=pk)
+    report = model_import.report or []
+    return render(
+        request,
+        "heads/import_detail.html",
+        {
+            "model_import": model_import,
+            "report": report,
+            "files": model_import.files.all(),
+            "pending": model_import.status in (ModelImport.Status.QUEUED, ModelImport.Status.RUNNING),
+            "num_failed": sum(1 for entry in report if entry.get("error")),
+        },
+    )
+
+
+@login_required
+def review_queue_view(request):
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    page = paginate(request, review_queue(user=request.user, team_slug=membership.team.slug))
+    return render(request, "heads/review_queue.html", {"page": page, "membership": membership})

@@ -1,0 +1,73 @@
+"""Dashboard pages for backbone versions: list, detail (layers, lineage, heads) and upload.
+
+Thin: read through backbones.selectors, write through backbones.services, render templates.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+
+from heads.selectors import head_list
+from modelhub.backbones.forms import BackboneFilterForm, BackboneUploadForm
+from modelhub.backbones.selectors import backbone_children, backbone_get, backbone_lineage, backbone_list
+from modelhub.backbones.services import backbone_upload
+from modelhub.core.errors import ApplicationError
+from modelhub.dashboard.context_processors import current_membership
+from modelhub.dashboard.shortcuts import object_or_404, paginate, query_without_page
+
+
+@login_required
+def backbone_list_view(request):
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    filter_form = BackboneFilterForm(request.GET or None)
+    filters = {"team": membership.team.slug}
+    if filter_form.is_bound and filter_form.is_valid() and filter_form.cleaned_data["status"]:
+        filters["status"] = filter_form.cleaned_data["status"]
+    page = paginate(request, backbone_list(user=request.user, filters=filters))
+    return render(
+        request,
+        "backbones/list.html",
+        {"page": page, "filter_form": filter_form, "query": query_without_page(request), "membership": membership},
+    )
+
+
+@login_required
+def backbone_detail_view(request, pk: int):
+    backbone = object_or_404(backbone_get, user=request.user, pk=pk)
+    lineage = backbone_lineage(backbone=backbone)
+    spec = backbone.spec or {}
+    return render(
+        request,
+        "backbones/detail.html",
+        {
+            "backbone": backbone,
+            "spec": spec,
+            "layers": spec.get("layers", []),
+            "params": spec.get("params", {}),
+            "ancestors": lineage[:-1],
+            "children": backbone_children(backbone=backbone),
+            "heads": head_list(user=request.user, filters={"backbone": backbone.pk}),
+        },
+    )
+
+
+@login_required
+def backbone_upload_view(request):
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    form = BackboneUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            version, deduplicated = backbone_upload(team=membership.team, user=request.user, **form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            if deduplicated:
+                messages.info(request, f"This file is already stored as {version.label}; showing that version.")
+            else:
+                messages.success(request, f"Uploaded {version.label}. A worker is validating it now.")
+            return redirect("backbones:detail", pk=version.pk)
+    return render(request, "backbones/upload.html", {"form": form, "membership": membership})

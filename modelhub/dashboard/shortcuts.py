@@ -1,0 +1,31 @@
+"""Helpers shared by the dashboard views of the domain apps (backbones, heads)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+from django.http import Http404
+
+from modelhub.core.errors import NotFoundError
+
+PAGE_SIZE = 50
+
+
+def object_or_404(selector: Callable[..., Any], **kwargs) -> Any:
+    """Call a team-scoped selector; turn its NotFoundError into Http404 (other teams' objects)."""
+    try:
+        return selector(**kwargs)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from None
+
+
+def paginate(request, queryset, *, per_page: int = PAGE_SIZE) -> Page:
+    """Return the page of `queryset` named by the `page` query parameter."""
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def query_without_page(request) -> str:
+    """Return the current query string minus `page`, for pagination links that keep filters."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
