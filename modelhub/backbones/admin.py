@@ -1,0 +1,11 @@
+from django.contrib import admin
+
+from modelhub.backbones.models import BackboneVersion
+
+
+@admin.register(BackboneVersion)
+class BackboneVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "version", "team", "status", "created_by", "created_at"]
+    list_filter = ["team", "status"]
+    search_fields = ["name", "weights_sha256"]
+    readonly_fields = ["blob", "weights_sha256", "spec", "parent", "duplicate_of", "origin"]
