@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "modelhub.artifacts",
     "modelhub.backbones",
     "heads",
+    "modelhub.assemblies",
     "modelhub.dashboard",
 ]
 

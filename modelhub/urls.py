@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from heads import apis as head_apis
 from modelhub.artifacts import apis as artifact_apis
+from modelhub.assemblies import apis as assembly_apis
 from modelhub.backbones import apis as backbone_apis
 from modelhub.core import apis as core_apis
 from modelhub.teams import apis as team_apis
@@ -36,6 +37,9 @@ api_patterns = [
     path("heads/<int:pk>/history/", head_apis.HeadHistoryApi.as_view(), name="head-history"),
     path("imports/", head_apis.ImportListCreateApi.as_view(), name="import-list"),
     path("imports/<int:pk>/", head_apis.ImportDetailApi.as_view(), name="import-detail"),
+    path("assemblies/", assembly_apis.AssemblyListCreateApi.as_view(), name="assembly-list"),
+    path("assemblies/<int:pk>/", assembly_apis.AssemblyDetailApi.as_view(), name="assembly-detail"),
+    path("assemblies/<int:pk>/download/", assembly_apis.AssemblyDownloadApi.as_view(), name="assembly-download"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -24,6 +24,7 @@ def row_claim(
     waiting: tuple[str, ...],
     working: str,
     failed: str,
+    also_working: tuple[str, ...] = (),
     **extra_updates,
 ):
     """Move row `pk` from a `waiting` status to `working` and return it; else return None.
@@ -34,6 +35,7 @@ def row_claim(
         waiting: statuses from which the work may start.
         working: the status set while the work runs.
         failed: the status recorded when a redelivery finds the row still `working`.
+        also_working: later working statuses (e.g. "verifying") that also mean a lost worker.
         extra_updates: more fields to set on a successful claim.
 
     Returns:
@@ -43,7 +45,7 @@ def row_claim(
         row = model._default_manager.select_for_update().filter(pk=pk).first()
         if row is None:
             return None
-        if row.status == working:
+        if row.status == working or row.status in also_working:
             row.status = failed
             row.error = WORKER_LOST_MESSAGE
             row.finished_at = timezone.now()

@@ -1,0 +1,107 @@
+"""REST endpoints for assemblies: create (or find), list, detail, download the zipped SavedModel."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from modelhub.artifacts.downloads import blob_download_response
+from modelhub.assemblies.models import Assembly
+from modelhub.assemblies.selectors import assembly_get, assembly_list
+from modelhub.assemblies.services import assembly_create
+from modelhub.core.api import paginated_response
+from modelhub.core.errors import ConflictError
+from modelhub.teams.selectors import membership_get
+
+
+class AssemblyOutputSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug")
+    tasks = serializers.SerializerMethodField()
+    sha256 = serializers.CharField(source="blob.sha256", default=None)
+    size_bytes = serializers.IntegerField(source="blob.size_bytes", default=None)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Assembly
+        fields = [
+            "id",
+            "team",
+            "name",
+            "backbone",
+            "status",
+            "error",
+            "tasks",
+            "sha256",
+            "size_bytes",
+            "saved_model_bytes",
+            "verification",
+            "signatures",
+            "manifest",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "download_url",
+        ]
+
+    def get_tasks(self, obj) -> list[dict]:
+        return [
+            {
+                "task_id": entry.task_id,
+                "task": entry.head.task.slug,
+                "head_version": entry.head_id,
+                "version": entry.head.version,
+                "output_width": entry.head.output_width,
+                "labels": entry.head.labels,
+            }
+            for entry in obj.entries.select_related("head", "head__task")
+        ]
+
+    def get_download_url(self, obj) -> str | None:
+        return f"/api/assemblies/{obj.pk}/download/" if obj.blob_id else None
+
+
+class AssemblyListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        team = serializers.CharField()
+        backbone = serializers.IntegerField()
+        heads = serializers.ListField(child=serializers.IntegerField(), required=False, allow_null=True)
+        name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+
+    @extend_schema(responses=AssemblyOutputSerializer(many=True))
+    def get(self, request):
+        return paginated_response(request, assembly_list(user=request.user), AssemblyOutputSerializer, view=self)
+
+    @extend_schema(request=InputSerializer, responses={202: AssemblyOutputSerializer, 200: AssemblyOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        team = membership_get(user=request.user, team_slug=values["team"]).team
+        assembly, existed = assembly_create(
+            team=team,
+            user=request.user,
+            backbone_id=values["backbone"],
+            head_ids=values.get("heads"),
+            name=values["name"],
+        )
+        body = dict(AssemblyOutputSerializer(assembly).data, existing=existed)
+        return Response(body, status=status.HTTP_200_OK if existed else status.HTTP_202_ACCEPTED)
+
+
+class AssemblyDetailApi(APIView):
+    @extend_schema(responses=AssemblyOutputSerializer)
+    def get(self, request, pk: int):
+        return Response(AssemblyOutputSerializer(assembly_get(user=request.user, pk=pk)).data)
+
+
+class AssemblyDownloadApi(APIView):
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    def get(self, request, pk: int):
+        assembly = assembly_get(user=request.user, pk=pk)
+        if assembly.status != Assembly.Status.READY or assembly.blob is None:
+            raise ConflictError(
+                f"Assembly {pk} is '{assembly.status}', not ready: it can be downloaded once it is built and verified.",
+                detail={"current_status": assembly.status},
+            )
+        name = assembly.name or f"{assembly.backbone.name}-v{assembly.backbone.version}-assembly-{assembly.pk}"
+        return blob_download_response(assembly.blob, filename=f"{name}.zip", content_type="application/zip")

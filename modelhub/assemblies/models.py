@@ -1,0 +1,53 @@
+"""Assemblies: one SavedModel serving a backbone version and a set of approved heads."""
+
+from django.conf import settings
+from django.db import models
+
+
+class Assembly(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        BUILDING = "building", "Building"
+        VERIFYING = "verifying", "Verifying"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="assemblies")
+    name = models.CharField(max_length=100, blank=True)
+    backbone = models.ForeignKey("backbones.BackboneVersion", on_delete=models.PROTECT, related_name="assemblies")
+    heads_key = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    saved_model_bytes = models.BigIntegerField(null=True, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    verification = models.JSONField(default=dict, blank=True)
+    signatures = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["backbone", "heads_key"], name="unique_assembly_contents")]
+
+    def __str__(self) -> str:
+        return self.name or f"assembly {self.pk}"
+
+
+class AssemblyHead(models.Model):
+    """A head of an assembly; `task_id` is its index in the SavedModel's task_id input."""
+
+    assembly = models.ForeignKey(Assembly, on_delete=models.CASCADE, related_name="entries")
+    task_id = models.PositiveIntegerField()
+    head = models.ForeignKey("heads.HeadVersion", on_delete=models.PROTECT, related_name="assembly_entries")
+
+    class Meta:
+        ordering = ["task_id"]
+        constraints = [models.UniqueConstraint(fields=["assembly", "task_id"], name="unique_assembly_task_id")]
+
+    def __str__(self) -> str:
+        return f"{self.assembly_id}:{self.task_id}"

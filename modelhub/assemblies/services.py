@@ -1,0 +1,93 @@
+"""Writes of assemblies: validate the choice of heads, dedupe, queue the build."""
+
+import hashlib
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from heads.models import HeadVersion
+from modelhub.assemblies.models import Assembly, AssemblyHead
+from modelhub.backbones.models import BackboneVersion
+from modelhub.backbones.selectors import backbone_get
+from modelhub.core.errors import ValidationError
+from modelhub.teams.models import Team
+
+
+def heads_key(head_ids: list[int]) -> str:
+    """Identify a set of heads independently of its order."""
+    return hashlib.sha256(",".join(str(i) for i in sorted(head_ids)).encode()).hexdigest()
+
+
+def _choose_heads(*, backbone: BackboneVersion, head_ids: list[int] | None) -> list[HeadVersion]:
+    approved = HeadVersion.objects.filter(backbone=backbone, status=HeadVersion.Status.APPROVED).select_related("task")
+    if head_ids is None:
+        latest: dict[int, HeadVersion] = {}
+        for head in approved.order_by("task__slug", "-version"):
+            latest.setdefault(head.task_id, head)
+        heads = list(latest.values())
+        if not heads:
+            raise ValidationError(
+                f"{backbone.label} has no approved heads. Approve heads on it first, or pass 'heads'."
+            )
+        return heads
+    if not head_ids:
+        raise ValidationError("'heads' is empty: give at least one approved head version id, or omit it.")
+    found = {
+        h.pk: h for h in HeadVersion.objects.filter(pk__in=head_ids, task__team=backbone.team).select_related("task")
+    }
+    problems = {}
+    for head_id in head_ids:
+        head = found.get(head_id)
+        if head is None:
+            problems[head_id] = "not found in this team"
+        elif head.backbone_id != backbone.pk:
+            problems[head_id] = f"is bound to backbone version {head.backbone_id}, not {backbone.pk}"
+        elif head.status != HeadVersion.Status.APPROVED:
+            problems[head_id] = f"is '{head.status}', only approved heads can be assembled"
+    if problems:
+        listed = "; ".join(f"{k} {v}" for k, v in problems.items())
+        raise ValidationError(f"These heads cannot be assembled: {listed}.", detail={"heads": problems})
+    heads = [found[i] for i in dict.fromkeys(head_ids)]
+    slugs = [h.task.slug for h in heads]
+    duplicated = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicated:
+        raise ValidationError(f"Pick one version per task; several versions given for {duplicated}.")
+    return heads
+
+
+def assembly_create(
+    *, team: Team, user: AbstractBaseUser, backbone_id: int, head_ids: list[int] | None, name: str = ""
+) -> tuple[Assembly, bool]:
+    """Create (or find) the assembly of these heads on this backbone; return (assembly, existed)."""
+    backbone = backbone_get(user=user, pk=backbone_id)
+    if backbone.team_id != team.pk:
+        raise ValidationError(
+            f"Backbone version {backbone_id} belongs to team '{backbone.team.slug}', not '{team.slug}'."
+        )
+    if backbone.status != BackboneVersion.Status.READY:
+        raise ValidationError(f"{backbone.label} is '{backbone.status}', expected 'ready'.")
+    heads = sorted(_choose_heads(backbone=backbone, head_ids=head_ids), key=lambda h: (h.task.slug, h.version))
+    key = heads_key([h.pk for h in heads])
+    existing = Assembly.objects.filter(backbone=backbone, heads_key=key).first()
+    if existing is not None:
+        if existing.status == Assembly.Status.FAILED:
+            Assembly.objects.filter(pk=existing.pk).update(status=Assembly.Status.QUEUED, error="")
+            transaction.on_commit(lambda: _queue_build(existing.pk))
+            existing.refresh_from_db()
+        return existing, True
+    try:
+        with transaction.atomic():
+            assembly = Assembly.objects.create(team=team, backbone=backbone, heads_key=key, name=name, created_by=user)
+            AssemblyHead.objects.bulk_create(
+                [AssemblyHead(assembly=assembly, task_id=index, head=head) for index, head in enumerate(heads)]
+            )
+            transaction.on_commit(lambda: _queue_build(assembly.pk))
+    except IntegrityError:
+        return Assembly.objects.get(backbone=backbone, heads_key=key), True
+    return assembly, False
+
+
+def _queue_build(assembly_id: int) -> None:
+    from modelhub.assemblies.tasks import build_assembly
+
+    build_assembly.delay(assembly_id)

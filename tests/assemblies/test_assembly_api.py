@@ -1,0 +1,159 @@
+"""The seed scenario through the HTTP API with a real worker: import K full models that share a
+backbone, approve their heads, assemble, download, and check the SavedModel in a fresh process
+that imports only TensorFlow against the ORIGINAL full models' outputs."""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.registry_helpers import wait_status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FRESH_PROCESS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+x = np.load(sys.argv[2])
+out = {}
+manifest = json.load(open(sys.argv[1] + "/assets/manifest.json"))
+for entry in manifest["heads"]:
+    tid = entry["task_id"]
+    res = model.signatures["serving_default"](inputs=tf.constant(x), task_id=tf.fill([x.shape[0]], tid))
+    single = model.signatures[entry["task"]](inputs=tf.constant(x))
+    out[entry["task"]] = {
+        "outputs": res["outputs"].numpy().tolist(), "width": res["output_width"].numpy().tolist(),
+        "single": single["outputs"].numpy().tolist(),
+    }
+try:
+    model.signatures["serving_default"](inputs=tf.constant(x[:1]), task_id=tf.constant([99], tf.int32))
+    out["bad_task_id"] = "no error"
+except Exception as exc:
+    out["bad_task_id"] = type(exc).__name__
+out["modules"] = sorted(m for m in ("django", "modelhub", "heads") if m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def import_and_approve(author, reviewer, model_files) -> dict:
+    keys = ["full_sentiment", "full_topic", "full_box"]
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(open(model_files[k], "rb")) for k in keys]
+        response = author.post(
+            "/api/imports/",
+            {"team": "vision", "backbone_name": "shared", "feature_layer": "features", "files": handles},
+            format="multipart",
+        )
+    body = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=120)
+    assert body["status"] == "succeeded", body
+    for entry in body["report"]:
+        assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200
+        assert reviewer.post(f"/api/heads/{entry['head_version']}/approve/").status_code == 200
+    return body
+
+
+def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tmp_path):
+    import keras
+
+    author = api_client_for("alice")
+    reviewer = api_client_for("rita", role="reviewer")
+    imported = import_and_approve(author, reviewer, model_files)
+    response = author.post("/api/assemblies/", {"team": "vision", "backbone": imported["backbone"]}, format="json")
+    assert response.status_code == 202, response.json()
+    assembly = wait_status(
+        author, f"/api/assemblies/{response.json()['id']}/", pending=("queued", "building", "verifying"), timeout=240
+    )
+    assert assembly["status"] == "ready", assembly
+    assert [(t["task_id"], t["task"], t["output_width"]) for t in assembly["tasks"]] == [
+        (0, "box", 4),
+        (1, "sentiment", 3),
+        (2, "topic", 5),
+    ]
+    assert all(h["max_abs_diff"] <= 1e-5 for h in assembly["verification"]["heads"])
+    assert assembly["signatures"] == ["serving_default", "box", "sentiment", "topic"]
+
+    again = author.post("/api/assemblies/", {"team": "vision", "backbone": imported["backbone"]}, format="json")
+    assert (again.status_code, again.json()["id"], again.json()["existing"]) == (200, assembly["id"], True)
+
+    download = author.get(f"/api/assemblies/{assembly['id']}/download/")
+    data = b"".join(download.streaming_content)
+    assert download["ETag"] == f'"{assembly["sha256"]}"'
+    zipfile.ZipFile(io.BytesIO(data)).extractall(tmp_path)
+    model_dir = tmp_path / "model"
+    assert (model_dir / "saved_model.pb").exists() and (model_dir / "assets" / "manifest.json").exists()
+
+    x = np.random.default_rng(3).standard_normal((5, 8)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(model_dir), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outputs["modules"] == [] and outputs["bad_task_id"] != "no error"
+    files = {"sentiment": "full_sentiment", "topic": "full_topic", "box": "full_box"}
+    max_width = 5
+    for task, key in files.items():
+        expected = np.asarray(keras.saving.load_model(model_files[key], safe_mode=True)(x))
+        width = expected.shape[1]
+        got = np.asarray(outputs[task]["outputs"])
+        assert got.shape == (5, max_width)
+        np.testing.assert_allclose(got[:, :width], expected, atol=1e-5)
+        assert np.all(got[:, width:] == 0)
+        assert outputs[task]["width"] == [width] * 5
+        np.testing.assert_allclose(np.asarray(outputs[task]["single"]), expected, atol=1e-5)
+
+    npz = tmp_path / "in.npz"
+    np.savez(npz, inputs=x, task_id=np.array([0, 1, 2, 1, 0], dtype=np.int32))
+    cli = subprocess.run(
+        [
+            str(__import__("pathlib").Path(sys.executable).parent / "saved_model_cli"),
+            "run",
+            "--dir",
+            str(model_dir),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"inputs={npz}[inputs];task_id={npz}[task_id]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert "output_width" in cli.stdout
+
+
+def test_only_approved_heads_on_that_backbone_are_accepted(api_client_for, model_files, celery_worker):
+    author = api_client_for("alice")
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(open(model_files["full_sentiment"], "rb"))]
+        response = author.post(
+            "/api/imports/",
+            {"team": "vision", "backbone_name": "shared", "feature_layer": "features", "files": handles},
+            format="multipart",
+        )
+    body = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=120)
+    head_id = body["report"][0]["head_version"]
+    draft = author.post(
+        "/api/assemblies/", {"team": "vision", "backbone": body["backbone"], "heads": [head_id, 999999]}, format="json"
+    )
+    assert draft.status_code == 400
+    message = draft.json()["error"]["message"]
+    assert f"{head_id} is 'draft'" in message and "999999 not found" in message
+    none_approved = author.post("/api/assemblies/", {"team": "vision", "backbone": body["backbone"]}, format="json")
+    assert none_approved.status_code == 400 and "no approved heads" in none_approved.json()["error"]["message"]
+    outsider = api_client_for("mallory", team="audio")
+    foreign = outsider.post("/api/assemblies/", {"team": "audio", "backbone": body["backbone"]}, format="json")
+    assert foreign.status_code == 404
