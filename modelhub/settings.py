@@ -287,6 +287,8 @@ CELERY_TASK_TIME_LIMIT = env_int("MODELHUB_TASK_TIME_LIMIT", 6 * 3600 + 300)
 CELERY_WORKER_CONCURRENCY = env_int("MODELHUB_WORKER_CONCURRENCY", 1)
 MODELHUB_TRAINING_QUEUE = env_str("MODELHUB_TRAINING_QUEUE", "training")
 MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
+# How long POST /api/assemblies/{id}/predict/ waits for a worker before answering 504.
+MODELHUB_PREDICT_TIMEOUT = env_int("MODELHUB_PREDICT_TIMEOUT", 60)
 CELERY_TASK_ALWAYS_EAGER = False
 
 # --- Logging ------------------------------------------------------------------------------

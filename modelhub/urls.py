@@ -40,6 +40,7 @@ api_patterns = [
     path("assemblies/", assembly_apis.AssemblyListCreateApi.as_view(), name="assembly-list"),
     path("assemblies/<int:pk>/", assembly_apis.AssemblyDetailApi.as_view(), name="assembly-detail"),
     path("assemblies/<int:pk>/download/", assembly_apis.AssemblyDownloadApi.as_view(), name="assembly-download"),
+    path("assemblies/<int:pk>/predict/", assembly_apis.AssemblyPredictApi.as_view(), name="assembly-predict"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -7,10 +7,11 @@ from rest_framework.views import APIView
 
 from modelhub.artifacts.downloads import blob_download_response
 from modelhub.assemblies.models import Assembly
+from modelhub.assemblies.predicting import prediction_run_and_wait
 from modelhub.assemblies.selectors import assembly_get, assembly_list
 from modelhub.assemblies.services import assembly_create
 from modelhub.core.api import paginated_response
-from modelhub.core.errors import ConflictError
+from modelhub.core.errors import ApplicationError, ConflictError
 from modelhub.teams.selectors import membership_get
 
 
@@ -105,3 +106,43 @@ class AssemblyDownloadApi(APIView):
             )
         name = assembly.name or f"{assembly.backbone.name}-v{assembly.backbone.version}-assembly-{assembly.pk}"
         return blob_download_response(assembly.blob, filename=f"{name}.zip", content_type="application/zip")
+
+
+class AssemblyPredictApi(APIView):
+    """Try an assembly: {"task": slug | "task_id": n, "inputs": nested list} -> {"outputs": ...}."""
+
+    class InputSerializer(serializers.Serializer):
+        task = serializers.CharField(required=False)
+        task_id = serializers.IntegerField(required=False, min_value=0)
+        inputs = serializers.JSONField()
+
+        def validate(self, attrs):
+            if ("task" in attrs) == ("task_id" in attrs):
+                raise serializers.ValidationError("Give exactly one of 'task' (a slug) or 'task_id' (a number).")
+            return attrs
+
+    @extend_schema(request=InputSerializer, responses={200: dict})
+    def post(self, request, pk: int):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        assembly = assembly_get(user=request.user, pk=pk)
+        prediction = prediction_run_and_wait(
+            assembly=assembly,
+            user=request.user,
+            task=values.get("task"),
+            task_id=values.get("task_id"),
+            inputs=values["inputs"],
+        )
+        if prediction.status != prediction.Status.SUCCEEDED:
+            raise ApplicationError(f"The prediction failed in the worker: {prediction.error}", code="prediction_failed")
+        entry = next(e for e in assembly.manifest["heads"] if e["task_id"] == prediction.task_id)
+        return Response(
+            {
+                "outputs": prediction.outputs,
+                "task": entry["task"],
+                "task_id": entry["task_id"],
+                "output_width": entry["output_width"],
+                "labels": entry["labels"],
+            }
+        )

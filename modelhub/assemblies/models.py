@@ -51,3 +51,32 @@ class AssemblyHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.assembly_id}:{self.task_id}"
+
+
+class Prediction(models.Model):
+    """A trial call of an assembly, run by a worker (dashboard "try it"; not production serving)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    assembly = models.ForeignKey(Assembly, on_delete=models.CASCADE, related_name="predictions")
+    task_id = models.PositiveIntegerField()
+    inputs = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    outputs = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"prediction {self.pk} on assembly {self.assembly_id}"

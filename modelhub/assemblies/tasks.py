@@ -9,3 +9,11 @@ def build_assembly(assembly_id: int) -> None:
     from modelhub.assemblies.building import assembly_build
 
     assembly_build(assembly_id=assembly_id)
+
+
+@app.task(name="assemblies.predict")
+def run_prediction(prediction_id: int) -> None:
+    """Compute a trial prediction on an assembly."""
+    from modelhub.assemblies.predicting import prediction_compute
+
+    prediction_compute(prediction_id=prediction_id)

@@ -112,6 +112,25 @@ def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tm
         assert outputs[task]["width"] == [width] * 5
         np.testing.assert_allclose(np.asarray(outputs[task]["single"]), expected, atol=1e-5)
 
+    predicted = author.post(
+        f"/api/assemblies/{assembly['id']}/predict/", {"task": "topic", "inputs": x[:2].tolist()}, format="json"
+    )
+    assert predicted.status_code == 200, predicted.json()
+    topic = np.asarray(keras.saving.load_model(model_files["full_topic"], safe_mode=True)(x[:2]))
+    np.testing.assert_allclose(np.asarray(predicted.json()["outputs"]), topic, atol=1e-5)
+    single = author.post(
+        f"/api/assemblies/{assembly['id']}/predict/", {"task_id": 0, "inputs": x[0].tolist()}, format="json"
+    ).json()
+    assert single["task"] == "box" and np.asarray(single["outputs"]).shape == (1, 4)
+    bad_shape = author.post(
+        f"/api/assemblies/{assembly['id']}/predict/", {"task": "topic", "inputs": [[1, 2]]}, format="json"
+    )
+    assert bad_shape.status_code == 400 and "expected one example of shape [8]" in bad_shape.json()["error"]["message"]
+    bad_task = author.post(
+        f"/api/assemblies/{assembly['id']}/predict/", {"task_id": 7, "inputs": x[0].tolist()}, format="json"
+    )
+    assert bad_task.status_code == 400 and "Valid tasks: 0=box" in bad_task.json()["error"]["message"]
+
     npz = tmp_path / "in.npz"
     np.savez(npz, inputs=x, task_id=np.array([0, 1, 2, 1, 0], dtype=np.int32))
     cli = subprocess.run(
