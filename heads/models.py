@@ -50,6 +50,14 @@ class HeadVersion(models.Model):
     spec = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     origin = models.JSONField(default=dict, blank=True)
+    dataset = models.ForeignKey(
+        "training.Dataset",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="heads",
+        help_text="The dataset it was trained on; its validation split measures forgetting.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -78,6 +86,8 @@ class HeadEvent(models.Model):
     class Action(models.TextChoices):
         UPLOAD = "upload", "Uploaded"
         IMPORT = "import", "Imported"
+        TRAINED = "trained", "Trained by a job"
+        CARRY = "carry", "Carried to a new backbone version"
         VALIDATED = "validated", "Validated"
         REJECTED = "rejected", "Rejected by validation"
         SUBMIT = "submit", "Submitted for review"

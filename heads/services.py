@@ -84,6 +84,7 @@ def head_version_create(
     origin: dict | None = None,
     source_blob: Blob | None = None,
     action: str = HeadEvent.Action.UPLOAD,
+    dataset=None,
 ) -> HeadVersion:
     """Create the next version of `task`'s head (numbered safely under concurrency)."""
     for _ in range(5):
@@ -105,6 +106,7 @@ def head_version_create(
                     metrics=metrics or {},
                     origin=origin or {"kind": "upload"},
                     created_by=user,
+                    dataset=dataset,
                 )
                 head.full_clean()
                 head.save()

@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "modelhub.backbones",
     "heads",
     "modelhub.assemblies",
+    "training",
     "modelhub.dashboard",
 ]
 

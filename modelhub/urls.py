@@ -11,6 +11,7 @@ from modelhub.assemblies import apis as assembly_apis
 from modelhub.backbones import apis as backbone_apis
 from modelhub.core import apis as core_apis
 from modelhub.teams import apis as team_apis
+from training import apis as training_apis
 
 api_patterns = [
     path("health/", core_apis.HealthApi.as_view(), name="health"),
@@ -41,6 +42,19 @@ api_patterns = [
     path("assemblies/<int:pk>/", assembly_apis.AssemblyDetailApi.as_view(), name="assembly-detail"),
     path("assemblies/<int:pk>/download/", assembly_apis.AssemblyDownloadApi.as_view(), name="assembly-download"),
     path("assemblies/<int:pk>/predict/", assembly_apis.AssemblyPredictApi.as_view(), name="assembly-predict"),
+    path("datasets/", training_apis.DatasetListCreateApi.as_view(), name="dataset-list"),
+    path("datasets/<int:pk>/", training_apis.DatasetDetailApi.as_view(), name="dataset-detail"),
+    path("jobs/", training_apis.JobListCreateApi.as_view(), name="job-list"),
+    path("jobs/<int:pk>/", training_apis.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<int:pk>/cancel/", training_apis.JobCancelApi.as_view(), name="job-cancel"),
+    path("jobs/<int:pk>/retry/", training_apis.JobRetryApi.as_view(), name="job-retry"),
+    path("forgetting-reports/<int:pk>/", training_apis.ReportDetailApi.as_view(), name="report-detail"),
+    path(
+        "forgetting-reports/<int:pk>/accept/", training_apis.ReportDecisionApi.as_view(accept=True), name="report-accept"
+    ),
+    path(
+        "forgetting-reports/<int:pk>/reject/", training_apis.ReportDecisionApi.as_view(accept=False), name="report-reject"
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -57,3 +57,20 @@ def save(model, path: Path) -> Path:
     path = Path(path)
     model.save(path)
     return path
+
+
+def make_classification_npz(
+    path: Path, *, num_rows: int = 240, num_classes: int = 3, rule_seed: int = 0, x_seed: int = 0, labels=True
+) -> Path:
+    """Write a learnable dataset for the tiny backbone: y = argmax(x @ W) for a seeded W."""
+    import numpy as np
+
+    x = np.random.default_rng(x_seed).standard_normal((num_rows, INPUT_SHAPE[0])).astype("float32")
+    weights = np.random.default_rng(100 + rule_seed).standard_normal((INPUT_SHAPE[0], num_classes))
+    y = (x @ weights).argmax(axis=1).astype("int64")
+    split = num_rows * 3 // 4
+    arrays = {"x": x[:split], "y": y[:split], "x_val": x[split:], "y_val": y[split:]}
+    if labels:
+        arrays["labels"] = np.array([f"class_{i}" for i in range(num_classes)])
+    np.savez(path, **arrays)
+    return Path(path)

@@ -1,0 +1,194 @@
+"""Training jobs through the API with a real worker process over Redis."""
+
+import numpy as np
+import pytest
+
+from heads.models import HeadVersion
+from modelhub.backbones.models import BackboneVersion
+from tests import model_factory as mf
+from tests.training.helpers import finished_job, post_job, ready_dataset, setup_backbone_and_data
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_train_head_end_to_end_stores_metrics_and_a_draft_head(api_client_for, model_files, celery_worker, tmp_path):
+    client = api_client_for("ana")
+    backbone, dataset = setup_backbone_and_data(client, model_files, tmp_path)
+    job = post_job(
+        client,
+        "train_head",
+        backbone=backbone["id"],
+        dataset=dataset["id"],
+        task="quadrant",
+        head={"type": "dense"},
+        epochs=4,
+        batch_size=16,
+        learning_rate=0.05,
+        seed=1,
+    )
+    body = finished_job(client, job["id"])
+    assert body["status"] == "succeeded", body
+    assert [m["epoch"] for m in body["metrics"]] == [1, 2, 3, 4]
+    assert all({"loss", "val_loss", "val_accuracy"} <= set(m) for m in body["metrics"])
+    assert body["progress"]["epoch"] == 4 and body["progress"]["epochs"] == 4
+    assert "epoch 4/4" in body["log"]
+    head = client.get(f"/api/heads/{body['result']['head_versions'][0]}/").json()
+    assert (head["status"], head["task"], head["output_width"], head["backbone"]) == (
+        "draft",
+        "quadrant",
+        3,
+        backbone["id"],
+    )
+    assert head["labels"] == ["class_0", "class_1", "class_2"]
+    assert head["metrics"]["val_accuracy"] == body["metrics"][-1]["val_accuracy"]
+    assert len(head["metrics"]["history"]) == 4
+
+
+@pytest.mark.parametrize("mode", ["joint", "disjoint"])
+def test_train_heads_in_both_modes(api_client_for, model_files, celery_worker, tmp_path, mode):
+    client = api_client_for("ana")
+    backbone, first = setup_backbone_and_data(client, model_files, tmp_path, rule_seed=0)
+    second = ready_dataset(client, mf.make_classification_npz(tmp_path / "b.npz", rule_seed=1, num_classes=4), "b")
+    rates = (0.01, 0.01) if mode == "joint" else (0.01, 0.05)
+    job = post_job(
+        client,
+        "train_heads",
+        backbone=backbone["id"],
+        mode=mode,
+        epochs=3,
+        batch_size=32,
+        seed=0,
+        tasks=[
+            {"task": "a", "dataset": first["id"], "head": {"type": "dense"}, "learning_rate": rates[0]},
+            {"task": "b", "dataset": second["id"], "head": {"type": "mlp", "hidden": [8]}, "learning_rate": rates[1]},
+        ],
+    )
+    body = finished_job(client, job["id"])
+    assert body["status"] == "succeeded", body
+    assert len(body["metrics"]) == 3 and {"a_loss", "b_loss"} <= set(body["metrics"][0])
+    heads = [client.get(f"/api/heads/{i}/").json() for i in body["result"]["head_versions"]]
+    assert sorted((h["task"], h["output_width"]) for h in heads) == [("a", 3), ("b", 4)]
+
+
+def test_grow_backbone_preserves_the_function_and_carries_heads(api_client_for, model_files, celery_worker, tmp_path):
+    import keras
+
+    author = api_client_for("ana")
+    reviewer = api_client_for("rita", role="reviewer")
+    backbone, dataset = setup_backbone_and_data(author, model_files, tmp_path)
+    trained = finished_job(
+        author,
+        post_job(
+            author,
+            "train_head",
+            backbone=backbone["id"],
+            dataset=dataset["id"],
+            task="quadrant",
+            head={"type": "dense"},
+            epochs=1,
+        )["id"],
+    )
+    head_id = trained["result"]["head_versions"][0]
+    author.post(f"/api/heads/{head_id}/submit/")
+    reviewer.post(f"/api/heads/{head_id}/approve/")
+
+    job = post_job(author, "grow_backbone", backbone=backbone["id"], insert={"after_layer": "hidden", "kind": "dense"})
+    body = finished_job(author, job["id"])
+    assert body["status"] == "succeeded", body
+    assert body["result"]["verification"]["max_abs_diff"] <= 1e-6
+    grown = author.get(f"/api/backbones/{body['result']['backbone_version']}/").json()
+    assert grown["parent"] == backbone["id"] and grown["version"] == 2 and grown["origin"]["kind"] == "grow"
+    assert len(grown["spec"]["layers"]) == len(backbone["spec"]["layers"]) + 1
+    carried = author.get(f"/api/heads/?backbone={grown['id']}").json()["results"]
+    assert [(h["task"], h["status"]) for h in carried] == [("quadrant", "approved")]
+
+    for name, version in (("parent", backbone["id"]), ("grown", grown["id"])):
+        (tmp_path / f"{name}.keras").write_bytes(
+            b"".join(author.get(f"/api/backbones/{version}/download/").streaming_content)
+        )
+    x = np.random.default_rng(99).standard_normal((32, 8)).astype("float32")
+    parent_out = keras.saving.load_model(tmp_path / "parent.keras", safe_mode=True)(x)
+    grown_out = keras.saving.load_model(tmp_path / "grown.keras", safe_mode=True)(x)
+    np.testing.assert_allclose(np.asarray(grown_out), np.asarray(parent_out), atol=1e-6)
+
+
+def test_fine_tune_makes_a_child_backbone_and_a_forgetting_report(api_client_for, model_files, celery_worker, tmp_path):
+    author = api_client_for("ana")
+    reviewer = api_client_for("rita", role="reviewer")
+    backbone, dataset = setup_backbone_and_data(author, model_files, tmp_path)
+    trained = finished_job(
+        author,
+        post_job(
+            author,
+            "train_head",
+            backbone=backbone["id"],
+            dataset=dataset["id"],
+            task="old-task",
+            head={"type": "dense"},
+            epochs=2,
+            learning_rate=0.05,
+        )["id"],
+    )
+    old_head = trained["result"]["head_versions"][0]
+    author.post(f"/api/heads/{old_head}/submit/")
+    reviewer.post(f"/api/heads/{old_head}/approve/")
+    other = ready_dataset(author, mf.make_classification_npz(tmp_path / "new.npz", rule_seed=5), "new")
+
+    job = post_job(
+        author,
+        "fine_tune",
+        backbone=backbone["id"],
+        dataset=other["id"],
+        task="new-task",
+        unfreeze_top=1,
+        warmup_epochs=1,
+        epochs=2,
+        learning_rate=0.05,
+    )
+    body = finished_job(author, job["id"])
+    assert body["status"] == "succeeded", body
+    assert [m.get("phase") for m in body["metrics"]] == ["warmup", "finetune", "finetune"]
+    child = author.get(f"/api/backbones/{body['result']['backbone_version']}/").json()
+    assert child["parent"] == backbone["id"] and child["weights_sha256"] != backbone["weights_sha256"]
+    new_head = author.get(f"/api/heads/{body['result']['head_versions'][0]}/").json()
+    assert (new_head["backbone"], new_head["status"]) == (child["id"], "draft")
+
+    report = author.get(f"/api/forgetting-reports/{body['forgetting_report']}/").json()
+    assert report["status"] == "pending"
+    [row] = report["rows"]
+    assert (row["head_version"], row["task"], row["metric"]) == (old_head, "old-task", "accuracy")
+    assert row["delta"] == pytest.approx(row["after"] - row["before"])
+    assert 0.0 <= row["before"] <= 1.0 and 0.0 <= row["after"] <= 1.0
+    assert author.get(f"/api/heads/?backbone={child['id']}&status=approved").json()["count"] == 0
+
+    assert author.post(f"/api/forgetting-reports/{report['id']}/accept/").status_code == 403
+    accepted = reviewer.post(f"/api/forgetting-reports/{report['id']}/accept/")
+    assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
+    carried = author.get(f"/api/heads/?backbone={child['id']}&status=approved").json()["results"]
+    assert [h["task"] for h in carried] == ["old-task"]
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"kind": "train_head", "dataset": "WRONG_SHAPE", "task": "t", "head": {"type": "dense"}}, "expects [8]"),
+        ({"kind": "train_head", "task": "t", "head": {"type": "dense", "units": 2}}, "range over 3 classes"),
+        ({"kind": "grow_backbone", "insert": {"after_layer": "nope", "kind": "dense"}}, "Layer 'nope' does not exist"),
+        ({"kind": "fine_tune", "task": "t", "unfreeze_top": 9}, "'unfreeze_top' must be between 1 and 2"),
+        ({"kind": "train_head", "task": "Bad Slug", "head": {"type": "dense"}}, "Invalid task slug"),
+    ],
+)
+def test_cheap_checks_fail_the_job_at_once(api_client_for, model_files, celery_worker, tmp_path, params, expected):
+    client = api_client_for("ana")
+    backbone, dataset = setup_backbone_and_data(client, model_files, tmp_path)
+    params = dict(params)
+    if params.get("dataset") == "WRONG_SHAPE":
+        path = tmp_path / "wrong.npz"
+        np.savez(path, x=np.zeros((10, 5), dtype="float32"), y=np.zeros(10, dtype="int64"))
+        params["dataset"] = ready_dataset(client, path, "wrong")["id"]
+    params.setdefault("dataset", dataset["id"])
+    kind = params.pop("kind")
+    job = post_job(client, kind, backbone=backbone["id"], **params)
+    assert job["status"] == "failed"
+    assert expected in job["error"]
+    assert HeadVersion.objects.count() == 0 and BackboneVersion.objects.count() == 1

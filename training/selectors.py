@@ -1,0 +1,41 @@
+"""Reads of datasets, jobs and forgetting reports, scoped to the user's teams."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from modelhub.teams.selectors import scoped_to_member, team_object_get
+from training.models import Dataset, ForgettingReport, Job
+
+
+def dataset_list(*, user: AbstractBaseUser, team_slug: str | None = None) -> QuerySet[Dataset]:
+    queryset = scoped_to_member(Dataset.objects.select_related("team", "blob"), user=user)
+    return queryset.filter(team__slug=team_slug) if team_slug else queryset
+
+
+def dataset_get(*, user: AbstractBaseUser, pk) -> Dataset:
+    return team_object_get(Dataset.objects.select_related("team", "blob"), user=user, pk=pk, label="Dataset")
+
+
+def job_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Job]:
+    filters = filters or {}
+    queryset = scoped_to_member(Job.objects.select_related("team", "created_by"), user=user)
+    for field in ("kind", "status"):
+        if filters.get(field):
+            queryset = queryset.filter(**{field: filters[field]})
+    if filters.get("team"):
+        queryset = queryset.filter(team__slug=filters["team"])
+    return queryset
+
+
+def job_get(*, user: AbstractBaseUser, pk) -> Job:
+    return team_object_get(Job.objects.select_related("team", "created_by"), user=user, pk=pk, label="Job")
+
+
+def report_get(*, user: AbstractBaseUser, pk) -> ForgettingReport:
+    queryset = ForgettingReport.objects.select_related("job", "job__team", "parent", "backbone")
+    report = queryset.filter(pk=pk, job__team__memberships__user=user).first() if user.is_authenticated else None
+    if report is None:
+        from modelhub.core.errors import NotFoundError
+
+        raise NotFoundError(f"Forgetting report {pk} was not found in any of your teams.")
+    return report
