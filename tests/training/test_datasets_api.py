@@ -25,7 +25,7 @@ def test_npz_dataset_is_described(api_client_for, celery_worker, tmp_path):
     y = np.load(path)["y"]
     assert (body["num_examples"], body["num_validation"], body["input_shape"]) == (150, 50, [8])
     assert body["num_classes"] == 3 and body["labels"] == ["class_0", "class_1", "class_2"]
-    assert body["class_histogram"] == {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}
+    assert body["class_histogram"] == {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True), strict=True)}
 
 
 def test_image_zip_dataset_gets_classes_from_folders(api_client_for, celery_worker, tmp_path):
