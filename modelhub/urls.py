@@ -65,6 +65,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("backbones/", include("modelhub.backbones.urls")),
+    path("assemblies/", include("modelhub.assemblies.urls")),
     path("", include("heads.urls")),
     path("", include("modelhub.dashboard.urls")),
 ]

@@ -1,4 +1,7 @@
-"""Registry helpers for API tests: upload, wait for the worker, a ready backbone, a settled head."""
+"""Registry helpers for API tests: upload, wait for the worker, a ready backbone, a settled head,
+and full models imported with their heads approved (the assembly seed scenario)."""
+
+import contextlib
 
 from tests.conftest import wait_until
 
@@ -29,3 +32,21 @@ def settled_head(client, path, *, backbone: int, task: str, **fields) -> dict:
     response = upload(client, "/api/heads/", path, backbone=backbone, task=task, **fields)
     assert response.status_code == 202, response.json()
     return wait_status(client, f"/api/heads/{response.json()['id']}/")
+
+
+def import_and_approve(author, reviewer, model_files) -> dict:
+    """Import the three seed full models as one backbone + draft heads; submit and approve them all."""
+    keys = ["full_sentiment", "full_topic", "full_box"]
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(open(model_files[k], "rb")) for k in keys]
+        response = author.post(
+            "/api/imports/",
+            {"team": "vision", "backbone_name": "shared", "feature_layer": "features", "files": handles},
+            format="multipart",
+        )
+    body = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=120)
+    assert body["status"] == "succeeded", body
+    for entry in body["report"]:
+        assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200
+        assert reviewer.post(f"/api/heads/{entry['head_version']}/approve/").status_code == 200
+    return body

@@ -3,6 +3,8 @@
 from heads.models import HeadVersion
 from heads.services import head_version_create, task_get_or_create
 from modelhub.artifacts.services import blob_store_bytes
+from modelhub.assemblies.models import Assembly
+from modelhub.assemblies.services import assembly_create
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import backbone_version_create
 from modelhub.teams.models import Team
@@ -39,3 +41,51 @@ def head_row(user, backbone: BackboneVersion, *, task: str = "sentiment", status
         task=task_row, backbone=backbone, blob=blob, user=user, filename=f"{task}.keras",
         status=status or HeadVersion.Status.DRAFT, output_width=fields.pop("output_width", 3), **fields,
     )  # fmt: skip
+
+
+def assembly_row(
+    user, backbone: BackboneVersion, heads: list[HeadVersion], *, status=None, input_shape=None, name: str = ""
+) -> Assembly:
+    """An assembly created by the service (no worker runs), then finished as the worker would leave it.
+
+    `status` defaults to ready: a zip blob, a manifest with `input_shape` (default [None, 8]),
+    a passing verification report and the signatures.
+    """
+    assembly, _ = assembly_create(
+        team=backbone.team, user=user, backbone_id=backbone.pk, head_ids=[h.pk for h in heads], name=name
+    )
+    status = status or Assembly.Status.READY
+    if status != Assembly.Status.READY:
+        Assembly.objects.filter(pk=assembly.pk).update(status=status)
+        assembly.refresh_from_db()
+        return assembly
+    entries = list(assembly.entries.select_related("head", "head__task", "head__blob"))
+    manifest = {
+        "format_version": 1,
+        "backbone": {
+            "name": backbone.name, "version": backbone.version, "sha256": backbone.blob.sha256,
+            "input": {"name": "inputs", "shape": input_shape or [None, 8], "dtype": "float32"},
+            "feature_shape": [6],
+        },
+        "serving": {"signature": "serving_default", "inputs": ["inputs", "task_id"],
+                    "outputs": ["outputs", "output_width"],
+                    "max_width": max(e.head.output_width for e in entries), "per_head_signatures": True},
+        "heads": [
+            {"task_id": e.task_id, "task": e.head.task.slug, "signature": e.head.task.slug, "version": e.head.version,
+             "sha256": e.head.blob.sha256, "output_width": e.head.output_width, "labels": e.head.labels or None}
+            for e in entries
+        ],
+    }  # fmt: skip
+    checks = [
+        {"task_id": e.task_id, "task": e.head.task.slug, "max_abs_diff": 1.5e-7 * (e.task_id + 1)} for e in entries
+    ]
+    Assembly.objects.filter(pk=assembly.pk).update(
+        status=Assembly.Status.READY,
+        blob=blob_store_bytes(data=f"zip of assembly {assembly.pk}".encode()).blob,
+        saved_model_bytes=4321,
+        manifest=manifest,
+        verification={"max_abs_diff": max(c["max_abs_diff"] for c in checks), "heads": checks, "num_probe_rows": 2},
+        signatures=["serving_default", *[e.head.task.slug for e in entries]],
+    )
+    assembly.refresh_from_db()
+    return assembly

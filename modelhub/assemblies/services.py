@@ -1,6 +1,7 @@
 """Writes of assemblies: validate the choice of heads, dedupe, queue the build."""
 
 import hashlib
+from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -18,13 +19,23 @@ def heads_key(head_ids: list[int]) -> str:
     return hashlib.sha256(",".join(str(i) for i in sorted(head_ids)).encode()).hexdigest()
 
 
-def _choose_heads(*, backbone: BackboneVersion, head_ids: list[int] | None) -> list[HeadVersion]:
+def heads_in_task_order(heads: Iterable[HeadVersion]) -> list[HeadVersion]:
+    """Return heads in the order of the assembly's task_id (index = task_id): by task slug, then version."""
+    return sorted(heads, key=lambda h: (h.task.slug, h.version))
+
+
+def latest_approved_heads(*, backbone: BackboneVersion) -> list[HeadVersion]:
+    """Return the latest approved head version of each task on `backbone` (the default choice)."""
     approved = HeadVersion.objects.filter(backbone=backbone, status=HeadVersion.Status.APPROVED).select_related("task")
+    latest: dict[int, HeadVersion] = {}
+    for head in approved.order_by("task__slug", "-version"):
+        latest.setdefault(head.task_id, head)
+    return list(latest.values())
+
+
+def _choose_heads(*, backbone: BackboneVersion, head_ids: list[int] | None) -> list[HeadVersion]:
     if head_ids is None:
-        latest: dict[int, HeadVersion] = {}
-        for head in approved.order_by("task__slug", "-version"):
-            latest.setdefault(head.task_id, head)
-        heads = list(latest.values())
+        heads = latest_approved_heads(backbone=backbone)
         if not heads:
             raise ValidationError(
                 f"{backbone.label} has no approved heads. Approve heads on it first, or pass 'heads'."
@@ -66,7 +77,7 @@ def assembly_create(
         )
     if backbone.status != BackboneVersion.Status.READY:
         raise ValidationError(f"{backbone.label} is '{backbone.status}', expected 'ready'.")
-    heads = sorted(_choose_heads(backbone=backbone, head_ids=head_ids), key=lambda h: (h.task.slug, h.version))
+    heads = heads_in_task_order(_choose_heads(backbone=backbone, head_ids=head_ids))
     key = heads_key([h.pk for h in heads])
     existing = Assembly.objects.filter(backbone=backbone, heads_key=key).first()
     if existing is not None:

@@ -3,7 +3,9 @@
  * that the full result (layers, report, review panel) is rendered by the server.
  *
  * Markup: <section data-poll-url="/api/heads/7/" data-poll-status="validating"> containing
- * [data-status-badge] and optionally [data-status-error]. No dependencies.
+ * [data-status-badge] and optionally [data-status-error]. The pending statuses default to
+ * validating/queued/running; data-poll-pending="queued building verifying" overrides them.
+ * The root's data-poll-status follows the status, so CSS can show progress. No dependencies.
  */
 (function () {
   "use strict";
@@ -14,7 +16,9 @@
 
   function follow(root) {
     var status = root.getAttribute("data-poll-status");
-    if (PENDING.indexOf(status) < 0) return;
+    var custom = root.getAttribute("data-poll-pending");
+    var pending = custom ? custom.split(/\s+/).filter(Boolean) : PENDING;
+    if (pending.indexOf(status) < 0) return;
     var url = root.getAttribute("data-poll-url");
     var busy = false;
     var timer = window.setInterval(function () {
@@ -34,7 +38,7 @@
             box.textContent = data.error || "";
             box.hidden = !data.error;
           });
-          if (PENDING.indexOf(status) < 0) {
+          if (pending.indexOf(status) < 0) {
             window.clearInterval(timer);
             window.location.reload();
           }

@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.registry_helpers import wait_status
+from tests.registry_helpers import import_and_approve, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,23 +40,6 @@ except Exception as exc:
 out["modules"] = sorted(m for m in ("django", "modelhub", "heads") if m in sys.modules)
 print(json.dumps(out))
 """
-
-
-def import_and_approve(author, reviewer, model_files) -> dict:
-    keys = ["full_sentiment", "full_topic", "full_box"]
-    with contextlib.ExitStack() as stack:
-        handles = [stack.enter_context(open(model_files[k], "rb")) for k in keys]
-        response = author.post(
-            "/api/imports/",
-            {"team": "vision", "backbone_name": "shared", "feature_layer": "features", "files": handles},
-            format="multipart",
-        )
-    body = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=120)
-    assert body["status"] == "succeeded", body
-    for entry in body["report"]:
-        assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200
-        assert reviewer.post(f"/api/heads/{entry['head_version']}/approve/").status_code == 200
-    return body
 
 
 def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tmp_path):
