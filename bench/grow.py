@@ -67,6 +67,18 @@ def seed_ones_conv(model: keras.Model, after: str) -> keras.Model:
     return grown
 
 
+# Layers downstream of each MobileNetV2 growth, where the activations still depend on the input.
+INNER_PROBES = {"conv_identity": "block_3_depthwise", "residual": "block_6_expand", "widen": "block_2_project"}
+
+
+def inner_diff(original: keras.Model, grown: keras.Model, layer: str, inputs: np.ndarray) -> tuple[float, float]:
+    """Max abs and relative difference of one inner layer's output between two models."""
+    before = np.asarray(keras.Model(original.inputs, original.get_layer(layer).output)(inputs))
+    after = np.asarray(keras.Model(grown.inputs, grown.get_layer(layer).output)(inputs))
+    diff = float(np.max(np.abs(after - before)))
+    return diff, diff / float(np.max(np.abs(before)))
+
+
 def main() -> None:
     report: dict = {"machine": f"{os.cpu_count()} CPU cores, no GPU"}
     images = np.random.default_rng(2).standard_normal((4, 96, 96, 3)).astype("float32")
@@ -101,6 +113,12 @@ def main() -> None:
             report[f"max_abs_diff_{kind}_{model_name}"] = diff
             report[f"relative_diff_{kind}_{model_name}"] = result["verification"]["relative_diff"]
             report[f"seconds_{kind}_{model_name}"] = time.perf_counter() - start
+            if model_name == "mobilenetv2" and kind in INNER_PROBES:
+                probe = INNER_PROBES[kind]
+                inner, relative = inner_diff(model, result["model"], probe, inputs)
+                report[f"max_abs_diff_{kind}_mobilenetv2_at_{probe}"] = inner
+                report[f"relative_diff_{kind}_mobilenetv2_at_{probe}"] = relative
+                diff = max(diff, inner)
             per_kind[kind] = max(per_kind.get(kind, 0.0), diff)
     report["conv_identity_mlp"] = "not applicable (MLP has no image feature maps)"
     for kind, diff in per_kind.items():
