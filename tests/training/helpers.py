@@ -28,3 +28,18 @@ def post_job(client, kind: str, **params) -> dict:
 
 def finished_job(client, job_id: int, timeout: float = 180) -> dict:
     return wait_status(client, f"/api/jobs/{job_id}/", pending=JOB_PENDING, timeout=timeout)
+
+
+def approved_trained_head(author, reviewer, *, backbone: int, dataset: int, task: str, **params) -> int:
+    """Train a dense head with a job, submit it as `author`, approve it as `reviewer`; return its id."""
+    job = finished_job(
+        author,
+        post_job(author, "train_head", backbone=backbone, dataset=dataset, task=task, head={"type": "dense"}, **params)[
+            "id"
+        ],
+    )
+    assert job["status"] == "succeeded", job
+    head_id = job["result"]["head_versions"][0]
+    assert author.post(f"/api/heads/{head_id}/submit/").status_code == 200
+    assert reviewer.post(f"/api/heads/{head_id}/approve/").status_code == 200
+    return head_id

@@ -6,7 +6,13 @@ import pytest
 from heads.models import HeadVersion
 from modelhub.backbones.models import BackboneVersion
 from tests import model_factory as mf
-from tests.training.helpers import finished_job, post_job, ready_dataset, setup_backbone_and_data
+from tests.training.helpers import (
+    approved_trained_head,
+    finished_job,
+    post_job,
+    ready_dataset,
+    setup_backbone_and_data,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,21 +82,7 @@ def test_grow_backbone_preserves_the_function_and_carries_heads(api_client_for, 
     author = api_client_for("ana")
     reviewer = api_client_for("rita", role="reviewer")
     backbone, dataset = setup_backbone_and_data(author, model_files, tmp_path)
-    trained = finished_job(
-        author,
-        post_job(
-            author,
-            "train_head",
-            backbone=backbone["id"],
-            dataset=dataset["id"],
-            task="quadrant",
-            head={"type": "dense"},
-            epochs=1,
-        )["id"],
-    )
-    head_id = trained["result"]["head_versions"][0]
-    author.post(f"/api/heads/{head_id}/submit/")
-    reviewer.post(f"/api/heads/{head_id}/approve/")
+    approved_trained_head(author, reviewer, backbone=backbone["id"], dataset=dataset["id"], task="quadrant", epochs=1)
 
     job = post_job(author, "grow_backbone", backbone=backbone["id"], insert={"after_layer": "hidden", "kind": "dense"})
     body = finished_job(author, job["id"])
@@ -116,22 +108,9 @@ def test_fine_tune_makes_a_child_backbone_and_a_forgetting_report(api_client_for
     author = api_client_for("ana")
     reviewer = api_client_for("rita", role="reviewer")
     backbone, dataset = setup_backbone_and_data(author, model_files, tmp_path)
-    trained = finished_job(
-        author,
-        post_job(
-            author,
-            "train_head",
-            backbone=backbone["id"],
-            dataset=dataset["id"],
-            task="old-task",
-            head={"type": "dense"},
-            epochs=2,
-            learning_rate=0.05,
-        )["id"],
+    old_head = approved_trained_head(
+        author, reviewer, backbone=backbone["id"], dataset=dataset["id"], task="old-task", epochs=2, learning_rate=0.05
     )
-    old_head = trained["result"]["head_versions"][0]
-    author.post(f"/api/heads/{old_head}/submit/")
-    reviewer.post(f"/api/heads/{old_head}/approve/")
     other = ready_dataset(author, mf.make_classification_npz(tmp_path / "new.npz", rule_seed=5), "new")
 
     job = post_job(
