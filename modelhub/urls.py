@@ -66,6 +66,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("backbones/", include("modelhub.backbones.urls")),
     path("assemblies/", include("modelhub.assemblies.urls")),
+    path("", include("training.urls")),
     path("", include("heads.urls")),
     path("", include("modelhub.dashboard.urls")),
 ]
