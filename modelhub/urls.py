@@ -50,10 +50,14 @@ api_patterns = [
     path("jobs/<int:pk>/retry/", training_apis.JobRetryApi.as_view(), name="job-retry"),
     path("forgetting-reports/<int:pk>/", training_apis.ReportDetailApi.as_view(), name="report-detail"),
     path(
-        "forgetting-reports/<int:pk>/accept/", training_apis.ReportDecisionApi.as_view(accept=True), name="report-accept"
+        "forgetting-reports/<int:pk>/accept/",
+        training_apis.ReportDecisionApi.as_view(accept=True),
+        name="report-accept",
     ),
     path(
-        "forgetting-reports/<int:pk>/reject/", training_apis.ReportDecisionApi.as_view(accept=False), name="report-reject"
+        "forgetting-reports/<int:pk>/reject/",
+        training_apis.ReportDecisionApi.as_view(accept=False),
+        name="report-reject",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
