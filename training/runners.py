@@ -329,7 +329,11 @@ def run_train_heads(job: Job) -> dict:
 
     params = job.params
     backbone_version, backbone = _backbone(params["backbone"])
-    loaded = {entry["task"]: _arrays(entry["dataset"], backbone_version) for entry in params["tasks"]}
+    by_dataset: dict[int, tuple[Dataset, dict]] = {}
+    for entry in params["tasks"]:  # several tasks often share one dataset: load it once
+        if entry["dataset"] not in by_dataset:
+            by_dataset[entry["dataset"]] = _arrays(entry["dataset"], backbone_version)
+    loaded = {entry["task"]: by_dataset[entry["dataset"]] for entry in params["tasks"]}
     x = next(iter(loaded.values()))[1]["x"]
     for entry in params["tasks"]:
         _check_labels(entry["head"], loaded[entry["task"]][1]["y"], loaded[entry["task"]][0])

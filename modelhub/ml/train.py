@@ -193,29 +193,16 @@ def train_heads(
     losses = {task: (losses or {}).get(task) or infer_loss(heads[task], ys[task]) for task in heads}
     rates = {task: float(learning_rates if np.isscalar(learning_rates) else learning_rates[task]) for task in heads}
     tasks = sorted(heads)
-    if mode == "joint":
-        if len(set(rates.values())) != 1:
-            raise MLError("Expected one learning rate in joint mode; use mode='disjoint' for per-head rates.")
-        inputs = keras.Input(features.shape[1:], name="features")
-        model = keras.Model(inputs, {task: _TaskHead(heads[task], task)(inputs) for task in tasks})
-        weights = {task: float((loss_weights or {}).get(task, 1.0)) for task in tasks}
-        model.compile(
-            optimizer=keras.optimizers.Adam(rates[tasks[0]]),
-            loss={task: losses[task] for task in tasks},
-            loss_weights=weights,
-        )
-        history = model.fit(
-            features,
-            {task: ys[task] for task in tasks},
-            epochs=epochs,
-            batch_size=batch_size,
-            verbose=0,
-            callbacks=_callbacks(epochs, progress, should_cancel),
-        )
-        flat = _history(history)
-        per_task = {task: {"loss": flat.get(f"{task}_loss", [])} for task in tasks}
-        return {"history": {"total": {"loss": flat["loss"]}, **per_task}, "mode": mode, "used_feature_cache": True}
-    return _train_disjoint(heads, tasks, features, ys, losses, rates, epochs, batch_size, seed, progress, should_cancel)
+    if mode == "joint" and len(set(rates.values())) != 1:
+        raise MLError("Expected one learning rate in joint mode; use mode='disjoint' for per-head rates.")
+    weights = {task: float((loss_weights or {}).get(task, 1.0)) for task in tasks}
+    history = _train_heads_loop(
+        heads, tasks, features, ys, losses, rates, weights, mode, epochs, batch_size, seed, progress, should_cancel
+    )
+    result: dict[str, Any] = {"history": history, "mode": mode, "used_feature_cache": True}
+    if mode == "disjoint":
+        result["learning_rates"] = dict(rates)
+    return result
 
 
 def fine_tune(
@@ -363,56 +350,87 @@ def _callbacks(epochs: int, progress: ProgressCallback | None, should_cancel: Ca
     return [_EpochAndCancel(epochs, progress, should_cancel)]
 
 
-def _train_disjoint(
+def _train_heads_loop(
     heads: Mapping[str, keras.Model],
     tasks: list[str],
     features: np.ndarray,
     ys: Mapping[str, np.ndarray],
     losses: Mapping[str, str],
     rates: Mapping[str, float],
+    weights: Mapping[str, float],
+    mode: str,
     epochs: int,
     batch_size: int,
     seed: int | None,
     progress: ProgressCallback | None,
     should_cancel: CancelCheck | None,
 ) -> dict[str, Any]:
+    """Train every head on cached features with ONE compiled step per batch.
+
+    ``joint``: one optimizer on ``sum(w_t * loss_t)``. ``disjoint``: one optimizer and rate
+    per head, each minimising its own loss, so heads do not compete through loss magnitudes.
+    """
     import tensorflow as tf
 
-    optimizers = {task: keras.optimizers.Adam(rates[task]) for task in tasks}
     loss_fns = {task: keras.losses.get(losses[task]) for task in tasks}
+    if mode == "joint":
+        joint_optimizer = keras.optimizers.Adam(rates[tasks[0]])
+        joint_variables = [v for task in tasks for v in heads[task].trainable_variables]
+    else:
+        optimizers = {task: keras.optimizers.Adam(rates[task]) for task in tasks}
 
-    def make_step(task: str) -> Callable:
-        head, optimizer, loss_fn = heads[task], optimizers[task], loss_fns[task]
+    # One trace for every batch, the last (smaller) one included.
+    signature = [
+        tf.TensorSpec([None, *features.shape[1:]], tf.as_dtype(features.dtype)),
+        tuple(
+            tf.TensorSpec([None, *np.shape(ys[task])[1:]], tf.as_dtype(np.asarray(ys[task]).dtype)) for task in tasks
+        ),
+    ]
 
-        @tf.function(reduce_retracing=True)
-        def step(batch_x: Any, batch_y: Any) -> Any:
-            with tf.GradientTape() as tape:
-                value = tf.reduce_mean(loss_fn(batch_y, head(batch_x, training=True)))
-            grads = tape.gradient(value, head.trainable_variables)
-            optimizer.apply_gradients(zip(grads, head.trainable_variables, strict=True))
-            return value
+    @tf.function(input_signature=signature)
+    def step(batch_x: Any, batch_ys: tuple) -> Any:
+        with tf.GradientTape(persistent=mode == "disjoint") as tape:
+            values = [
+                tf.reduce_mean(loss_fns[task](batch_ys[i], heads[task](batch_x, training=True)))
+                for i, task in enumerate(tasks)
+            ]
+            total = tf.add_n([weights[task] * values[i] for i, task in enumerate(tasks)])
+        if mode == "joint":
+            grads = tape.gradient(total, joint_variables)
+            joint_optimizer.apply_gradients(zip(grads, joint_variables, strict=True))
+        else:
+            for i, task in enumerate(tasks):
+                variables = heads[task].trainable_variables
+                grads = tape.gradient(values[i], variables)
+                optimizers[task].apply_gradients(zip(grads, variables, strict=True))
+        return total, tf.stack(values)
 
-        return step
-
-    steps = {task: make_step(task) for task in tasks}
     rng = np.random.default_rng(seed)
-    history: dict[str, dict[str, list[float]]] = {task: {"loss": []} for task in tasks}
+    history: dict[str, dict[str, list[float]]] = {"total": {"loss": []}, **{task: {"loss": []} for task in tasks}}
     for epoch in range(epochs):
         order = rng.permutation(len(features))
-        totals = dict.fromkeys(tasks, 0.0)
-        num_batches = 0
-        for batch_index, start in enumerate(range(0, len(order), batch_size)):
+        total_sum, task_sums, num_batches = 0.0, np.zeros(len(tasks)), 0
+        for batch_index, begin in enumerate(range(0, len(order), batch_size)):
             if should_cancel is not None and should_cancel():
                 raise TrainingCancelled(f"Training was cancelled before batch {batch_index + 1}; nothing was saved.")
-            rows = order[start : start + batch_size]
-            for task in tasks:
-                totals[task] += float(steps[task](features[rows], ys[task][rows]))
+            rows = order[begin : begin + batch_size]
+            total, values = step(features[rows], tuple(ys[task][rows] for task in tasks))
+            total_sum += float(total)
+            task_sums += values.numpy()
             num_batches += 1
-        for task in tasks:
-            history[task]["loss"].append(totals[task] / max(num_batches, 1))
+        history["total"]["loss"].append(total_sum / max(num_batches, 1))
+        for i, task in enumerate(tasks):
+            history[task]["loss"].append(float(task_sums[i]) / max(num_batches, 1))
         if progress is not None:
-            progress({"epoch": epoch + 1, "epochs": epochs, **{f"{t}_loss": history[t]["loss"][-1] for t in tasks}})
-    return {"history": history, "mode": "disjoint", "used_feature_cache": True, "learning_rates": dict(rates)}
+            progress(
+                {
+                    "epoch": epoch + 1,
+                    "epochs": epochs,
+                    "loss": history["total"]["loss"][-1],
+                    **{f"{task}_loss": history[task]["loss"][-1] for task in tasks},
+                }
+            )
+    return history
 
 
 def _full_model(backbone: keras.Model, head: keras.Model, augment: keras.layers.Layer | None) -> keras.Model:
