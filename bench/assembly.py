@@ -207,8 +207,33 @@ def main() -> None:
         {"ours": lambda: assembled.head_stage(features, tasks), "all_heads": lambda: all_heads(features, tasks)},
         args.repeats * 3,
     )
-    report["head_stage_ms"] = {k: v * 1000 for k, v in medians.items()}
-    report["head_stage_speedup"] = medians["all_heads"] / medians["ours"]
+    report["head_stage_ms_per_python_call"] = {k: v * 1000 for k, v in medians.items()}
+    report["head_stage_speedup_per_python_call"] = medians["all_heads"] / medians["ours"]
+    # In serving (TF Serving, a SavedModel call) the head stage runs inside the graph, so the
+    # Python-side call overhead of ~1 ms that dominates the numbers above is not part of it.
+    # Run each side REPEATS times inside one graph and divide.
+    repeats = 50
+
+    @tf.function
+    def ours_in_graph(features, task_id):
+        total = tf.constant(0.0)
+        for i in tf.range(repeats):  # inputs vary per iteration, so nothing can be hoisted
+            total += tf.reduce_sum(assembled.head_stage(features + tf.cast(i, tf.float32) * 1e-6, task_id))
+        return total
+
+    @tf.function
+    def all_heads_in_graph(features, task_id):
+        total = tf.constant(0.0)
+        for i in tf.range(repeats):
+            total += tf.reduce_sum(all_heads(features + tf.cast(i, tf.float32) * 1e-6, task_id))
+        return total
+
+    in_graph = interleaved_medians(
+        {"ours": lambda: ours_in_graph(features, tasks), "all_heads": lambda: all_heads_in_graph(features, tasks)},
+        args.repeats,
+    )
+    report["head_stage_ms"] = {k: v * 1000 / repeats for k, v in in_graph.items()}
+    report["head_stage_speedup"] = in_graph["all_heads"] / in_graph["ours"]
 
     # Memory: B=256 mixed tasks over wide (1000-unit) heads, measured in a fresh process.
     wide = make_heads(args.wide_heads, args.wide_width)
