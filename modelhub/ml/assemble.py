@@ -505,9 +505,12 @@ def _build_module(
 
     @tf.function(input_signature=[input_spec, tf.TensorSpec([None], tf.int32, TASK_ID_KEY)])
     def serving_default(inputs: tf.Tensor, task_id: tf.Tensor) -> dict[str, tf.Tensor]:
-        task_id = checked(task_id, tf.shape(inputs)[0])
+        # head_stage checks task_id (range and length) before any gather; when a check fails
+        # the whole call fails, so the width lookup below can never return silent zeros.
         outputs = head_stage(features_fn(inputs), task_id)
-        return {OUTPUTS_KEY: outputs, WIDTH_KEY: tf.gather(tf.constant(widths), task_id)}
+        with tf.control_dependencies([outputs]):
+            widths_out = tf.gather(tf.constant(widths), task_id)
+        return {OUTPUTS_KEY: outputs, WIDTH_KEY: widths_out}
 
     module.features = features_fn
     module.head_stage = head_stage
