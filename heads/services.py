@@ -21,6 +21,7 @@ from modelhub.artifacts.services import blob_store_path, blob_store_uploaded_fil
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import check_backbone_name, check_keras_filename
 from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
+from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 from modelhub.teams.selectors import membership_get
 
@@ -149,14 +150,8 @@ def head_upload(
             labels=label_list,
             description=description,
         )
-        transaction.on_commit(lambda: _queue("heads.validate", head.pk))
+        queue_on_commit("heads.validate", head.pk)
     return head
-
-
-def _queue(task_name: str, pk: int) -> None:
-    from modelhub.celery import app
-
-    app.send_task(task_name, args=[pk])
 
 
 # --- Review workflow ----------------------------------------------------------------------
@@ -275,5 +270,5 @@ def import_create(
                 model_import=model_import, position=position, filename=os.path.basename(name), task_slug=slug, blob=blob
             )
         if queue:
-            transaction.on_commit(lambda: _queue("heads.run_import", model_import.pk))
+            queue_on_commit("heads.run_import", model_import.pk)
     return model_import

@@ -16,6 +16,7 @@ from heads.services import check_task_slug, head_version_create, task_get_or_cre
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
+from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 from modelhub.teams.selectors import membership_get
 from training.models import Dataset, ForgettingReport, Job
@@ -48,14 +49,8 @@ def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: Uploa
             filename=os.path.basename(file.name),
             created_by=user,
         )
-        transaction.on_commit(lambda: _send("training.validate_dataset", dataset.pk))
+        queue_on_commit("training.validate_dataset", dataset.pk)
     return dataset
-
-
-def _send(task_name: str, pk: int) -> None:
-    from modelhub.celery import app
-
-    app.send_task(task_name, args=[pk])
 
 
 # --- Cheap checks -------------------------------------------------------------------------
@@ -202,7 +197,7 @@ def job_create(*, team: Team, user: AbstractBaseUser, kind: str, params: dict, r
             finished_at=timezone.now() if error else None,
         )
         if not error:
-            transaction.on_commit(lambda: _send("training.run_job", job.pk))
+            queue_on_commit("training.run_job", job.pk)
     return job
 
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from modelhub.artifacts.services import blob_fetch_verified
 from modelhub.assemblies.models import Assembly, Prediction
 from modelhub.core.errors import ApplicationError, ConflictError, ValidationError
-from modelhub.core.tracked_work import row_claim, row_finish
+from modelhub.core.tracked_work import queue_on_commit, row_claim, row_finish
 
 MAX_ROWS = 256
 
@@ -79,7 +79,7 @@ def prediction_run_and_wait(
         prediction = Prediction.objects.create(
             assembly=assembly, task_id=entry["task_id"], inputs=rows, created_by=user
         )
-        transaction.on_commit(lambda: _queue(prediction.pk))
+        queue_on_commit("assemblies.predict", prediction.pk)
     deadline = time.monotonic() + settings.MODELHUB_PREDICT_TIMEOUT
     while time.monotonic() < deadline:
         prediction.refresh_from_db()
@@ -90,12 +90,6 @@ def prediction_run_and_wait(
         f"No worker answered within {settings.MODELHUB_PREDICT_TIMEOUT}s (prediction {prediction.pk}); the "
         "assembly workers may be busy. Try again, or download the model and run it locally."
     )
-
-
-def _queue(prediction_id: int) -> None:
-    from modelhub.assemblies.tasks import run_prediction
-
-    run_prediction.delay(prediction_id)
 
 
 def _saved_model_dir(assembly: Assembly) -> Path:

@@ -11,6 +11,7 @@ from modelhub.assemblies.models import Assembly, AssemblyHead
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_get
 from modelhub.core.errors import ValidationError
+from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 
 
@@ -83,7 +84,7 @@ def assembly_create(
     if existing is not None:
         if existing.status == Assembly.Status.FAILED:
             Assembly.objects.filter(pk=existing.pk).update(status=Assembly.Status.QUEUED, error="")
-            transaction.on_commit(lambda: _queue_build(existing.pk))
+            queue_on_commit("assemblies.build", existing.pk)
             existing.refresh_from_db()
         return existing, True
     try:
@@ -92,13 +93,7 @@ def assembly_create(
             AssemblyHead.objects.bulk_create(
                 [AssemblyHead(assembly=assembly, task_id=index, head=head) for index, head in enumerate(heads)]
             )
-            transaction.on_commit(lambda: _queue_build(assembly.pk))
+            queue_on_commit("assemblies.build", assembly.pk)
     except IntegrityError:
         return Assembly.objects.get(backbone=backbone, heads_key=key), True
     return assembly, False
-
-
-def _queue_build(assembly_id: int) -> None:
-    from modelhub.assemblies.tasks import build_assembly
-
-    build_assembly.delay(assembly_id)

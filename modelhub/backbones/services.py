@@ -12,6 +12,7 @@ from modelhub.artifacts.models import Blob
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.core.errors import ValidationError
+from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -121,11 +122,5 @@ def backbone_upload(
             feature_layer=feature_layer,
             description=description,
         )
-        transaction.on_commit(lambda: _queue_validation(version.pk))
+        queue_on_commit("backbones.validate", version.pk)
     return version, False
-
-
-def _queue_validation(backbone_id: int) -> None:
-    from modelhub.backbones.tasks import validate_backbone
-
-    validate_backbone.delay(backbone_id)

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from modelhub.core.models import WorkerProbe
+from modelhub.core.tracked_work import queue_on_commit
 
 
 def _timed(check) -> dict:
@@ -72,9 +73,7 @@ def health_report(*, worker_timeout: float = 1.0) -> dict:
 
 def probe_enqueue() -> WorkerProbe:
     """Create a probe row and queue a task that a worker answers by updating it."""
-    from modelhub.core.tasks import answer_probe
-
     with transaction.atomic():
         probe = WorkerProbe.objects.create()
-        transaction.on_commit(lambda: answer_probe.delay(probe.pk))
+        queue_on_commit("core.answer_probe", probe.pk)
     return probe

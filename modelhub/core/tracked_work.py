@@ -69,3 +69,14 @@ def row_finish(row: models.Model, *, status: str, error: str = "", **fields) -> 
     for field, value in fields.items():
         setattr(row, field, value)
     row.save(update_fields=["status", "error", "finished_at", *fields])
+
+
+def queue_on_commit(task_name: str, pk: int) -> None:
+    """Send task `task_name` for row `pk` once the current transaction commits.
+
+    Tasks are sent by name (routed to their queue by modelhub.celery.route_task), so services
+    never import the task modules and the web process never imports TensorFlow.
+    """
+    from modelhub.celery import app
+
+    transaction.on_commit(lambda: app.send_task(task_name, args=[pk]))
