@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from modelhub.artifacts.models import Upload
 from modelhub.artifacts.services import upload_create
+from modelhub.core.api import paginated_response
 from modelhub.teams.selectors import membership_get, scoped_to_member, team_object_get
 
 
@@ -33,8 +34,7 @@ class UploadListCreateApi(APIView):
     @extend_schema(responses=UploadOutputSerializer(many=True))
     def get(self, request):
         uploads = scoped_to_member(Upload.objects.select_related("team", "blob", "created_by"), user=request.user)
-        data = UploadOutputSerializer(uploads[:200], many=True).data
-        return Response({"count": len(data), "next": None, "previous": None, "results": data})
+        return paginated_response(request, uploads, UploadOutputSerializer, view=self)
 
     @extend_schema(request=InputSerializer, responses={201: UploadOutputSerializer})
     def post(self, request):

@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from modelhub.core.api import paginated_response
 from modelhub.core.errors import ApplicationError, NotFoundError
 from modelhub.teams.models import Membership
 from modelhub.teams.selectors import membership_get, membership_require_role
@@ -54,15 +55,14 @@ class TeamListApi(APIView):
     """The teams you belong to, with your role in each."""
 
     class OutputSerializer(serializers.Serializer):
-        slug = serializers.CharField()
-        name = serializers.CharField()
+        slug = serializers.CharField(source="team.slug")
+        name = serializers.CharField(source="team.name")
         role = serializers.CharField()
 
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request):
-        memberships = Membership.objects.filter(user=request.user).select_related("team")
-        data = [{"slug": m.team.slug, "name": m.team.name, "role": m.role} for m in memberships]
-        return Response({"count": len(data), "next": None, "previous": None, "results": data})
+        memberships = Membership.objects.filter(user=request.user).select_related("team").order_by("team__slug")
+        return paginated_response(request, memberships, self.OutputSerializer, view=self)
 
 
 class TeamMembersApi(APIView):
@@ -76,8 +76,7 @@ class TeamMembersApi(APIView):
     def get(self, request, slug: str):
         team = membership_get(user=request.user, team_slug=slug).team
         members = team.memberships.select_related("user").order_by("user__username")
-        data = MembershipOutputSerializer(members, many=True).data
-        return Response({"count": len(data), "next": None, "previous": None, "results": data})
+        return paginated_response(request, members, MembershipOutputSerializer, view=self)
 
     @extend_schema(request=InputSerializer, responses={201: MembershipOutputSerializer})
     def post(self, request, slug: str):
