@@ -3,11 +3,11 @@
 import logging
 
 from django.db import transaction
-from django.utils import timezone
 
 from heads.model_files import head_output_width, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion
 from modelhub.backbones.loading import load_backbone, load_model_blob
+from modelhub.core.tracked_work import row_finish
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,5 @@ def head_validate(*, head_id: int) -> None:
 def _finish(head: HeadVersion, *, status: str, action: str, error: str = "", **fields) -> None:
     with transaction.atomic():
         old = head.status
-        for name, value in {"status": status, "error": error, "finished_at": timezone.now(), **fields}.items():
-            setattr(head, name, value)
-        head.save(update_fields=["status", "error", "finished_at", *fields])
+        row_finish(head, status=status, error=error, **fields)
         HeadEvent.objects.create(head=head, actor=None, action=action, old_status=old, new_status=status, comment=error)

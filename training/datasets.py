@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from django.utils import timezone
 
 from modelhub.artifacts.services import blob_fetch_verified
+from modelhub.core.tracked_work import row_finish
 from training.models import Dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -139,7 +139,7 @@ def dataset_validate(*, dataset_id: int) -> None:
             target = "classes"
         else:
             num_classes, histogram, target = None, {}, "values"
-        fields = dict(
+        outcome = dict(
             status=Dataset.Status.READY,
             num_examples=len(y),
             num_validation=num_validation,
@@ -149,13 +149,10 @@ def dataset_validate(*, dataset_id: int) -> None:
             labels=labels,
             target=target,
             x_sha256=x_sha,
-            error="",
         )
     except DatasetError as exc:
-        fields = dict(status=Dataset.Status.REJECTED, error=str(exc))
-    for name, value in {**fields, "finished_at": timezone.now()}.items():
-        setattr(dataset, name, value)
-    dataset.save()
+        outcome = dict(status=Dataset.Status.REJECTED, error=str(exc))
+    row_finish(dataset, **outcome)
 
 
 def dataset_arrays(dataset: Dataset, *, input_shape: list[int]) -> dict:
