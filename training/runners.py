@@ -357,14 +357,17 @@ def run_train_heads(job: Job) -> dict:
         should_cancel=reporter.should_cancel,
     )
     final = _final_metrics(job)
+    val_by_dataset = {dataset_id: _val_features(backbone, data) for dataset_id, (_, data) in by_dataset.items()}
+    metrics_by_task = {}
+    for entry in params["tasks"]:
+        task, val = entry["task"], val_by_dataset[entry["dataset"]]
+        metrics_by_task[task] = {k: v for k, v in final.items() if k.startswith(f"{task}_") or k == "loss"}
+        if val is not None:
+            metrics_by_task[task].update(_validation_metrics(heads[task], *val))
     created = []
     with transaction.atomic():
         for task, head in heads.items():
-            dataset, data = loaded[task]
-            metrics = {k: v for k, v in final.items() if k.startswith(f"{task}_") or k == "loss"}
-            val = _val_features(backbone, data)
-            if val is not None:
-                metrics.update(_validation_metrics(head, *val))
+            dataset, metrics = loaded[task][0], metrics_by_task[task]
             created.append(
                 _register_head(
                     job, task_slug=task, head=head, backbone_version=backbone_version, dataset=dataset, metrics=metrics
@@ -385,11 +388,14 @@ def run_fine_tune(job: Job) -> dict:
     reporter = JobReporter(job, epochs=warmup + epochs, steps_per_epoch=_steps(len(data["x"]), batch_size))
     head = _build_head(params["head"], parent_model, params["task"], params.get("seed"))
     reporter.log(f"fine-tuning: {warmup} warm-up epochs, then {epochs} with the top {params['unfreeze_top']} layers")
-    phase = {"name": "warmup", "count": 0}
+    # The library tags each epoch's metrics with its phase: "phase1" (warm-up) or "phase2".
+    by_phase = {
+        "phase1": _epoch_callback(reporter, phase="warmup"),
+        "phase2": _epoch_callback(reporter, phase="finetune"),
+    }
 
     def progress(metrics: dict) -> None:
-        phase["count"] += 1
-        _epoch_callback(reporter, phase="warmup" if phase["count"] <= warmup else "finetune")(metrics)
+        by_phase[metrics["phase"]](metrics)
 
     result = fine_tune(
         backbone=parent_model,
