@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from modelhub.ml.errors import AssemblyError, AssemblyVerificationError, FeatureShapeMismatchError
-from modelhub.ml.split import check_head_compatible, probe_inputs_for
+from modelhub.ml.split import VERIFY_RTOL, check_close, check_head_compatible, probe_inputs_for
 
 FORMAT_VERSION = 1
 MANIFEST_PATH = "assets/manifest.json"
@@ -36,7 +36,8 @@ INPUTS_KEY = "inputs"
 TASK_ID_KEY = "task_id"
 OUTPUTS_KEY = "outputs"
 WIDTH_KEY = "output_width"
-VERIFY_ATOL = 1e-5
+VERIFY_ATOL = VERIFY_RTOL  # scaled: max abs diff <= 1e-5 * max(1, max |reference|)
+RESERVED_INPUT_NAMES = frozenset({TASK_ID_KEY, "task"})
 # A batch may gather one kernel copy per row while that costs at most this many floats
 # (16 MiB); above it, rows are grouped and each distinct task's kernel is read once.
 PER_ROW_GATHER_MAX_FLOATS = 4 * 1024 * 1024
@@ -71,7 +72,7 @@ def build_assembly(
     heads: Sequence[AssemblyHead],
     export_dir: str | os.PathLike[str],
     backbone_info: dict[str, Any],
-    probe_inputs: np.ndarray | None = None,
+    probe_inputs: Any = None,
     verify: bool = True,
     per_head_signatures: bool = True,
 ) -> dict[str, Any]:
@@ -82,7 +83,8 @@ def build_assembly(
         heads: the heads; their order defines ``task_id`` (0..N-1).
         export_dir: where to write the SavedModel; must not exist or be empty.
         backbone_info: ``{"name": str, "version": int, "sha256": str}`` for the manifest.
-        probe_inputs: inputs for verification; deterministic random ones when None.
+        probe_inputs: inputs for verification (an array, or a dict by input name);
+            deterministic ones when None.
         verify: verify the written SavedModel (see :func:`verify_assembly`).
         per_head_signatures: add one signature per task slug (default). Each one captures
             every backbone variable handle, which costs ~25 KB of graph and ~0.4 s of
@@ -143,11 +145,11 @@ def build_manifest(
         AssemblyError: no heads, duplicate or invalid task slugs, multi-output heads,
             or a head whose input does not match the feature shape.
     """
-    if len(backbone.inputs) != 1 or len(backbone.outputs) != 1:
+    if len(backbone.outputs) != 1:
         raise AssemblyError(
-            f"Expected a backbone with one input and one output, '{backbone.name}' has "
-            f"{len(backbone.inputs)} inputs and {len(backbone.outputs)} outputs."
+            f"Expected a backbone with one output (the features), '{backbone.name}' has {len(backbone.outputs)}."
         )
+    inputs = serving_inputs(backbone)
     if not heads:
         raise AssemblyError("Expected at least one head, received none. Approve a head first.")
     missing = {"name", "version", "sha256"} - set(backbone_info)
@@ -195,23 +197,22 @@ def build_manifest(
                 "labels": list(head.labels) if head.labels is not None else None,
             }
         )
-    spec = backbone.inputs[0]
+    described = [{key: entry[key] for key in ("name", "shape", "dtype")} for entry in inputs]
+    backbone_entry = {
+        "name": backbone_info["name"],
+        "version": int(backbone_info["version"]),
+        "sha256": backbone_info["sha256"],
+        "inputs": described,
+        "feature_shape": feature_shape,
+    }
+    if len(described) == 1:
+        backbone_entry["input"] = described[0]
     return {
         "format_version": FORMAT_VERSION,
-        "backbone": {
-            "name": backbone_info["name"],
-            "version": int(backbone_info["version"]),
-            "sha256": backbone_info["sha256"],
-            "input": {
-                "name": INPUTS_KEY,
-                "shape": [None] + [None if d is None else int(d) for d in spec.shape[1:]],
-                "dtype": str(spec.dtype),
-            },
-            "feature_shape": feature_shape,
-        },
+        "backbone": backbone_entry,
         "serving": {
             "signature": SERVING_KEY,
-            "inputs": [INPUTS_KEY, TASK_ID_KEY],
+            "inputs": [entry["name"] for entry in described] + [TASK_ID_KEY],
             "outputs": [OUTPUTS_KEY, WIDTH_KEY],
             "max_width": max(entry["output_width"] for entry in entries),
         },
@@ -223,53 +224,59 @@ def verify_assembly(
     export_dir: str | os.PathLike[str],
     backbone: keras.Model,
     heads: Sequence[keras.Model],
-    probe_inputs: np.ndarray | None = None,
+    probe_inputs: Any = None,
     *,
-    atol: float = VERIFY_ATOL,
+    rtol: float = VERIFY_ATOL,
 ) -> dict[str, Any]:
     """Check a written assembly against ``head(backbone(x))`` for every head.
 
-    Runs ``serving_default`` on one mixed batch (every probe row for every task) and
-    every per-head signature, and checks padding and ``output_width``.
+    Runs ``serving_default`` on one mixed batch (every probe row for every task, rows
+    shuffled) and every per-head signature, and checks padding and ``output_width``.
+    A head passes when its max abs difference is at most ``rtol * max(1, max |reference|)``:
+    float noise grows with the size of the values (a ResNet on 0-255 inputs differs by
+    ~1e-5 in absolute terms), so the tolerance does too.
 
     Args:
         export_dir: the SavedModel directory.
         backbone: the backbone Keras model.
         heads: head models in task_id order.
-        probe_inputs: backbone inputs; deterministic random ones when None.
-        atol: largest accepted max abs difference.
+        probe_inputs: backbone inputs (an array, or a dict by input name for several
+            inputs); deterministic ones when None.
+        rtol: the tolerance relative to ``max(1, max |reference|)``.
 
     Returns:
-        ``{"max_abs_diff": float, "heads": [{"task_id", "task", "max_abs_diff"}],
-        "num_probe_rows": int}``.
+        ``{"max_abs_diff": float, "max_rel_diff": float, "heads": [{"task_id", "task",
+        "max_abs_diff", "max_rel_diff"}], "num_probe_rows": int}``.
 
     Raises:
-        AssemblyVerificationError: a head differs by more than ``atol``, or padding /
-            widths are wrong.
+        AssemblyVerificationError: a head differs by more than the tolerance, or padding /
+            widths are wrong; the message names the task and both figures.
 
     Example:
-        >>> verify_assembly("out/asm", bb, [head_a, head_b])["max_abs_diff"] < 1e-5
+        >>> verify_assembly("out/asm", bb, [head_a, head_b])["max_rel_diff"] < 1e-5
         True
     """
     if probe_inputs is None:
         probe_inputs = probe_inputs_for(backbone, num_rows=2)
-    probe_inputs = np.asarray(probe_inputs)
+    by_name = _probe_by_serving_name(backbone, probe_inputs)
     manifest = json.loads((Path(export_dir) / MANIFEST_PATH).read_text())
     loaded = tf.saved_model.load(str(export_dir))
     serving = loaded.signatures[SERVING_KEY]
-    features = backbone(probe_inputs, training=False)
-    num_rows = probe_inputs.shape[0]
+    features = backbone(_probe_for_keras(backbone, by_name), training=False)
+    num_rows = int(next(iter(by_name.values())).shape[0])
     num_heads = len(heads)
-    mixed_inputs = np.concatenate([probe_inputs] * num_heads, axis=0)
     mixed_tasks = np.repeat(np.arange(num_heads, dtype=np.int32), num_rows)
     # Interleave tasks so that rows of one task are not contiguous.
     permutation = np.random.default_rng(0).permutation(len(mixed_tasks))
-    result = serving(inputs=tf.constant(mixed_inputs[permutation]), task_id=tf.constant(mixed_tasks[permutation]))
+    mixed = {name: np.concatenate([array] * num_heads, axis=0)[permutation] for name, array in by_name.items()}
+    result = serving(
+        **{name: tf.constant(array) for name, array in mixed.items()}, task_id=tf.constant(mixed_tasks[permutation])
+    )
     inverse = np.argsort(permutation)
     outputs = result[OUTPUTS_KEY].numpy()[inverse]
     widths = result[WIDTH_KEY].numpy()[inverse]
     report = []
-    overall = 0.0
+    overall_abs = overall_rel = 0.0
     for task_id, head in enumerate(heads):
         entry = manifest["heads"][task_id]
         width = entry["output_width"]
@@ -285,27 +292,107 @@ def verify_assembly(
                 f"Expected zero padding beyond width {width} for task '{entry['task']}', found "
                 f"max abs {float(np.max(np.abs(got[:, width:]))):.3g}."
             )
+        what = f"the assembly's task '{entry['task']}' (task_id {task_id})"
+        figures = check_close(expected, got[:, :width], what=what, error=AssemblyVerificationError, rtol=rtol)
         if manifest["serving"].get("per_head_signatures", True):
-            single = loaded.signatures[entry["signature"]](inputs=tf.constant(probe_inputs))
-            single_out = single[OUTPUTS_KEY].numpy()
-        else:
-            single_out = got[:, :width]
-        if single_out.shape != expected.shape:
-            raise AssemblyVerificationError(
-                f"Expected signature '{entry['signature']}' to return shape {expected.shape}, got {single_out.shape}."
+            single = loaded.signatures[entry["signature"]](**{name: tf.constant(a) for name, a in by_name.items()})
+            single_figures = check_close(
+                expected,
+                single[OUTPUTS_KEY].numpy(),
+                what=f"signature '{entry['signature']}'",
+                error=AssemblyVerificationError,
+                rtol=rtol,
             )
-        diff = max(
-            float(np.max(np.abs(got[:, :width] - expected))),
-            float(np.max(np.abs(single_out - expected))),
+            if single_figures["max_abs_diff"] > figures["max_abs_diff"]:
+                figures = single_figures
+        overall_abs = max(overall_abs, figures["max_abs_diff"])
+        overall_rel = max(overall_rel, figures["max_rel_diff"])
+        report.append(
+            {
+                "task_id": task_id,
+                "task": entry["task"],
+                "max_abs_diff": figures["max_abs_diff"],
+                "max_rel_diff": figures["max_rel_diff"],
+            }
         )
-        overall = max(overall, diff)
-        report.append({"task_id": task_id, "task": entry["task"], "max_abs_diff": diff})
-        if not diff <= atol:
-            raise AssemblyVerificationError(
-                f"Expected the assembly to reproduce head '{entry['task']}' (task_id {task_id}) "
-                f"within {atol}, max abs diff is {diff:.3g}. Do not ship this build; report it."
+    return {
+        "max_abs_diff": overall_abs,
+        "max_rel_diff": overall_rel,
+        "rtol": rtol,
+        "heads": report,
+        "num_probe_rows": num_rows,
+    }
+
+
+def serving_inputs(backbone: keras.Model) -> list[dict[str, Any]]:
+    """Return the SavedModel's backbone inputs: ``[{"name", "keras_name", "shape", "dtype"}]``.
+
+    A single-input backbone is served as ``inputs``; several inputs keep their own names.
+
+    Raises:
+        AssemblyError: an input name that cannot be a signature argument or clashes
+            with ``task_id``.
+    """
+    entries = []
+    for tensor in backbone.inputs:
+        keras_name = _keras_input_name(tensor)
+        entries.append(
+            {
+                "name": keras_name,
+                "keras_name": keras_name,
+                "shape": [None] + [None if d is None else int(d) for d in tensor.shape[1:]],
+                "dtype": str(tensor.dtype),
+            }
+        )
+    if len(entries) == 1:
+        entries[0]["name"] = INPUTS_KEY
+        return entries
+    for entry in entries:
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", entry["name"]) or entry["name"] in RESERVED_INPUT_NAMES:
+            raise AssemblyError(
+                f"Expected backbone input names made of letters, digits and '_' (not {sorted(RESERVED_INPUT_NAMES)}), "
+                f"received '{entry['name']}'. Rename the keras.Input and save the model again."
             )
-    return {"max_abs_diff": overall, "heads": report, "num_probe_rows": int(num_rows)}
+    return entries
+
+
+def _keras_input_name(tensor: Any) -> str:
+    history = getattr(tensor, "_keras_history", None)
+    return history[0].name if history is not None else str(getattr(tensor, "name", INPUTS_KEY))
+
+
+def _probe_by_serving_name(backbone: keras.Model, probe_inputs: Any) -> dict[str, np.ndarray]:
+    entries = serving_inputs(backbone)
+    if not isinstance(probe_inputs, dict):
+        if len(entries) != 1:
+            raise AssemblyError(
+                f"Expected probe inputs as a dict by input name for a backbone with {len(entries)} inputs."
+            )
+        return {entries[0]["name"]: np.asarray(probe_inputs)}
+    return {entry["name"]: np.asarray(probe_inputs[entry["keras_name"]]) for entry in entries}
+
+
+def _probe_for_keras(backbone: keras.Model, by_name: dict[str, np.ndarray]) -> Any:
+    entries = serving_inputs(backbone)
+    if len(entries) == 1:
+        return by_name[entries[0]["name"]]
+    return {entry["keras_name"]: by_name[entry["name"]] for entry in entries}
+
+
+def backbone_resources(model: keras.Model) -> list[Any]:
+    """Return the TensorFlow resources (lookup tables) the backbone's layers hold.
+
+    A SavedModel must track every resource its functions capture; a TextVectorization
+    or StringLookup layer keeps its vocabulary in such tables, not in variables.
+    """
+    found: list[Any] = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):  # noqa: SLF001
+        for value in vars(layer).values():
+            if isinstance(value, tf.saved_model.experimental.TrackableResource) and all(
+                value is not seen for seen in found
+            ):
+                found.append(value)
+    return found
 
 
 def directory_bytes(path: str | os.PathLike[str]) -> int:
@@ -427,6 +514,7 @@ def _build_module(
 ) -> tuple[tf.Module, dict[str, Any]]:
     module = tf.Module()
     module.backbone_variables = [v.value for v in backbone.variables]
+    module.backbone_resources = backbone_resources(backbone)
     max_width = manifest["serving"]["max_width"]
     num_heads = len(heads)
 
@@ -455,14 +543,17 @@ def _build_module(
             local_of[task_id] = local
     widths = np.array([entry["output_width"] for entry in manifest["heads"]], np.int32)
 
-    spec = backbone.inputs[0]
-    input_spec = tf.TensorSpec([None, *spec.shape[1:]], tf.as_dtype(str(spec.dtype)), INPUTS_KEY)
+    entries = serving_inputs(backbone)
+    input_specs = [tf.TensorSpec(entry["shape"], tf.as_dtype(entry["dtype"]), entry["name"]) for entry in entries]
     feature_shape = manifest["backbone"]["feature_shape"]
     feature_spec = tf.TensorSpec([None, *feature_shape], tf.float32, "features")
 
-    @tf.function(input_signature=[input_spec])
-    def features_fn(inputs: tf.Tensor) -> tf.Tensor:
-        return tf.cast(backbone(inputs, training=False), tf.float32)
+    @tf.function(input_signature=input_specs)
+    def features_fn(*inputs: tf.Tensor) -> tf.Tensor:
+        if len(entries) == 1:
+            return tf.cast(backbone(inputs[0], training=False), tf.float32)
+        named = {entry["keras_name"]: tensor for entry, tensor in zip(entries, inputs, strict=True)}
+        return tf.cast(backbone(named, training=False), tf.float32)
 
     def checked(task_id: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
         # tf.gather returns zeros for bad indices on GPU: check explicitly, before any gather.
@@ -503,11 +594,12 @@ def _build_module(
             tf.stack([tf.shape(features)[0], max_width]),
         )
 
-    @tf.function(input_signature=[input_spec, tf.TensorSpec([None], tf.int32, TASK_ID_KEY)])
-    def serving_default(inputs: tf.Tensor, task_id: tf.Tensor) -> dict[str, tf.Tensor]:
+    @tf.function(input_signature=[*input_specs, tf.TensorSpec([None], tf.int32, TASK_ID_KEY)])
+    def serving_default(*args: tf.Tensor) -> dict[str, tf.Tensor]:
         # head_stage checks task_id (range and length) before any gather; when a check fails
         # the whole call fails, so the width lookup below can never return silent zeros.
-        outputs = head_stage(features_fn(inputs), task_id)
+        task_id = args[-1]
+        outputs = head_stage(features_fn(*args[:-1]), task_id)
         with tf.control_dependencies([outputs]):
             widths_out = tf.gather(tf.constant(widths), task_id)
         return {OUTPUTS_KEY: outputs, WIDTH_KEY: widths_out}
@@ -518,27 +610,27 @@ def _build_module(
 
     single_fns: dict[int, Callable] = {}
     for index, group in enumerate(groups):
-        single_fns[index] = _single_head_function(group, features_fn, input_spec)
+        single_fns[index] = _single_head_function(group, features_fn, input_specs)
         setattr(module, f"group{index}_single", single_fns[index])
     for task_id, head in enumerate(heads):
         if not manifest["serving"]["per_head_signatures"]:
             break
-        signatures[head.task] = _head_signature(single_fns[int(group_of[task_id])], int(local_of[task_id]), input_spec)
+        signatures[head.task] = _head_signature(single_fns[int(group_of[task_id])], int(local_of[task_id]), input_specs)
     return module, signatures
 
 
-def _single_head_function(group: Any, features_fn: Callable, input_spec: tf.TensorSpec) -> Any:
-    @tf.function(input_signature=[input_spec, tf.TensorSpec([], tf.int32, "local")])
-    def single_fn(inputs: tf.Tensor, local: tf.Tensor) -> tf.Tensor:
-        return group.single(features_fn(inputs), local)
+def _single_head_function(group: Any, features_fn: Callable, input_specs: list[tf.TensorSpec]) -> Any:
+    @tf.function(input_signature=[*input_specs, tf.TensorSpec([], tf.int32, "local")])
+    def single_fn(*args: tf.Tensor) -> tf.Tensor:
+        return group.single(features_fn(*args[:-1]), args[-1])
 
     return single_fn
 
 
-def _head_signature(single_fn: Any, local: int, input_spec: tf.TensorSpec) -> Any:
-    @tf.function(input_signature=[input_spec])
-    def head_signature(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUTS_KEY: single_fn(inputs, tf.constant(local, tf.int32))}
+def _head_signature(single_fn: Any, local: int, input_specs: list[tf.TensorSpec]) -> Any:
+    @tf.function(input_signature=input_specs)
+    def head_signature(*inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUTS_KEY: single_fn(*inputs, tf.constant(local, tf.int32))}
 
     return head_signature
 

@@ -80,7 +80,7 @@ def grow_model(
         hidden_units: width of the residual block's first layer (default: the input's).
         train: ``"new"`` makes only the new/changed layers trainable, ``"all"`` every layer.
         probe_inputs: inputs for verification; deterministic random ones when None.
-        rtol: largest accepted max abs diff relative to the largest output magnitude.
+        rtol: largest accepted max abs diff relative to max(1, the largest output magnitude).
         seed: seeds the residual block's first kernel.
 
     Returns:
@@ -148,8 +148,9 @@ def compare_outputs(reference: keras.Model, candidate: keras.Model, inputs: np.n
     got = np.asarray(candidate(inputs, training=False), dtype=np.float64)
     max_abs = float(np.max(np.abs(expected - got))) if expected.size else 0.0
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    relative = max_abs / scale if scale > 0 else max_abs
-    return {"max_abs_diff": max_abs, "relative_diff": relative, "max_abs_output": scale}
+    # Scale-aware: float noise grows with the values, so compare against max(1, max |output|).
+    relative = max_abs / max(1.0, scale)
+    return {"max_abs_diff": max_abs, "relative_diff": relative, "max_rel_diff": relative, "max_abs_output": scale}
 
 
 def as_functional(model: keras.Model) -> keras.Model:

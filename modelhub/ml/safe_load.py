@@ -42,6 +42,19 @@ DATA_CLASS_NAMES = frozenset(
         "__tuple__",
     }
 )
+# keras-hub classes allowed by exact registered name. Their code ships in the installed
+# keras-hub package, never in the upload, and their from_config only builds Keras layers
+# from numbers (vocabulary size, widths, depths): no file, preset or URL is read. Any other
+# registered name, from keras-hub or elsewhere, is refused.
+ALLOWED_REGISTERED_NAMES = frozenset(
+    {
+        "keras_hub>BertBackbone",
+        "keras_hub>TransformerEncoder",
+        "keras_hub>PositionEmbedding",
+        "keras_hub>TokenAndPositionEmbedding",
+        "keras_hub>ReversibleEmbedding",
+    }
+)
 # Config keys that are never deserialised because models are loaded with compile=False.
 IGNORED_CONFIG_KEYS = frozenset({"compile_config"})
 
@@ -198,6 +211,8 @@ def load_keras_model(path: str | os.PathLike[str], **limits: int) -> Any:
 
     check_keras_archive(path, **limits)
     path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        import_registering_packages(json.loads(archive.read(CONFIG_MEMBER)))
     with tempfile.TemporaryDirectory(prefix="modelhub-load-") as tmp:
         load_path = path
         if path.suffix != ".keras":
@@ -234,6 +249,32 @@ def _check_member_name(name: str) -> None:
         )
 
 
+def import_registering_packages(config: Any) -> None:
+    """Import keras-hub when a checked config names its allowed classes, so Keras can find them.
+
+    Raises:
+        UnsafeModelError: the model needs keras-hub and it is not installed.
+    """
+    if '"keras_hub>' not in json.dumps(config):
+        return
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError as error:
+        raise UnsafeModelError(
+            "Expected keras-hub to be installed to load this model (it uses keras-hub classes), "
+            "but it is not. Install the project's requirements."
+        ) from error
+
+
+def _allowed_registered(module: Any, registered: Any) -> bool:
+    return (
+        isinstance(registered, str)
+        and registered in ALLOWED_REGISTERED_NAMES
+        and isinstance(module, str)
+        and module.split(".")[0] == registered.split(">")[0]
+    )
+
+
 def _walk_config(node: Any, trail: str) -> None:
     if isinstance(node, list):
         for index, item in enumerate(node):
@@ -252,9 +293,9 @@ def _walk_config(node: Any, trail: str) -> None:
                 "Lambda layers hold Python code and are never loaded. Replace the Lambda with "
                 "built-in layers (e.g. keras.layers.Rescaling, Activation, Reshape) and save again."
             )
-        if class_name not in DATA_CLASS_NAMES:
-            module = node.get("module")
-            registered = node.get("registered_name")
+        module = node.get("module")
+        registered = node.get("registered_name")
+        if class_name not in DATA_CLASS_NAMES and not _allowed_registered(module, registered):
             builtin_module = isinstance(module, str) and (module == "keras" or module.startswith("keras."))
             if module is not None and not builtin_module:
                 raise UnsafeModelError(

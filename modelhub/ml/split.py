@@ -1,174 +1,499 @@
-"""Split full models into a shared backbone and standalone heads.
+"""Split full models into one shared backbone and standalone heads, one file at a time.
 
-Users often arrive with many full models that share the same backbone weights and
-differ only in their heads. This module finds the backbone inside a full model
-(nested as a sub-model, or flattened: the same layers called directly), proves the
-backbone weights are bit-identical, and cuts the head out as a standalone Keras model
-whose input is the feature tensor. The cut is verified on probe inputs.
+Users arrive with many full models that share a backbone and differ in their heads.
+They save them in different shapes (the backbone nested as a sub-model, or its layers
+called directly) and rarely know the name of the layer where the backbone ends. This
+module reads every file as a flat graph (:mod:`modelhub.ml.archive`), lines each one
+up with a reference by structure, compares weights straight from the weights file,
+finds the feature tensor (named, or the deepest one every model shares bit for bit),
+and deserialises only the backbone once and each small head. Only one model is open
+at a time beside the reference, so K models of any size import in bounded memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
+from modelhub.ml import archive as graphs
 from modelhub.ml.errors import (
     BackboneMismatchError,
     FeatureShapeMismatchError,
     HeadExtractionError,
     LayerNotFoundError,
-)
-from modelhub.ml.inspect import (
-    backbone_up_to,
-    graph_nodes,
-    iter_leaf_layers,
-    layer_output_tensor,
+    MLError,
 )
 
 HEAD_INPUT_NAME = "features"
+DEFAULT_MIN_SHARED_FRACTION = 0.5
+VERIFY_RTOL = 1e-5
 
 
-def extract_head(
-    full_model: keras.Model,
-    backbone: keras.Model,
+class FamilySplitError(MLError):
+    """Some files of a family cannot be split; ``errors`` maps file index -> message."""
+
+    def __init__(self, message: str, errors: dict[int, str]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+@dataclass
+class ModelSource:
+    """One full model of a family.
+
+    Attributes:
+        label: how to name the file in messages (its file name).
+        fetch: ``fetch(directory) -> Path`` writes the file into ``directory`` and
+            returns its path; called once or twice per file.
+        head_name: the name of the head model cut from it.
+    """
+
+    label: str
+    fetch: Callable[[Path], Path]
+    head_name: str = "head"
+
+
+@dataclass
+class FamilySplit:
+    """The outcome of :func:`split_family`.
+
+    Attributes:
+        backbone: the shared backbone (a Keras model ending at the feature tensor).
+        feature_layer: the feature layer's path in the reference model.
+        reason: why that layer (chosen or named).
+        reports: one dict per file: ``feature_layer``, ``head_layers``, ``head_params``.
+        verification: max abs / relative diff of the reference's full model vs
+            head(backbone(x)).
+    """
+
+    backbone: Any
+    feature_layer: str
+    reason: str
+    reports: list[dict[str, Any]]
+    verification: dict[str, float] = field(default_factory=dict)
+
+
+def split_family(
+    sources: Sequence[ModelSource],
     *,
-    feature_layer: str | None = None,
-    probe_inputs: np.ndarray | None = None,
-    atol: float = 1e-6,
-    name: str = "head",
-) -> keras.Model:
-    """Cut the head out of ``full_model``, given the backbone it was built on.
+    feature_layer: str | None,
+    on_head: Callable[[int, Any], None],
+    check_file: Callable[[Path], None],
+    min_shared_fraction: float = DEFAULT_MIN_SHARED_FRACTION,
+    backbone_name: str = "backbone",
+) -> FamilySplit:
+    """Split K full models into one backbone and K heads, streaming.
 
     Args:
-        full_model: backbone + head, functional. The backbone may be a nested
-            sub-model or flattened into the full model's graph.
-        backbone: the reference backbone; its weights must be bit-identical to the
-            backbone part of ``full_model``.
-        feature_layer: name of the layer (in ``full_model``) whose output is the
-            feature tensor; defaults to the nested backbone, or the backbone's last
-            layer name.
-        probe_inputs: inputs for the equivalence check; random when None.
-        atol: largest accepted max abs difference between ``full_model`` and
-            ``head(backbone(x))``.
-        name: name of the returned model.
+        sources: the K full models.
+        feature_layer: the layer whose output is the feature tensor (top level, inside a
+            nested model at any depth, or a nested model's name); None to choose the
+            deepest layer at which every model computes the same thing with
+            bit-identical weights (needs K >= 2).
+        on_head: called as ``on_head(index, head_model)`` for each head, in order,
+            once every file has been checked.
+        check_file: safety check run on each file before it is read (raises MLError).
+        min_shared_fraction: when choosing the layer, the least fraction of the
+            reference's parameters the shared backbone must hold.
+        backbone_name: the backbone model's name.
 
     Returns:
-        A standalone ``keras.Model`` (own weights) whose single input, named
-        ``"features"``, has the backbone's feature shape.
+        A :class:`FamilySplit`.
 
     Raises:
-        BackboneMismatchError: the backbone is not found or its weights differ.
-        HeadExtractionError: the head depends on more than the feature tensor, or
-            its outputs differ from the full model's.
+        FamilySplitError: one or more files cannot be split; nothing is passed to
+            ``on_head`` in that case.
 
     Example:
-        >>> head = extract_head(full_model, backbone)
-        >>> head.input_shape
-        (None, 1280)
+        >>> split = split_family(sources, feature_layer=None, on_head=save, check_file=check)
+        >>> split.feature_layer
+        'mobilenetv2_1.00_96/global_average_pooling2d'
     """
-    feature_tensor, pairs = _locate_backbone(full_model, backbone, feature_layer)
-    check_weights_identical(pairs, context=f"model '{full_model.name}'")
-    head = _cut_head(full_model, feature_tensor, name=name)
-    if probe_inputs is None:
-        probe_inputs = probe_inputs_for(backbone)
-    expected = _as_list(full_model(probe_inputs, training=False))
-    got = _as_list(head(backbone(probe_inputs, training=False), training=False))
-    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(expected, got, strict=True))
-    if not diff <= atol:
-        raise HeadExtractionError(
-            f"Expected the extracted head to reproduce '{full_model.name}' within {atol}, "
-            f"max abs diff is {diff:.3g}. The part after the feature tensor probably uses "
-            "training-time behaviour or state outside the head; check the feature layer."
+    if feature_layer is None and len(sources) < 2:
+        raise FamilySplitError(
+            "Expected feature_layer with a single model: with one file there is nothing to compare. "
+            "Name the last backbone layer.",
+            {0: "feature_layer is required for a single model"},
         )
-    return head
+    with tempfile.TemporaryDirectory(prefix="modelhub-split-") as tmp:
+        work = Path(tmp)
+        return _Splitter(sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work).run()
 
 
-def backbone_from_models(models: Sequence[keras.Model], feature_layer: str, *, copy: bool = True) -> keras.Model:
-    """Take the backbone from the first model and verify that all models share it.
+@dataclass
+class _Seen:
+    graph: graphs.FlatGraph
+    alignment: graphs.Alignment | None  # None for the reference
+    feature: graphs.TensorRef | None = None
 
-    Args:
-        models: K >= 1 full models.
-        feature_layer: name of the layer whose output is the feature tensor (a nested
-            backbone's name works too).
-        copy: return a model with its own weights (default) rather than one sharing
-            layers with ``models[0]``.
 
-    Returns:
-        The backbone ``keras.Model`` (inputs of ``models[0]`` to ``feature_layer``).
+class _Splitter:
+    def __init__(self, sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work):
+        self.sources = list(sources)
+        self.feature_layer = feature_layer
+        self.on_head = on_head
+        self.check_file = check_file
+        self.min_shared_fraction = min_shared_fraction
+        self.backbone_name = backbone_name
+        self.work = work
+        self.errors: dict[int, str] = {}
+        self.seen: dict[int, _Seen] = {}
+        self.reference: graphs.KerasArchive | None = None
+        self.reference_index: int | None = None
 
-    Raises:
-        BackboneMismatchError: naming the first model, layer and max abs difference
-            where a backbone differs.
-
-    Example:
-        >>> backbone = backbone_from_models(full_models, "global_average_pooling2d")
-    """
-    if not models:
-        raise BackboneMismatchError("Expected at least one model, received none.")
-    reference = backbone_up_to(models[0], feature_layer)
-    reference_layers = iter_leaf_layers(reference)
-    for index, model in enumerate(models[1:], start=1):
+    # -- pass 1: check every file against the reference, one at a time
+    def run(self) -> FamilySplit:
         try:
-            candidate = backbone_up_to(model, feature_layer)
-        except LayerNotFoundError as error:
-            raise BackboneMismatchError(
-                f"Expected model {index} ('{model.name}') to contain feature layer "
-                f"'{feature_layer}' like model 0: {error}"
-            ) from error
-        candidate_layers = iter_leaf_layers(candidate)
-        _check_same_structure(reference_layers, candidate_layers, f"model {index} ('{model.name}')")
-        check_weights_identical(
-            list(zip(reference_layers, candidate_layers, strict=True)), context=f"model {index} ('{model.name}')"
+            for index in range(len(self.sources)):
+                self._analyse(index)
+            if self.reference is None:
+                raise self._failure()
+            feature, reason = self._choose_feature()
+            if self.errors:
+                raise self._failure()
+            return self._extract(feature, reason)
+        finally:
+            if self.reference is not None:
+                self.reference.close()
+
+    def _open(self, index: int) -> graphs.KerasArchive:
+        folder = self.work / f"file-{index}"
+        folder.mkdir(exist_ok=True)
+        path = self.sources[index].fetch(folder)
+        self.check_file(path)
+        opened = graphs.KerasArchive(path)
+        try:
+            opened.check_layout()
+        except Exception:
+            opened.close()
+            raise
+        return opened
+
+    def _discard(self, index: int) -> None:
+        shutil.rmtree(self.work / f"file-{index}", ignore_errors=True)
+
+    def _analyse(self, index: int) -> None:
+        try:
+            opened = self._open(index)
+        except MLError as error:
+            self.errors[index] = str(error)
+            self._discard(index)
+            return
+        if self.reference is None:
+            if self.feature_layer is not None:
+                try:
+                    feature = opened.graph.resolve(self.feature_layer)
+                except LayerNotFoundError as error:
+                    self.errors[index] = str(error)
+                    opened.close()
+                    self._discard(index)
+                    return
+                problem = graphs.cut_error(opened.graph, feature)
+                if problem:
+                    self.errors[index] = _cut_message(self.feature_layer, opened.graph.name, problem)
+                    opened.close()
+                    self._discard(index)
+                    return
+                self.seen[index] = _Seen(opened.graph, None, feature)
+            else:
+                self.seen[index] = _Seen(opened.graph, None)
+            self.reference = opened
+            self.reference_index = index
+            # Files seen before the reference failed on their own; nothing to align them with.
+            return
+        try:
+            self._analyse_candidate(index, opened)
+        finally:
+            opened.close()
+            self._discard(index)
+
+    def _analyse_candidate(self, index: int, opened: graphs.KerasArchive) -> None:
+        reference_feature = self.seen[self.reference_index].feature
+        stop_at = reference_feature[0] if reference_feature is not None else None
+        alignment = graphs.align(self.reference, opened, stop_at=stop_at)
+        seen = _Seen(opened.graph, alignment)
+        self.seen[index] = seen
+        if reference_feature is None:
+            return
+        label = f"'{self.sources[index].label}'"
+        try:
+            graphs.require_identical_backbone(alignment, self.reference.graph, reference_feature, label=label)
+        except BackboneMismatchError as error:
+            self.errors[index] = str(error)
+            return
+        feature = graphs.map_ref(alignment, reference_feature)
+        try:
+            named = opened.graph.resolve(self.feature_layer)
+        except LayerNotFoundError:
+            named = feature  # e.g. the nested model's name in a flattened model: use the aligned tensor
+        if named != feature:
+            self.errors[index] = (
+                f"Expected feature layer '{self.feature_layer}' in {label} to be the same tensor as in "
+                f"'{self.sources[self.reference_index].label}', but it sits elsewhere in the graph. Pass the "
+                "layer's path (e.g. 'base/pool'), or omit feature_layer."
+            )
+            return
+        problem = graphs.cut_error(opened.graph, feature)
+        if problem:
+            self.errors[index] = _cut_message(self.feature_layer, label, problem)
+            return
+        seen.feature = feature
+
+    # -- choose the feature tensor
+    def _choose_feature(self) -> tuple[graphs.TensorRef, str]:
+        ref_seen = self.seen[self.reference_index]
+        ref_graph = ref_seen.graph
+        if ref_seen.feature is not None:
+            node = ref_graph.nodes[ref_seen.feature[0]]
+            return ref_seen.feature, (
+                f"Named by the request: '{self.feature_layer}' (layer '{node.path}', {node.class_name})."
+            )
+        candidates = {i: s for i, s in self.seen.items() if i != self.reference_index and i not in self.errors}
+        shared = {node.index for node in ref_graph.nodes}
+        for seen in candidates.values():
+            shared &= seen.alignment.identical
+        total_params = self._params(set(range(len(ref_graph.nodes))))
+        chosen = None
+        for ref in graphs.feature_candidates(ref_graph, shared):
+            if graphs.cut_error(ref_graph, ref):
+                continue
+            if all(graphs.cut_error(s.graph, graphs.map_ref(s.alignment, ref)) is None for s in candidates.values()):
+                chosen = ref
+                break
+        fraction = self._params(ref_graph.ancestors(chosen[0])) / total_params if chosen and total_params else 0.0
+        if chosen is None or fraction < self.min_shared_fraction:
+            self._blame_outliers(candidates, total_params)
+            if not self.errors:
+                self.errors[self.reference_index] = (
+                    "Expected the models to share a backbone, but no single layer splits every model into "
+                    "a shared backbone and a head. Pass feature_layer."
+                )
+            raise self._failure()
+        for seen in candidates.values():
+            seen.feature = graphs.map_ref(seen.alignment, chosen)
+        seen_ref = self.seen[self.reference_index]
+        seen_ref.feature = chosen
+        node = ref_graph.nodes[chosen[0]]
+        after = self._first_unshared(chosen, candidates)
+        reason = (
+            f"Chosen automatically: '{node.path}' ({node.class_name}) is the deepest layer at which all "
+            f"{len(self.sources)} models compute the same thing with bit-identical weights; the backbone up "
+            f"to it holds {fraction:.1%} of the reference model's parameters."
         )
-    if copy:
-        from modelhub.ml.inspect import copy_model
+        if after:
+            reason += f" After it, {after}."
+        return chosen, reason
 
-        return copy_model(reference)
-    return reference
+    def _first_unshared(self, chosen: graphs.TensorRef, candidates: dict[int, _Seen]) -> str:
+        for seen in candidates.values():
+            if seen.alignment.first_difference:
+                return seen.alignment.first_difference
+        return ""
+
+    def _params(self, nodes: set[int]) -> int:
+        keys = {self.reference.graph.nodes[i].layer_key for i in nodes if self.reference.graph.nodes[i].layer_key}
+        return sum(
+            int(np.prod(array.shape))
+            for key in keys
+            for name, array in self.reference.layer_state(key)
+            if not name.startswith("assets/")
+        )
+
+    def _blame_outliers(self, candidates: dict[int, _Seen], total_params: int) -> None:
+        for index, seen in candidates.items():
+            best = 0.0
+            for ref in graphs.feature_candidates(self.reference.graph, seen.alignment.identical):
+                if (
+                    graphs.cut_error(self.reference.graph, ref) is None
+                    and graphs.cut_error(seen.graph, graphs.map_ref(seen.alignment, ref)) is None
+                ):
+                    best = self._params(self.reference.graph.ancestors(ref[0])) / max(total_params, 1)
+                    break
+            if best < self.min_shared_fraction:
+                self.errors[index] = (
+                    f"Expected '{self.sources[index].label}' to share at least {self.min_shared_fraction:.0%} of "
+                    f"the backbone's parameters with '{self.sources[self.reference_index].label}' bit for bit; it "
+                    f"shares {best:.1%}: {seen.alignment.first_difference or 'its graph differs'}. Remove it, "
+                    "or import it with its own backbone."
+                )
+
+    def _failure(self) -> FamilySplitError:
+        names = ", ".join(self.sources[i].label for i in sorted(self.errors))
+        return FamilySplitError(
+            f"{len(self.errors)} of {len(self.sources)} files cannot be split ({names}).", dict(self.errors)
+        )
+
+    # -- pass 2: build the backbone once and each head
+    def _extract(self, feature: graphs.TensorRef, reason: str) -> FamilySplit:
+        reference = self.reference
+        backbone = graphs.build_submodel(reference, feature, name=self.backbone_name)
+        ref_node = reference.graph.nodes[feature[0]]
+        reports: list[dict[str, Any]] = []
+        reference_head = None
+        for index, source in enumerate(self.sources):
+            seen = self.seen[index]
+            if index == self.reference_index:
+                opened = reference
+            else:
+                opened = self._open(index)
+            try:
+                head = _build_head(opened, seen.feature, name=source.head_name, label=source.label)
+            except MLError as error:
+                self.errors[index] = str(error)
+                head = None
+            finally:
+                if opened is not reference:
+                    opened.close()
+                    self._discard(index)
+            if head is None:
+                continue
+            if index == self.reference_index:
+                reference_head = head
+            node = seen.graph.nodes[seen.feature[0]]
+            reports.append(
+                {
+                    "feature_layer": node.path,
+                    "head_layers": [layer.name for layer in head.layers[1:]],
+                    "head_params": int(head.count_params()),
+                }
+            )
+            if self.errors:
+                continue
+            self.on_head(index, head)
+        if self.errors:
+            raise self._failure()
+        verification = _verify_reference(reference.path, backbone, reference_head)
+        return FamilySplit(backbone, ref_node.path, reason, reports, verification)
 
 
-def check_weights_identical(
-    pairs: Sequence[tuple[keras.layers.Layer, keras.layers.Layer]], *, context: str = "model"
-) -> None:
-    """Raise unless every (reference, candidate) layer pair has bit-identical weights.
+def _cut_message(feature_layer: str, where: str, problem: str) -> str:
+    return (
+        f"Expected '{feature_layer}' to split {where} into backbone and head, but {problem}. Pick a layer "
+        "after which only the head runs (often the pooling layer), or omit feature_layer."
+    )
+
+
+def _build_head(opened: graphs.KerasArchive, feature: graphs.TensorRef, *, name: str, label: str):
+    outputs = opened.graph.outputs
+    if len(outputs) != 1:
+        raise HeadExtractionError(
+            f"Expected '{label}' to have one output (one task), it has {len(outputs)}. Save one model per task."
+        )
+    return graphs.build_submodel(opened, outputs[0], start=feature, start_name=HEAD_INPUT_NAME, name=name)
+
+
+def _verify_reference(path: Path, backbone, head) -> dict[str, float]:
+    """Check the cut numerically on the reference: full(x) == head(backbone(x))."""
+    from modelhub.ml.safe_load import load_keras_model
+
+    full = load_keras_model(path)
+    probe = probe_inputs_for(full)
+    expected = np.asarray(full(probe, training=False), dtype=np.float64)
+    got = np.asarray(head(backbone(probe, training=False), training=False), dtype=np.float64)
+    return check_close(expected, got, what=f"the head cut from '{full.name}'", error=HeadExtractionError)
+
+
+def check_close(expected: np.ndarray, got: np.ndarray, *, what: str, error=HeadExtractionError, rtol=VERIFY_RTOL):
+    """Raise ``error`` unless max|expected - got| <= rtol * max(1, max|expected|).
+
+    Returns:
+        ``{"max_abs_diff", "max_rel_diff", "tolerance"}``; the relative figure is the
+        absolute one divided by ``max(1, max|expected|)``.
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    if expected.shape != got.shape:
+        raise error(f"Expected {what} to return shape {list(expected.shape)}, got {list(got.shape)}.")
+    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    diff = float(np.max(np.abs(expected - got))) if expected.size else 0.0
+    tolerance = rtol * scale
+    if not diff <= tolerance:
+        raise error(
+            f"Expected {what} to reproduce the original within {tolerance:.3g} ({rtol:g} x max(1, max |output|) "
+            f"= {rtol:g} x {scale:.4g}), max abs diff is {diff:.3g} (relative {diff / scale:.3g})."
+        )
+    return {"max_abs_diff": diff, "max_rel_diff": diff / scale, "tolerance": tolerance}
+
+
+def split_full_model(backbone_path: str | os.PathLike[str], full_path: str | os.PathLike[str], *, name: str = "head"):
+    """Cut the head out of one full model, given the stored backbone it was built on.
+
+    The backbone may be nested in the full model at any depth, or flattened.
 
     Args:
-        pairs: (reference layer, candidate layer) in backbone order.
-        context: how to name the candidate in the error message.
+        backbone_path: the stored backbone's ``.keras`` file (checked already).
+        full_path: the full model's ``.keras`` file (checked already).
+        name: the head's name.
+
+    Returns:
+        The head, a ``keras.Model`` whose input ``features`` is the backbone's output.
 
     Raises:
-        BackboneMismatchError: naming the first differing layer and its max abs diff.
+        BackboneMismatchError: the full model's backbone differs (first difference named).
+        HeadExtractionError: the head reads more than the feature tensor.
     """
-    for reference, candidate in pairs:
-        ref_weights = reference.get_weights()
-        cand_weights = candidate.get_weights()
-        if len(ref_weights) != len(cand_weights):
-            raise BackboneMismatchError(
-                f"Expected layer '{reference.name}' to carry {len(ref_weights)} weights in "
-                f"{context}, found {len(cand_weights)}. Use the same backbone architecture."
+    with graphs.KerasArchive(backbone_path) as backbone, graphs.KerasArchive(full_path) as full:
+        full.check_layout()
+        if len(backbone.graph.outputs) != 1:
+            raise BackboneMismatchError("Expected a backbone with one output.")
+        feature = backbone.graph.outputs[0]
+        alignment = graphs.align(backbone, full, stop_at=feature[0])
+        graphs.require_identical_backbone(alignment, backbone.graph, feature, label=f"model '{full.graph.name}'")
+        mapped = graphs.map_ref(alignment, feature)
+        problem = graphs.cut_error(full.graph, mapped)
+        if problem:
+            raise HeadExtractionError(
+                f"Expected the head of '{full.graph.name}' to read only the backbone's output, but {problem}."
             )
-        for index, (a, b) in enumerate(zip(ref_weights, cand_weights, strict=True)):
-            if a.shape != b.shape or a.dtype != b.dtype:
-                raise BackboneMismatchError(
-                    f"Expected weight {index} of layer '{reference.name}' to be "
-                    f"{a.dtype}{list(a.shape)} in {context}, found {b.dtype}{list(b.shape)}."
-                )
-            if a.tobytes() != b.tobytes():
-                diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-                raise BackboneMismatchError(
-                    f"Expected bit-identical backbone weights, but layer '{reference.name}' "
-                    f"(weight {index}) differs in {context}: max abs diff {diff:.6g}. The full "
-                    "model was trained or fine-tuned past this backbone version; register its "
-                    "backbone as a new version or upload the matching one."
-                )
+        return _build_head(full, mapped, name=name, label=full.graph.name)
 
 
-def check_head_compatible(
-    head: keras.Model, feature_shape: Sequence[int | None], *, backbone_label: str = "backbone"
-) -> None:
+def ends_at(path: str | os.PathLike[str], feature_layer: str) -> bool:
+    """Return whether a model file's single output is ``feature_layer``'s (no cut needed).
+
+    Models that are not functional or sequential at the top level (a keras-hub backbone
+    saved alone) answer True when their own name is ``feature_layer``.
+    """
+    config = graphs.read_config(path)
+    if config.get("class_name") not in graphs.INLINED_CLASSES:
+        return (config.get("config") or {}).get("name") == feature_layer
+    graph = graphs.parse_config(config)
+    if len(graph.outputs) != 1:
+        return False
+    try:
+        return graph.resolve(feature_layer) == graph.outputs[0]
+    except LayerNotFoundError:
+        return False
+
+
+def backbone_from_file(path: str | os.PathLike[str], feature_layer: str | None, *, name: str | None = None):
+    """Return the backbone stored in a file, cut at ``feature_layer`` (any depth) when given.
+
+    Example:
+        >>> backbone = backbone_from_file("full.keras", "base/global_average_pooling2d")
+    """
+    with graphs.KerasArchive(path) as opened:
+        opened.check_layout()
+        if feature_layer is None:
+            if len(opened.graph.outputs) != 1:
+                raise LayerNotFoundError(
+                    f"Expected a backbone with one output, '{opened.graph.name}' has {len(opened.graph.outputs)}. "
+                    "Pass feature_layer."
+                )
+            feature = opened.graph.outputs[0]
+        else:
+            feature = opened.graph.resolve(feature_layer)
+        return graphs.build_submodel(opened, feature, name=name or opened.graph.name)
+
+
+def check_head_compatible(head: Any, feature_shape: Sequence[int | None], *, backbone_label: str = "backbone") -> None:
     """Raise unless ``head`` takes exactly one input of ``feature_shape`` (batch excluded).
 
     Example:
@@ -188,118 +513,79 @@ def check_head_compatible(
         )
 
 
-def probe_inputs_for(model: keras.Model, *, num_rows: int = 4, seed: int = 0) -> np.ndarray:
-    """Return deterministic random inputs matching ``model``'s single input."""
-    if len(model.inputs) != 1:
-        raise HeadExtractionError(
-            f"Expected a single-input model, '{model.name}' has {len(model.inputs)} inputs; "
-            "pass probe_inputs explicitly."
-        )
-    spec = model.inputs[0]
-    shape = [num_rows] + [1 if d is None else int(d) for d in spec.shape[1:]]
+PROBE_WORDS = ("the", "a", "model", "cat", "runs", "fast", "blue", "data", "under", "zebra", "qux")
+
+
+def probe_inputs_for(model: Any, *, num_rows: int = 4, seed: int = 0) -> Any:
+    """Return deterministic inputs for ``model``: one array, or a dict by input name.
+
+    Floats are standard normal; integer inputs that feed an Embedding stay below its
+    ``input_dim`` (other integers are 0 or 1); string inputs are short sentences of
+    common words and of words from the model's own vocabulary.
+
+    Example:
+        >>> probe_inputs_for(text_model)["text"][:1]
+        array([['cat the blue']], dtype=object)
+    """
     rng = np.random.default_rng(seed)
-    dtype = np.dtype(str(spec.dtype))
-    if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, 10, size=shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
+    limits = _integer_limits(model)
+    vocabulary = _string_vocabulary(model)
+    arrays = {}
+    for tensor in model.inputs:
+        name = _input_name(tensor)
+        shape = [num_rows] + [1 if d is None else int(d) for d in tensor.shape[1:]]
+        dtype = str(tensor.dtype)
+        if dtype == "string":
+            words = list(PROBE_WORDS) + vocabulary[:50]
+            flat = [" ".join(rng.choice(words, size=int(rng.integers(1, 6)))) for _ in range(int(np.prod(shape)))]
+            arrays[name] = np.array(flat, dtype=object).reshape(shape)
+        elif np.issubdtype(np.dtype(dtype), np.integer) or dtype == "bool":
+            high = limits.get(name, 2)
+            arrays[name] = rng.integers(0, max(high, 1), size=shape).astype(dtype)
+        else:
+            arrays[name] = rng.standard_normal(shape).astype(dtype)
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    return arrays
 
 
-def _locate_backbone(
-    full_model: keras.Model, backbone: keras.Model, feature_layer: str | None
-) -> tuple[Any, list[tuple[keras.layers.Layer, keras.layers.Layer]]]:
-    backbone_leaves = iter_leaf_layers(backbone)
-    # Nested: a sub-model with the backbone's structure.
-    for layer, node in graph_nodes(full_model):
-        if not isinstance(layer, keras.Model):
+def _input_name(tensor: Any) -> str:
+    history = getattr(tensor, "_keras_history", None)
+    if history is not None:
+        return history[0].name
+    return getattr(tensor, "name", "inputs")
+
+
+def _integer_limits(model: Any) -> dict[str, int]:
+    """Map integer input names to the input_dim of the first Embedding they reach."""
+    import keras
+
+    from modelhub.ml.inspect import graph_nodes
+
+    limits: dict[str, int] = {}
+    producer: dict[int, str] = {id(tensor): _input_name(tensor) for tensor in model.inputs}
+    for layer, node in graph_nodes(model):
+        sources = {producer[id(t)] for t in node.input_tensors if id(t) in producer}
+        if not sources:
             continue
-        if feature_layer is not None and layer.name != feature_layer:
-            continue
-        leaves = iter_leaf_layers(layer)
-        if layer is backbone or _same_structure(backbone_leaves, leaves):
-            if len(node.output_tensors) != 1:
-                break
-            return node.output_tensors[0], list(zip(backbone_leaves, leaves, strict=True))
-    # Flattened by name: the backbone's layers appear in the full model's graph.
-    name = feature_layer or backbone.layers[-1].name
-    full_by_name = {layer.name: layer for layer in iter_leaf_layers(full_model)}
-    if name in full_by_name and all(leaf.name in full_by_name for leaf in backbone_leaves):
-        tensor = layer_output_tensor(full_model, name)
-        leaves = [full_by_name[leaf.name] for leaf in backbone_leaves]
-        _check_same_structure(backbone_leaves, leaves, f"model '{full_model.name}'")
-        return tensor, list(zip(backbone_leaves, leaves, strict=True))
-    # Flattened by position: the first layers of the full model mirror the backbone.
-    count = len(backbone.layers)
-    prefix = full_model.layers[:count]
-    if len(prefix) == count and _same_structure(
-        [layer for layer in backbone.layers if not isinstance(layer, keras.Model)],
-        [layer for layer in prefix if not isinstance(layer, keras.Model)],
-    ):
-        anchor = prefix[-1].name if feature_layer is None else feature_layer
-        tensor = layer_output_tensor(full_model, anchor)
-        return tensor, list(zip(backbone.layers, prefix, strict=True))
-    raise BackboneMismatchError(
-        f"Expected to find backbone '{backbone.name}' ({len(backbone_leaves)} layers ending in "
-        f"'{backbone.layers[-1].name}') inside model '{full_model.name}', as a nested "
-        "sub-model or as the same layers called directly; found neither. Pass feature_layer "
-        "with the name of the last backbone layer in the full model."
-    )
+        if isinstance(layer, keras.layers.Embedding):
+            for source in sources:
+                limits[source] = min(limits.get(source, layer.input_dim), int(layer.input_dim))
+        elif not layer.weights and not isinstance(layer, keras.Model):
+            for tensor in node.output_tensors:
+                producer[id(tensor)] = next(iter(sources))
+    return limits
 
 
-def _same_structure(a: Sequence[keras.layers.Layer], b: Sequence[keras.layers.Layer]) -> bool:
-    if len(a) != len(b):
-        return False
-    for left, right in zip(a, b, strict=True):
-        if type(left).__name__ != type(right).__name__:
-            return False
-        if [tuple(w.shape) for w in left.weights] != [tuple(w.shape) for w in right.weights]:
-            return False
-    return True
+def _string_vocabulary(model: Any) -> list[str]:
+    from modelhub.ml.inspect import iter_leaf_layers
 
-
-def _check_same_structure(
-    reference: Sequence[keras.layers.Layer], candidate: Sequence[keras.layers.Layer], context: str
-) -> None:
-    if len(reference) != len(candidate):
-        raise BackboneMismatchError(
-            f"Expected a backbone of {len(reference)} layers in {context}, found "
-            f"{len(candidate)}. The models do not share the backbone architecture."
-        )
-    for left, right in zip(reference, candidate, strict=True):
-        left_shapes = [tuple(w.shape) for w in left.weights]
-        right_shapes = [tuple(w.shape) for w in right.weights]
-        if type(left).__name__ != type(right).__name__ or left_shapes != right_shapes:
-            raise BackboneMismatchError(
-                f"Expected layer '{left.name}' ({type(left).__name__}, weights {left_shapes}) "
-                f"in {context}, found '{right.name}' ({type(right).__name__}, weights "
-                f"{right_shapes}). The models do not share the backbone architecture."
-            )
-
-
-def _cut_head(full_model: keras.Model, feature_tensor: Any, *, name: str) -> keras.Model:
-    try:
-        shared = keras.Model(feature_tensor, full_model.outputs)
-    except ValueError as error:
-        raise HeadExtractionError(
-            f"Expected the head of '{full_model.name}' to depend only on the feature tensor, "
-            f"but cutting it failed: {error}. Skip connections from inside the backbone to "
-            "the head are not supported; choose a later feature layer."
-        ) from error
-    used_inputs = {id(t) for layer, node in graph_nodes(shared) for t in node.input_tensors}
-    if any(id(t) in used_inputs for t in full_model.inputs):
-        raise HeadExtractionError(
-            f"Expected the head of '{full_model.name}' to depend only on the feature tensor, it "
-            "also reads the model input. Choose a feature layer after every branch point."
-        )
-    features = keras.Input(shape=tuple(feature_tensor.shape[1:]), dtype=feature_tensor.dtype, name=HEAD_INPUT_NAME)
-    head = keras.models.clone_model(shared, input_tensors=features, recursive=True)
-    head.set_weights(shared.get_weights())
-    outputs = head.outputs[0] if len(head.outputs) == 1 else head.outputs
-    return keras.Model(features, outputs, name=name)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, dict):
-        return [value[key] for key in sorted(value)]
-    return [value]
+    for layer in iter_leaf_layers(model):
+        if hasattr(layer, "get_vocabulary"):
+            try:
+                words = [str(w) for w in layer.get_vocabulary() if isinstance(w, str) and w and not w.startswith("[")]
+            except Exception:  # noqa: BLE001 - a layer without a vocabulary yet
+                continue
+            if words:
+                return words
+    return []
