@@ -190,9 +190,11 @@ class ImportOutputSerializer(serializers.ModelSerializer):
             "team",
             "backbone_name",
             "feature_layer",
+            "branches",
             "status",
             "error",
             "report",
+            "summary",
             "backbone",
             "created_at",
             "started_at",
@@ -201,32 +203,72 @@ class ImportOutputSerializer(serializers.ModelSerializer):
 
 
 class ImportListCreateApi(APIView):
-    parser_classes = [MultiPartParser]
+    """Import K full models: files sent along (multipart) or staged with POST /api/uploads/ (JSON)."""
 
-    class InputSerializer(serializers.Serializer):
+    parser_classes = [JSONParser, MultiPartParser]
+
+    class ImportFieldsSerializer(serializers.Serializer):
         team = serializers.CharField()
         backbone_name = serializers.CharField(max_length=100)
-        feature_layer = serializers.CharField(max_length=200)
+        feature_layer = serializers.CharField(
+            max_length=200,
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="Last layer of the shared backbone. Optional with two or more files: the worker "
+            "then picks the deepest layer the models share and records it here.",
+        )
+        branches = serializers.BooleanField(required=False, default=False)
+
+    class ImportFromUploadsInputSerializer(ImportFieldsSerializer):
+        uploads = serializers.ListField(
+            child=serializers.IntegerField(min_value=1),
+            help_text="Ids returned by POST /api/uploads/ for this team, one per .keras file, in file order.",
+        )
+        tasks = serializers.ListField(
+            child=serializers.CharField(), required=False, help_text="One task slug per upload; else from file names."
+        )
+
+    class ImportMultipartInputSerializer(ImportFieldsSerializer):
         files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
-        tasks = serializers.CharField(required=False, allow_blank=True, default="")
+        tasks = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text='JSON list of task slugs, one per file, e.g. ["sentiment", "topic"]; else from file names.',
+        )
 
     @extend_schema(responses=ImportOutputSerializer(many=True))
     def get(self, request):
         return paginated_response(request, import_list(user=request.user), ImportOutputSerializer, view=self)
 
-    @extend_schema(request=InputSerializer, responses={202: ImportOutputSerializer})
+    @extend_schema(
+        request={
+            "application/json": ImportFromUploadsInputSerializer,
+            "multipart/form-data": ImportMultipartInputSerializer,
+        },
+        responses={202: ImportOutputSerializer},
+    )
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        from_uploads = request.content_type.startswith("application/json")
+        serializer = self.ImportFromUploadsInputSerializer if from_uploads else self.ImportMultipartInputSerializer
+        data = serializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         team = membership_get(user=request.user, team_slug=values["team"]).team
+        sources = (
+            {"upload_ids": values["uploads"]}
+            if from_uploads
+            else {"files": [(uploaded.name, uploaded) for uploaded in values["files"]]}
+        )
         model_import = import_create(
             team=team,
             user=request.user,
             backbone_name=values["backbone_name"],
             feature_layer=values["feature_layer"],
-            files=[(f.name, f) for f in values["files"]],
-            tasks=values["tasks"],
+            tasks=values.get("tasks"),
+            branches=values["branches"],
+            **sources,
         )
         return Response(ImportOutputSerializer(model_import).data, status=status.HTTP_202_ACCEPTED)
 

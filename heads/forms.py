@@ -98,7 +98,9 @@ class ImportForm(forms.Form):
     )
     feature_layer = forms.CharField(
         max_length=200,
-        help_text="The last layer of the shared backbone; everything after it is the head.",
+        required=False,
+        help_text="The last layer of the shared backbone; everything after it is the head. Leave it empty "
+        "to use the deepest layer all the models share (needs two or more files).",
         widget=forms.TextInput(attrs={"placeholder": "features", "autocomplete": "off"}),
     )
     tasks = forms.CharField(

@@ -1,16 +1,21 @@
-"""Worker side: import K full models as one backbone + K draft heads, all or nothing."""
+"""Worker side: import K full models as one backbone + K draft heads, all or nothing.
+
+Files are read one at a time beside the reference (modelhub.ml.split.split_family):
+weights are compared straight from each file, only the backbone and the small heads are
+ever deserialised, and head blobs are stored as they are cut. Rows are written in one
+short transaction at the end, so a failed import registers nothing.
+"""
 
 import logging
-import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from heads.model_files import head_output_width, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion, ModelImport
 from heads.services import head_version_create, task_get_or_create
 from modelhub.artifacts.services import blob_fetch_verified
-from modelhub.backbones.loading import load_model_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import backbone_version_create
 from modelhub.core.tracked_work import row_claim, row_finish
@@ -22,7 +27,8 @@ def import_run(*, import_id: int) -> ModelImport | None:
     """Run the import; on any failing file register nothing and report each failure."""
     from modelhub.ml.errors import MLError
     from modelhub.ml.inspect import inspect_model, weights_fingerprint
-    from modelhub.ml.split import backbone_from_models, extract_head
+    from modelhub.ml.safe_load import check_keras_archive
+    from modelhub.ml.split import FamilySplitError, ModelSource, split_family
 
     model_import = row_claim(
         ModelImport,
@@ -33,52 +39,65 @@ def import_run(*, import_id: int) -> ModelImport | None:
     )
     if model_import is None:
         return None
-    files = list(model_import.files.select_related("blob"))
+    files = list(model_import.files.select_related("blob").order_by("position"))
     report = [{"filename": f.filename, "task": f.task_slug, "sha256": f.blob.sha256, "ok": False} for f in files]
-    models: dict[int, object] = {}
+
+    def fetcher(file):
+        return lambda folder: blob_fetch_verified(blob=file.blob, destination=Path(folder) / "model.keras")
+
+    def check_file(path: Path) -> None:
+        check_keras_archive(
+            path,
+            max_bytes=settings.MODELHUB_MAX_UPLOAD_BYTES,
+            max_uncompressed_bytes=settings.MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES,
+        )
+
+    head_blobs: dict[int, object] = {}
+    head_specs: dict[int, dict] = {}
+
+    def on_head(index: int, head) -> None:
+        report[index]["output_width"] = head_output_width(head)
+        head_specs[index] = inspect_model(head)
+        head_blobs[index] = save_model_as_blob(head, name=files[index].task_slug)
+
+    sources = [ModelSource(label=f.filename, fetch=fetcher(f), head_name=f"{f.task_slug}_head") for f in files]
     try:
-        with tempfile.TemporaryDirectory(prefix="modelhub-import-") as tmp:
-            for index, file in enumerate(files):
-                try:
-                    path = blob_fetch_verified(blob=file.blob, destination=Path(tmp) / f"{index}.keras")
-                    models[index] = load_model_file(path)
-                except MLError as exc:
-                    report[index]["error"] = str(exc)
-        backbone = None
-        if 0 in models:
-            try:
-                backbone = backbone_from_models([models[0]], model_import.feature_layer)
-            except MLError as exc:
-                report[0]["error"] = str(exc)
-        heads = {}
-        for index, model in models.items():
-            if backbone is None or "error" in report[index]:
-                continue
-            try:
-                if index > 0:
-                    backbone_from_models([models[0], model], model_import.feature_layer, copy=False)
-                heads[index] = extract_head(
-                    model, backbone, feature_layer=model_import.feature_layer, name=f"{files[index].task_slug}_head"
-                )
-                report[index]["output_width"] = head_output_width(heads[index])
-            except MLError as exc:
-                report[index]["error"] = str(exc)
-        failures = [entry for entry in report if "error" in entry]
-        if failures or backbone is None:
-            names = ", ".join(entry["filename"] for entry in failures) or "the first file"
+        try:
+            split = split_family(
+                sources,
+                feature_layer=model_import.feature_layer or None,
+                on_head=on_head,
+                check_file=check_file,
+                backbone_name=model_import.backbone_name,
+            )
+        except FamilySplitError as exc:
+            for index, message in exc.errors.items():
+                report[index]["error"] = message
+            names = ", ".join(report[i]["filename"] for i in sorted(exc.errors))
             row_finish(
                 model_import,
                 status=ModelImport.Status.FAILED,
                 report=report,
-                error=f"Nothing was imported: {len(failures)} of {len(files)} files failed ({names}). "
+                error=f"Nothing was imported: {len(exc.errors)} of {len(files)} files failed ({names}). "
                 "Fix or remove them and import again.",
             )
             return model_import
+        except MLError as exc:
+            row_finish(
+                model_import,
+                status=ModelImport.Status.FAILED,
+                report=report,
+                error=f"Nothing was imported: {exc}",
+            )
+            return model_import
+        for entry, detail in zip(report, split.reports, strict=True):
+            entry.update(detail)
+        backbone = split.backbone
         fingerprint = weights_fingerprint(backbone)
+        feature_name = backbone.layers[-1].name
         backbone_spec = dict(inspect_model(backbone), weights_sha256=fingerprint)
         backbone_blob = save_model_as_blob(backbone, name="backbone")
-        head_blobs = {index: save_model_as_blob(head, name=files[index].task_slug) for index, head in heads.items()}
-        head_specs = {index: inspect_model(head) for index, head in heads.items()}
+        summary = {"feature_layer": split.feature_layer, "reason": split.reason, "verification": split.verification}
         with transaction.atomic():
             version = (
                 BackboneVersion.objects.filter(
@@ -97,7 +116,8 @@ def import_run(*, import_id: int) -> ModelImport | None:
                     status=BackboneVersion.Status.READY,
                     spec=backbone_spec,
                     weights_sha256=fingerprint,
-                    origin={"kind": "import", "import": model_import.pk},
+                    feature_layer=feature_name,
+                    origin={"kind": "import", "import": model_import.pk, "feature_layer": split.feature_layer},
                 )
             for index, file in enumerate(files):
                 task = task_get_or_create(team=model_import.team, slug=file.task_slug)
@@ -120,6 +140,8 @@ def import_run(*, import_id: int) -> ModelImport | None:
                 status=ModelImport.Status.SUCCEEDED,
                 report=report,
                 backbone=version,
+                feature_layer=split.feature_layer,
+                summary=summary,
             )
         return model_import
     except Exception as exc:

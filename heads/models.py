@@ -139,10 +139,16 @@ class ModelImport(models.Model):
 
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="imports")
     backbone_name = models.CharField(max_length=100)
-    feature_layer = models.CharField(max_length=200)
+    # Blank on creation means "the worker picks the deepest layer the models share"; the worker
+    # then writes the chosen layer's name here.
+    feature_layer = models.CharField(max_length=200, blank=True)
+    # Stored for a later issue (heads that own the top layers of the backbone); not used yet.
+    branches = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     report = models.JSONField(default=list, blank=True)
+    # What the worker decided for the whole import: {"feature_layer", "reason", "verification"}.
+    summary = models.JSONField(default=dict, blank=True)
     backbone = models.ForeignKey(
         "backbones.BackboneVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

@@ -1,12 +1,14 @@
 """Worker side: validate an uploaded head version against its backbone."""
 
 import logging
+import tempfile
+from pathlib import Path
 
 from django.db import transaction
 
 from heads.model_files import head_output_width, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion
-from modelhub.backbones.loading import load_backbone, load_model_blob
+from modelhub.backbones.loading import fetch_blob_to, load_backbone, load_model_file
 from modelhub.core.tracked_work import row_finish
 
 logger = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ def head_validate(*, head_id: int) -> None:
     """
     from modelhub.ml.errors import FeatureShapeMismatchError, MLError
     from modelhub.ml.inspect import inspect_model
-    from modelhub.ml.split import check_head_compatible, extract_head
+    from modelhub.ml.split import check_close, check_head_compatible, probe_inputs_for, split_full_model
 
     head = HeadVersion.objects.select_related("backbone", "blob", "task").filter(pk=head_id).first()
     if head is None or head.status != HeadVersion.Status.VALIDATING:
@@ -33,23 +35,35 @@ def head_validate(*, head_id: int) -> None:
     updates: dict = {}
     try:
         backbone = load_backbone(backbone_version)
-        model = load_model_blob(head.blob)
-        feature_shape = _shape(backbone.outputs[0])
-        input_shape = _shape(model.inputs[0]) if len(model.inputs) == 1 else None
-        if input_shape == feature_shape:
-            check_head_compatible(model, feature_shape, backbone_label=backbone_version.label)
-            head_model = model
-        elif input_shape is not None and input_shape == _shape(backbone.inputs[0]):
-            head_model = extract_head(model, backbone, name=f"{head.task.slug}_head")
-            updates["source_blob"] = head.blob
-            updates["blob"] = save_model_as_blob(head_model, name=f"{head.task.slug}-head")
-        else:
-            raise FeatureShapeMismatchError(
-                f"Expected a head taking features of shape {feature_shape} (the output of "
-                f"{backbone_version.label}) or a full model taking its input {_shape(backbone.inputs[0])}; "
-                f"the file takes input of shape {input_shape}. Train the head on this backbone or "
-                "pick the backbone version it was trained on."
-            )
+        with tempfile.TemporaryDirectory(prefix="modelhub-head-") as tmp:
+            path = fetch_blob_to(head.blob, Path(tmp), "upload.keras")
+            model = load_model_file(path)
+            feature_shape = _shape(backbone.outputs[0])
+            input_shape = _shape(model.inputs[0]) if len(model.inputs) == 1 else None
+            backbone_inputs = [_shape(tensor) for tensor in backbone.inputs]
+            model_inputs = [_shape(tensor) for tensor in model.inputs]
+            if input_shape == feature_shape:
+                check_head_compatible(model, feature_shape, backbone_label=backbone_version.label)
+                head_model = model
+            elif sorted(map(str, model_inputs)) == sorted(map(str, backbone_inputs)):
+                backbone_path = Path(tmp) / "backbone.keras"
+                backbone.save(backbone_path)
+                head_model = split_full_model(backbone_path, path, name=f"{head.task.slug}_head")
+                probe = probe_inputs_for(model)
+                check_close(
+                    model(probe, training=False),
+                    head_model(backbone(probe, training=False), training=False),
+                    what=f"the head cut from '{model.name}'",
+                )
+                updates["source_blob"] = head.blob
+                updates["blob"] = save_model_as_blob(head_model, name=f"{head.task.slug}-head")
+            else:
+                raise FeatureShapeMismatchError(
+                    f"Expected a head taking features of shape {feature_shape} (the output of "
+                    f"{backbone_version.label}) or a full model taking its inputs {backbone_inputs}; "
+                    f"the file takes inputs of shape {model_inputs}. Train the head on this backbone or "
+                    "pick the backbone version it was trained on."
+                )
         width = head_output_width(head_model)
         if head.labels and len(head.labels) != width:
             raise FeatureShapeMismatchError(

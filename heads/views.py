@@ -184,6 +184,8 @@ def import_create_view(request):
     membership = current_membership(request)
     if membership is None:
         return render(request, "dashboard/no_team.html")
+    # Without JavaScript the form posts all files here at once; with it, static/js/import_upload.js
+    # sends them one by one to POST /api/uploads/ and creates the import with POST /api/imports/.
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         values = form.cleaned_data
@@ -194,7 +196,8 @@ def import_create_view(request):
                 tasks=values["tasks"],
             )  # fmt: skip
         except ApplicationError as exc:
-            form.add_error(None, exc.message)
+            field = next(iter(exc.detail), None) if isinstance(exc.detail, dict) else None
+            form.add_error(field if field in form.fields else None, exc.message)
         else:
             messages.success(request, f"Import of {len(values['files'])} files queued.")
             return redirect("heads:import_detail", pk=model_import.pk)

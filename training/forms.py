@@ -11,6 +11,7 @@ from django import forms
 
 from modelhub.backbones.models import BackboneVersion
 from training.models import Dataset, Job
+from training.services import training_input_problem
 
 HEAD_TYPES = [("dense", "Dense (softmax / linear)"), ("mlp", "MLP (hidden layers)")]
 TRAIN_HEADS_ROWS = 4
@@ -25,7 +26,7 @@ def backbone_input_shape(backbone: BackboneVersion) -> list | None:
 def is_compatible(dataset: Dataset, backbone: BackboneVersion) -> bool:
     """Whether `dataset` can train on `backbone` (the same rule as the job's cheap shape check)."""
     expected = backbone_input_shape(backbone)
-    if expected is None:
+    if expected is None or training_input_problem(backbone):
         return False
     if dataset.format == Dataset.Format.IMAGES:
         return len(expected) == 3

@@ -65,6 +65,26 @@ def _ready_backbone(team: Team, backbone_id) -> BackboneVersion:
     return backbone
 
 
+def training_input_problem(backbone: BackboneVersion) -> str:
+    """Return why jobs cannot train on this backbone's inputs, or "" when they can.
+
+    Datasets hold one numeric array `x`, so jobs need a backbone with one numeric input.
+    """
+    inputs = (backbone.spec or {}).get("inputs") or []
+    if len(inputs) > 1:
+        names = ", ".join(f"'{spec.get('name')}'" for spec in inputs)
+        return (
+            f"{backbone.label} takes {len(inputs)} inputs ({names}); training jobs take one input array 'x'. "
+            "Train heads for several-input backbones outside ModelHub and import or upload them."
+        )
+    if inputs and inputs[0].get("dtype") == "string":
+        return (
+            f"{backbone.label} takes text (a string input); training jobs take numeric arrays. Train heads for "
+            "text backbones outside ModelHub and import or upload them, or upload a backbone that takes token ids."
+        )
+    return ""
+
+
 def _ready_dataset(team: Team, dataset_id, backbone: BackboneVersion) -> Dataset:
     dataset = Dataset.objects.filter(team=team, pk=dataset_id).first()
     if dataset is None:
@@ -77,6 +97,9 @@ def _ready_dataset(team: Team, dataset_id, backbone: BackboneVersion) -> Dataset
         )
     if not dataset.num_examples:
         raise JobCheckFailed(f"Dataset '{dataset.name}' has no examples. Upload one with data.")
+    problem = training_input_problem(backbone)
+    if problem:
+        raise JobCheckFailed(problem)
     expected = backbone.spec.get("inputs", [{}])[0].get("shape")
     if dataset.format == Dataset.Format.NPZ and expected and list(dataset.input_shape or []) != list(expected):
         raise JobCheckFailed(

@@ -28,8 +28,16 @@ from modelhub.dashboard.context_processors import current_membership
 from modelhub.dashboard.shortcuts import object_or_404, paginate
 
 PENDING_STATUSES = (Assembly.Status.QUEUED, Assembly.Status.BUILDING, Assembly.Status.VERIFYING)
-# The tolerance modelhub.ml.assemble verifies against (VERIFY_ATOL); not imported: it pulls in TensorFlow.
+# The tolerance modelhub.ml.assemble verifies against (VERIFY_ATOL, relative to max(1, max |output|));
+# not imported: it pulls in TensorFlow.
 VERIFY_ATOL = 1e-5
+
+
+def _relative_diff(check: dict) -> float:
+    """The scaled figure (older builds recorded only the absolute one)."""
+    return check.get("max_rel_diff", check.get("max_abs_diff", float("inf")))
+
+
 MAX_SHOWN_ROWS = 8
 MAX_INLINE_VALUES = 64
 
@@ -176,10 +184,7 @@ def _can_try(assembly: Assembly) -> bool:
 def _detail_context(assembly: Assembly, *, try_form: TryItForm | None, trial: dict | None = None) -> dict:
     entries = list(assembly.entries.select_related("head", "head__task", "head__blob"))
     verification = assembly.verification or {}
-    checks = [
-        dict(check, passed=check.get("max_abs_diff", float("inf")) <= VERIFY_ATOL)
-        for check in verification.get("heads", [])
-    ]
+    checks = [dict(check, passed=_relative_diff(check) <= VERIFY_ATOL) for check in verification.get("heads", [])]
     overall = verification.get("max_abs_diff")
     return {
         "assembly": assembly,
@@ -188,7 +193,9 @@ def _detail_context(assembly: Assembly, *, try_form: TryItForm | None, trial: di
         "pending_statuses": " ".join(PENDING_STATUSES),
         "checks": checks,
         "overall_diff": overall,
-        "verified": overall is not None and overall <= VERIFY_ATOL and all(c["passed"] for c in checks),
+        "verified": overall is not None
+        and _relative_diff(verification) <= VERIFY_ATOL
+        and all(c["passed"] for c in checks),
         "atol": VERIFY_ATOL,
         "input_spec": (assembly.manifest.get("backbone") or {}).get("input"),
         "snippets": usage_snippets(assembly) if assembly.manifest.get("heads") else None,

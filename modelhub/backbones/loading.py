@@ -26,19 +26,39 @@ def load_model_file(path: Path):
     """Load a local .keras file with the safe loader and the configured size limits."""
     from modelhub.ml.safe_load import load_keras_model
 
-    return load_keras_model(
-        path,
-        max_bytes=settings.MODELHUB_MAX_UPLOAD_BYTES,
-        max_uncompressed_bytes=settings.MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES,
-    )
+    return load_keras_model(path, **model_file_limits())
+
+
+def model_file_limits() -> dict:
+    """The configured size limits for model files."""
+    return {
+        "max_bytes": settings.MODELHUB_MAX_UPLOAD_BYTES,
+        "max_uncompressed_bytes": settings.MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES,
+    }
 
 
 def load_backbone(version: BackboneVersion):
-    """Return the backbone model of a version, cut at its feature layer when one is set."""
-    from modelhub.ml.inspect import backbone_up_to
+    """Return the backbone model of a version, cut at its feature layer (at any depth) when one is set."""
+    layer = version.feature_layer or version.spec.get("feature_layer") or None
+    with tempfile.TemporaryDirectory(prefix="modelhub-blob-") as tmp:
+        path = fetch_blob_to(version.blob, Path(tmp), f"{version.blob.sha256}.keras")
+        return load_backbone_file(path, layer)
 
-    model = load_model_blob(version.blob)
-    layer = version.spec.get("feature_layer") or version.feature_layer
-    if layer and model.layers and layer != model.layers[-1].name:
-        model = backbone_up_to(model, layer)
-    return model
+
+def load_backbone_file(path: Path, feature_layer: str | None):
+    """Load a checked backbone file, cut at `feature_layer` unless that is already its output."""
+    from modelhub.ml.split import backbone_from_file, ends_at
+
+    if not feature_layer:
+        return load_model_file(path)
+    check_model_file(path)
+    if ends_at(path, feature_layer):
+        return load_model_file(path)
+    return backbone_from_file(path, feature_layer)
+
+
+def check_model_file(path: Path) -> dict:
+    """Run the safety checks (zip limits, config scan) with the configured limits."""
+    from modelhub.ml.safe_load import check_keras_archive
+
+    return check_keras_archive(path, **model_file_limits())

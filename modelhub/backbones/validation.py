@@ -5,7 +5,7 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from modelhub.backbones.loading import load_model_blob
+from modelhub.backbones.loading import fetch_blob_to, load_backbone_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.core.tracked_work import row_finish
 
@@ -18,19 +18,23 @@ def backbone_validate(*, backbone_id: int) -> None:
     Idempotent: a version no longer `validating` is left alone, so a redelivered message is
     harmless, and validation only reads the file.
     """
+    import tempfile
+    from pathlib import Path
+
     from modelhub.ml.errors import MLError
-    from modelhub.ml.inspect import backbone_up_to, inspect_model, weights_fingerprint
+    from modelhub.ml.inspect import inspect_model, weights_fingerprint
 
     version = BackboneVersion.objects.filter(pk=backbone_id).select_related("blob").first()
     if version is None or version.status != BackboneVersion.Status.VALIDATING:
         return
     BackboneVersion.objects.filter(pk=version.pk).update(started_at=timezone.now())
     try:
-        model = load_model_blob(version.blob)
-        spec = inspect_model(model, feature_layer=version.feature_layer or None)
-        backbone = model
-        if version.feature_layer and version.feature_layer != model.layers[-1].name:
-            backbone = backbone_up_to(model, version.feature_layer)
+        with tempfile.TemporaryDirectory(prefix="modelhub-backbone-") as tmp:
+            path = fetch_blob_to(version.blob, Path(tmp), "backbone.keras")
+            backbone = load_backbone_file(path, version.feature_layer or None)
+        spec = inspect_model(backbone)
+        if version.feature_layer:
+            spec["feature_layer"] = version.feature_layer
         fingerprint = weights_fingerprint(backbone)
     except MLError as exc:
         row_finish(version, status=BackboneVersion.Status.REJECTED, error=str(exc))

@@ -1,4 +1,4 @@
-"""`manage.py import_models DIR --team T --backbone-name N --feature-layer L`."""
+"""`manage.py import_models DIR --team T --backbone-name N [--feature-layer L] [--branches]`."""
 
 import json
 import sys
@@ -22,7 +22,15 @@ class Command(BaseCommand):
         parser.add_argument("directory")
         parser.add_argument("--team", required=True)
         parser.add_argument("--backbone-name", required=True)
-        parser.add_argument("--feature-layer", required=True)
+        parser.add_argument(
+            "--feature-layer",
+            default="",
+            help="last layer of the shared backbone; omit it (with two or more files) to let the import "
+            "pick the deepest layer the models share",
+        )
+        parser.add_argument(
+            "--branches", action="store_true", help="record that heads may own top backbone layers (stored only)"
+        )
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args, **options):
@@ -38,6 +46,7 @@ class Command(BaseCommand):
                 backbone_name=options["backbone_name"],
                 feature_layer=options["feature_layer"],
                 files=[(p.name, p) for p in paths],
+                branches=options["branches"],
                 queue=False,
             )
         except ApplicationError as exc:

@@ -1,0 +1,119 @@
+"""The dashboard's import form: file-by-file uploads with progress bars (Chromium), and the no-JS form."""
+
+import os
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from playwright.sync_api import expect
+
+from heads.models import ModelImport, ModelImportFile
+from modelhub.artifacts.models import Blob, Upload
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_import_form_uploads_each_file_with_a_progress_bar_then_opens_the_import(logged_in_page, live_server, tmp_path):
+    page = logged_in_page("ivy", team="vision", role="member")
+    paths = [tmp_path / "sentiment.keras", tmp_path / "topic.keras"]
+    for path in paths:
+        path.write_bytes(os.urandom(300_000))
+    page.goto(f"{live_server.url}/heads/import/")
+    page.set_input_files("#id_files", [str(path) for path in paths])
+    page.fill("#id_backbone_name", "shared")  # feature_layer left empty: the worker picks it
+
+    held = []  # hold the import request so that the finished upload bars can be checked first
+    page.route("**/api/imports/", lambda route: held.append(route))
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/imports/")) as created:
+        page.click("form.form button[type=submit]")
+    rows = page.locator("#upload-table tbody tr")
+    expect(rows).to_have_count(2)
+    for path in paths:
+        row = page.locator(f"#upload-table tr[data-upload-file='{path.name}']")
+        expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+        expect(row).to_contain_text("100%")
+        expect(row).to_contain_text("uploaded")
+    uploads = list(Upload.objects.order_by("pk").values_list("pk", "filename"))
+    assert [name for _, name in uploads] == ["sentiment.keras", "topic.keras"]
+    assert created.value.post_data_json == {
+        "team": "vision",
+        "backbone_name": "shared",
+        "feature_layer": "",
+        "uploads": [pk for pk, _ in uploads],
+    }
+    assert len(held) == 1
+    held[0].continue_()
+
+    page.wait_for_url(re.compile(r"/heads/imports/\d+/$"))
+    model_import = ModelImport.objects.get()
+    assert page.url.endswith(f"/heads/imports/{model_import.pk}/")
+    expect(page.locator("#status-badge")).to_have_text("queued")
+    expect(page.locator("#report-table")).to_contain_text("sentiment.keras")
+    expect(page.locator("#report-table")).to_contain_text("topic.keras")
+    assert list(model_import.files.values_list("filename", "task_slug")) == [
+        ("sentiment.keras", "sentiment"),
+        ("topic.keras", "topic"),
+    ]
+    assert (model_import.feature_layer, model_import.created_by.username) == ("", "ivy")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_import_form_shows_the_apis_field_error_and_resubmits_without_uploading_again(
+    logged_in_page, live_server, tmp_path
+):
+    page = logged_in_page("ivy", team="vision", role="member")
+    paths = [tmp_path / "sentiment.keras", tmp_path / "topic.keras"]
+    for path in paths:
+        path.write_bytes(os.urandom(50_000))
+    page.goto(f"{live_server.url}/heads/import/")
+    page.set_input_files("#id_files", [str(path) for path in paths])
+    page.fill("#id_backbone_name", "shared")
+    page.fill("#id_tasks", "only-one")
+    page.click("form.form button[type=submit]")
+    expect(page.locator("#upload-error")).to_contain_text("give one per file")
+    expect(page.locator(".field-error")).to_contain_text("give one per file")
+    assert ModelImport.objects.count() == 0 and Upload.objects.count() == 2
+
+    uploads_sent = []
+    page.on("request", lambda r: uploads_sent.append(r.url) if r.url.endswith("/api/uploads/") else None)
+    page.fill("#id_tasks", "sentiment, topic")
+    page.click("form.form button[type=submit]")
+    page.wait_for_url(re.compile(r"/heads/imports/\d+/$"))
+    assert uploads_sent == [] and Upload.objects.count() == 2
+    assert list(ModelImport.objects.get().files.values_list("task_slug", flat=True)) == ["sentiment", "topic"]
+
+
+# --- Without JavaScript: the form posts every file to the dashboard view -----------------------
+
+
+@pytest.fixture
+def member_client(client, make_member):
+    user, _ = make_member("ivy", team="vision", role="member")
+    client.force_login(user)
+    return client
+
+
+def keras_file(name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, os.urandom(1_000), content_type="application/octet-stream")
+
+
+@pytest.mark.django_db
+def test_no_js_form_imports_without_a_feature_layer(member_client):
+    response = member_client.post(
+        "/heads/import/",
+        {"backbone_name": "shared", "feature_layer": "", "files": [keras_file("a.keras"), keras_file("b.keras")]},
+    )
+    model_import = ModelImport.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/heads/imports/{model_import.pk}/"
+    assert model_import.feature_layer == "" and model_import.files.count() == 2
+    page = member_client.get(response["Location"]).content.decode()
+    assert "deepest layer the models share" in page
+
+
+@pytest.mark.django_db
+def test_no_js_form_single_file_needs_a_feature_layer(member_client):
+    response = member_client.post("/heads/import/", {"backbone_name": "shared", "files": [keras_file("a.keras")]})
+    assert response.status_code == 200
+    assert "feature_layer is required when importing a single model" in response.content.decode()
+    assert ModelImport.objects.count() == 0 and ModelImportFile.objects.count() == 0 and Blob.objects.count() == 0
