@@ -18,32 +18,31 @@ from heads.services import head_version_create, task_get_or_create
 from modelhub.artifacts.services import blob_fetch_verified
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import backbone_version_create
-from modelhub.core.tracked_work import row_claim, row_finish
+from modelhub.core.tracked_work import row_finish, run_tracked, work_heartbeat
 
 logger = logging.getLogger(__name__)
 
 
 def import_run(*, import_id: int) -> ModelImport | None:
     """Run the import; on any failing file register nothing and report each failure."""
+    return run_tracked(ModelImport, import_id, _run)
+
+
+def _run(model_import: ModelImport) -> None:
     from modelhub.ml.errors import MLError
     from modelhub.ml.inspect import inspect_model, weights_fingerprint
     from modelhub.ml.safe_load import check_keras_archive
     from modelhub.ml.split import FamilySplitError, ModelSource, split_family
 
-    model_import = row_claim(
-        ModelImport,
-        import_id,
-        waiting=(ModelImport.Status.QUEUED,),
-        working=ModelImport.Status.RUNNING,
-        failed=ModelImport.Status.FAILED,
-    )
-    if model_import is None:
-        return None
     files = list(model_import.files.select_related("blob").order_by("position"))
     report = [{"filename": f.filename, "task": f.task_slug, "sha256": f.blob.sha256, "ok": False} for f in files]
 
     def fetcher(file):
-        return lambda folder: blob_fetch_verified(blob=file.blob, destination=Path(folder) / "model.keras")
+        def fetch(folder: Path) -> Path:
+            work_heartbeat(model_import)
+            return blob_fetch_verified(blob=file.blob, destination=Path(folder) / "model.keras")
+
+        return fetch
 
     def check_file(path: Path) -> None:
         check_keras_archive(
@@ -81,7 +80,7 @@ def import_run(*, import_id: int) -> ModelImport | None:
                 error=f"Nothing was imported: {len(exc.errors)} of {len(files)} files failed ({names}). "
                 "Fix or remove them and import again.",
             )
-            return model_import
+            return
         except MLError as exc:
             row_finish(
                 model_import,
@@ -89,7 +88,7 @@ def import_run(*, import_id: int) -> ModelImport | None:
                 report=report,
                 error=f"Nothing was imported: {exc}",
             )
-            return model_import
+            return
         for entry, detail in zip(report, split.reports, strict=True):
             entry.update(detail)
         backbone = split.backbone
@@ -143,13 +142,11 @@ def import_run(*, import_id: int) -> ModelImport | None:
                 feature_layer=split.feature_layer,
                 summary=summary,
             )
-        return model_import
     except Exception as exc:
-        logger.exception("import %s crashed", import_id)
+        logger.exception("import %s crashed", model_import.pk)
         row_finish(
             model_import,
             status=ModelImport.Status.FAILED,
             report=report,
             error=f"Nothing was imported: the import crashed with {type(exc).__name__}: {exc}",
         )
-        return model_import

@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.db import models
 
+from modelhub.core.models import TrackedWork
+
 
 class Task(models.Model):
     """A prediction task of a team (e.g. 'sentiment'); its heads are versioned below."""
@@ -22,8 +24,12 @@ class Task(models.Model):
         return self.slug
 
 
-class HeadVersion(models.Model):
+class HeadVersion(TrackedWork):
     """A head artifact bound to exactly one backbone version. Only approved ones ship."""
+
+    WAITING = ("validating",)
+    WORKING = ("validating",)
+    LOST = "rejected"
 
     class Status(models.TextChoices):
         VALIDATING = "validating", "Validating"
@@ -38,7 +44,6 @@ class HeadVersion(models.Model):
     version = models.PositiveIntegerField()
     backbone = models.ForeignKey("backbones.BackboneVersion", on_delete=models.PROTECT, related_name="heads")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.VALIDATING)
-    error = models.TextField(blank=True)
     blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, related_name="head_versions")
     source_blob = models.ForeignKey(
         "artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="head_sources"
@@ -58,11 +63,6 @@ class HeadVersion(models.Model):
         related_name="heads",
         help_text="The dataset it was trained on; its validation split measures forgetting.",
     )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -128,8 +128,11 @@ class HeadComment(models.Model):
         return f"comment {self.pk} on {self.head_id}"
 
 
-class ModelImport(models.Model):
+class ModelImport(TrackedWork):
     """An all-or-nothing import of K full models that share one backbone."""
+
+    WAITING = ("queued",)
+    WORKING = ("running",)
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -145,19 +148,12 @@ class ModelImport(models.Model):
     # Stored for a later issue (heads that own the top layers of the backbone); not used yet.
     branches = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True)
     report = models.JSONField(default=list, blank=True)
     # What the worker decided for the whole import: {"feature_layer", "reason", "verification"}.
     summary = models.JSONField(default=dict, blank=True)
     backbone = models.ForeignKey(
         "backbones.BackboneVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,7 +9,7 @@ from django.db import transaction
 from heads.model_files import head_output_width, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion
 from modelhub.backbones.loading import fetch_blob_to, load_backbone, load_model_file
-from modelhub.core.tracked_work import row_finish
+from modelhub.core.tracked_work import row_finish, run_tracked
 
 logger = logging.getLogger(__name__)
 
@@ -18,19 +18,20 @@ def _shape(tensor) -> list:
     return [None if d is None else int(d) for d in tensor.shape[1:]]
 
 
-def head_validate(*, head_id: int) -> None:
+def head_validate(*, head_id: int) -> HeadVersion | None:
     """Set the head version to draft (head checked, or cut out of a full model) or rejected.
 
     The file is either a head whose input is the backbone's feature output, or a full model
     containing the backbone (bit-identical weights required), from which the head is cut.
     """
+    return run_tracked(HeadVersion, head_id, _validate)
+
+
+def _validate(head: HeadVersion) -> None:
     from modelhub.ml.errors import FeatureShapeMismatchError, MLError
     from modelhub.ml.inspect import inspect_model
     from modelhub.ml.split import check_close, check_head_compatible, probe_inputs_for, split_full_model
 
-    head = HeadVersion.objects.select_related("backbone", "blob", "task").filter(pk=head_id).first()
-    if head is None or head.status != HeadVersion.Status.VALIDATING:
-        return
     backbone_version = head.backbone
     updates: dict = {}
     try:
@@ -75,7 +76,7 @@ def head_validate(*, head_id: int) -> None:
     except MLError as exc:
         _finish(head, status=HeadVersion.Status.REJECTED, action=HeadEvent.Action.REJECTED, error=str(exc))
     except Exception as exc:  # never leave a row validating
-        logger.exception("head %s validation crashed", head_id)
+        logger.exception("head %s validation crashed", head.pk)
         _finish(
             head,
             status=HeadVersion.Status.REJECTED,

@@ -285,6 +285,13 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("MODELHUB_TASK_SOFT_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_TIME_LIMIT = env_int("MODELHUB_TASK_TIME_LIMIT", 6 * 3600 + 300)
+# The reaper fails claimed rows whose heartbeat is older than CELERY_TASK_TIME_LIMIT + this margin;
+# gc never deletes a blob younger than that either (long work stores blobs before their rows).
+MODELHUB_REAPER_MARGIN = env_int("MODELHUB_REAPER_MARGIN", 600)
+MODELHUB_REAPER_INTERVAL = env_int("MODELHUB_REAPER_INTERVAL", 300)
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-work": {"task": "core.reap_stale_work", "schedule": MODELHUB_REAPER_INTERVAL},
+}
 CELERY_WORKER_CONCURRENCY = env_int("MODELHUB_WORKER_CONCURRENCY", 1)
 MODELHUB_TRAINING_QUEUE = env_str("MODELHUB_TRAINING_QUEUE", "training")
 MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")

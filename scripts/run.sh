@@ -20,13 +20,21 @@ pids=()
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "==> stopping web and worker"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
 
-.venv/bin/celery -A modelhub worker -Q default,training,assembly --concurrency 1 \
-  --hostname "worker@%h" --loglevel INFO &
+# The worker is supervised: if it ever exits, it is started again and the web server stays up.
+# -B runs the beat timer inside it (the reaper that fails rows whose worker went silent).
+(
+  while true; do
+    .venv/bin/celery -A modelhub worker -Q default,training,assembly --concurrency 1 \
+      --hostname "worker@%h" --loglevel INFO -B --schedule "${MODELHUB_HOME:-var}/celerybeat-schedule" || true
+    echo "==> the worker exited; starting it again in 2 s (Ctrl-C stops everything)"
+    sleep 2
+  done
+) &
 pids+=($!)
 .venv/bin/gunicorn modelhub.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 600 \
   --access-logfile - &

@@ -3,9 +3,15 @@
 from django.conf import settings
 from django.db import models
 
+from modelhub.core.models import TrackedWork
 
-class Dataset(models.Model):
+
+class Dataset(TrackedWork):
     """An uploaded .npz (x, y[, x_val, y_val, labels]) or .zip of class folders of images."""
+
+    WAITING = ("validating",)
+    WORKING = ("validating",)
+    LOST = "rejected"
 
     class Status(models.TextChoices):
         VALIDATING = "validating", "Validating"
@@ -20,7 +26,6 @@ class Dataset(models.Model):
     name = models.CharField(max_length=100)
     format = models.CharField(max_length=8, choices=Format.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.VALIDATING)
-    error = models.TextField(blank=True)
     blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, related_name="datasets")
     filename = models.CharField(max_length=255, blank=True)
     num_examples = models.PositiveIntegerField(null=True, blank=True)
@@ -31,11 +36,6 @@ class Dataset(models.Model):
     class_histogram = models.JSONField(default=dict, blank=True)
     labels = models.JSONField(default=list, blank=True)
     x_sha256 = models.CharField(max_length=64, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -44,7 +44,10 @@ class Dataset(models.Model):
         return f"{self.name} ({self.pk})"
 
 
-class Job(models.Model):
+class Job(TrackedWork):
+    WAITING = ("queued",)
+    WORKING = ("running",)
+
     class Kind(models.TextChoices):
         TRAIN_HEAD = "train_head", "Train a head"
         TRAIN_HEADS = "train_heads", "Train several heads"
@@ -66,16 +69,8 @@ class Job(models.Model):
     metrics = models.JSONField(default=list, blank=True)
     log = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     retry_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries")
-    worker = models.CharField(max_length=255, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

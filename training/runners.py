@@ -5,7 +5,6 @@ transaction, so a cancelled, failed or killed job leaves no half-made backbone o
 """
 
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from heads.services import head_version_create, task_get_or_create
 from modelhub.backbones.loading import load_backbone, load_model_blob
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import backbone_version_create
-from modelhub.core.tracked_work import row_claim, row_finish
+from modelhub.core.tracked_work import row_finish, run_tracked
 from training.datasets import DatasetError, dataset_arrays
 from training.models import Dataset, ForgettingReport, Job
 from training.services import heads_carry
@@ -90,20 +89,14 @@ class JobReporter:
         Job.objects.filter(pk=self.job.pk).update(log=self.job.log, progress=self._progress(), **fields)
 
 
-def job_run(*, job_id: int) -> None:
+def job_run(*, job_id: int) -> Job | None:
     """Claim the job, run it by kind, record succeeded / cancelled / failed on the row."""
+    return run_tracked(Job, job_id, _run)
+
+
+def _run(job: Job) -> None:
     from modelhub.ml.errors import MLError, TrainingCancelled
 
-    job = row_claim(
-        Job,
-        job_id,
-        waiting=(Job.Status.QUEUED,),
-        working=Job.Status.RUNNING,
-        failed=Job.Status.FAILED,
-        worker=socket.gethostname(),
-    )
-    if job is None:
-        return
     try:
         result = RUNNERS[job.kind](job)
     except TrainingCancelled as exc:
@@ -111,7 +104,7 @@ def job_run(*, job_id: int) -> None:
     except (MLError, DatasetError) as exc:
         row_finish(job, status=Job.Status.FAILED, error=str(exc))
     except Exception as exc:
-        logger.exception("job %s crashed", job_id)
+        logger.exception("job %s crashed", job.pk)
         row_finish(job, status=Job.Status.FAILED, error=f"The job crashed: {type(exc).__name__}: {exc}")
     else:
         job.refresh_from_db(fields=["metrics", "log", "progress"])

@@ -199,7 +199,9 @@ def _check_params(team: Team, kind: str, params: dict) -> dict:
     return normalized
 
 
-def job_create(*, team: Team, user: AbstractBaseUser, kind: str, params: dict, retry_of: Job | None = None) -> Job:
+def job_create(
+    *, team: Team, user: AbstractBaseUser, kind: str, params: dict, retry_of: Job | None = None, attempts: int = 0
+) -> Job:
     """Create a job; queue it, or fail it at once when a cheap check fails (nothing is queued)."""
     if kind not in Job.Kind.values:
         raise ValidationError(f"Unknown job kind {kind!r}; expected one of {', '.join(Job.Kind.values)}.")
@@ -215,6 +217,7 @@ def job_create(*, team: Team, user: AbstractBaseUser, kind: str, params: dict, r
             params=normalized,
             created_by=user,
             retry_of=retry_of,
+            attempts=attempts,
             status=Job.Status.FAILED if error else Job.Status.QUEUED,
             error=error,
             finished_at=timezone.now() if error else None,
@@ -243,13 +246,35 @@ def job_cancel(*, job: Job, user: AbstractBaseUser) -> Job:
 
 
 def job_retry(*, job: Job, user: AbstractBaseUser) -> Job:
-    """Queue a new job with the same parameters as a failed or cancelled one."""
-    if job.status not in (Job.Status.FAILED, Job.Status.CANCELLED):
-        raise ConflictError(
-            f"Job {job.pk} is '{job.status}'; only failed or cancelled jobs can be retried.",
-            detail={"current_status": job.status},
+    """Queue a new job with the same parameters as a failed or cancelled one (once per job).
+
+    The original row is locked, so two concurrent retries make one job; the second answers 409
+    naming it. A retry of work that killed its worker keeps counting attempts, so a second loss
+    is reported as such (probably out of memory).
+    """
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.status not in (Job.Status.FAILED, Job.Status.CANCELLED):
+            raise ConflictError(
+                f"Job {job.pk} is '{locked.status}'; only failed or cancelled jobs can be retried.",
+                detail={"current_status": locked.status},
+            )
+        existing = locked.retries.order_by("pk").first()
+        if existing is not None:
+            raise ConflictError(
+                f"Job {job.pk} was already retried as job {existing.pk} ('{existing.status}'). Follow that one, "
+                "or retry it once it has finished.",
+                detail={"retry": existing.pk, "current_status": locked.status},
+            )
+        lost = locked.error.startswith("Worker lost")
+        return job_create(
+            team=locked.team,
+            user=user,
+            kind=locked.kind,
+            params=locked.params,
+            retry_of=locked,
+            attempts=locked.attempts if lost else 0,
         )
-    return job_create(team=job.team, user=user, kind=job.kind, params=job.params, retry_of=job)
 
 
 # --- Forgetting reports -------------------------------------------------------------------

@@ -133,11 +133,19 @@ class GcReport:
     blobs_deleted: int
 
 
+def minimum_gc_grace() -> timedelta:
+    """The longest a task may hold a blob before registering it: time limit + reaper margin."""
+    return timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + int(settings.MODELHUB_REAPER_MARGIN))
+
+
 def artifacts_gc(*, grace: timedelta = timedelta(hours=1), dry_run: bool = False) -> GcReport:
     """Delete rows nothing references and stored blobs with no row, older than `grace`.
 
-    The grace period protects uploads in flight: their blob is written before their row.
+    The grace period protects work in flight: an upload's or a long task's blob is written
+    before the row that references it. It is never shorter than the longest task may run
+    (:func:`minimum_gc_grace`).
     """
+    grace = max(grace, minimum_gc_grace())
     cutoff = timezone.now() - grace
     store = get_blob_store()
     rows_deleted = 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from modelhub.artifacts.services import blob_store_path
 from modelhub.assemblies.models import Assembly
 from modelhub.backbones.loading import load_backbone, load_model_blob
-from modelhub.core.tracked_work import row_claim, row_finish
+from modelhub.core.tracked_work import row_finish, run_tracked, work_heartbeat
 
 logger = logging.getLogger(__name__)
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -29,19 +29,13 @@ def zip_directory(directory: Path, destination: Path, *, root: str = "model") ->
 
 def assembly_build(*, assembly_id: int) -> None:
     """Build the SavedModel; verify it against backbone + head per task; store it zipped."""
+    run_tracked(Assembly, assembly_id, _build)
+
+
+def _build(assembly: Assembly) -> None:
     from modelhub.ml.assemble import AssemblyHead, build_assembly, verify_assembly
     from modelhub.ml.errors import MLError
 
-    assembly = row_claim(
-        Assembly,
-        assembly_id,
-        waiting=(Assembly.Status.QUEUED,),
-        working=Assembly.Status.BUILDING,
-        failed=Assembly.Status.FAILED,
-        also_working=(Assembly.Status.VERIFYING,),
-    )
-    if assembly is None:
-        return
     entries = list(assembly.entries.select_related("head", "head__task", "head__blob"))
     try:
         backbone_version = assembly.backbone
@@ -70,6 +64,7 @@ def assembly_build(*, assembly_id: int) -> None:
                 },
             )
             Assembly.objects.filter(pk=assembly.pk).update(status=Assembly.Status.VERIFYING)
+            work_heartbeat(assembly, force=True)
             verification = verify_assembly(export_dir, backbone, [head.model for head in heads])
             archive = zip_directory(export_dir, Path(tmp) / "model.zip")
             blob = blob_store_path(path=archive).blob
@@ -85,5 +80,5 @@ def assembly_build(*, assembly_id: int) -> None:
     except MLError as exc:
         row_finish(assembly, status=Assembly.Status.FAILED, error=str(exc))
     except Exception as exc:
-        logger.exception("assembly %s build crashed", assembly_id)
+        logger.exception("assembly %s build crashed", assembly.pk)
         row_finish(assembly, status=Assembly.Status.FAILED, error=f"Build failed: {type(exc).__name__}: {exc}")

@@ -1,10 +1,14 @@
 """Assemblies: one SavedModel serving a backbone version and a set of approved heads."""
 
-from django.conf import settings
 from django.db import models
 
+from modelhub.core.models import TrackedWork
 
-class Assembly(models.Model):
+
+class Assembly(TrackedWork):
+    WAITING = ("queued",)
+    WORKING = ("building", "verifying")
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         BUILDING = "building", "Building"
@@ -17,18 +21,11 @@ class Assembly(models.Model):
     backbone = models.ForeignKey("backbones.BackboneVersion", on_delete=models.PROTECT, related_name="assemblies")
     heads_key = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True)
     blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     saved_model_bytes = models.BigIntegerField(null=True, blank=True)
     manifest = models.JSONField(default=dict, blank=True)
     verification = models.JSONField(default=dict, blank=True)
     signatures = models.JSONField(default=list, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -53,8 +50,11 @@ class AssemblyHead(models.Model):
         return f"{self.assembly_id}:{self.task_id}"
 
 
-class Prediction(models.Model):
+class Prediction(TrackedWork):
     """A trial call of an assembly, run by a worker (dashboard "try it"; not production serving)."""
+
+    WAITING = ("queued",)
+    WORKING = ("running",)
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -67,13 +67,6 @@ class Prediction(models.Model):
     inputs = models.JSONField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     outputs = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

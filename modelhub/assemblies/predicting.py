@@ -114,9 +114,6 @@ def prediction_compute(*, prediction_id: int) -> None:
     prediction = row_claim(
         Prediction,
         prediction_id,
-        waiting=(Prediction.Status.QUEUED,),
-        working=Prediction.Status.RUNNING,
-        failed=Prediction.Status.FAILED,
     )
     if prediction is None:
         return

@@ -80,13 +80,16 @@ def assembly_create(
         raise ValidationError(f"{backbone.label} is '{backbone.status}', expected 'ready'.")
     heads = heads_in_task_order(_choose_heads(backbone=backbone, head_ids=head_ids))
     key = heads_key([h.pk for h in heads])
-    existing = Assembly.objects.filter(backbone=backbone, heads_key=key).first()
-    if existing is not None:
-        if existing.status == Assembly.Status.FAILED:
-            Assembly.objects.filter(pk=existing.pk).update(status=Assembly.Status.QUEUED, error="")
-            queue_on_commit("assemblies.build", existing.pk)
-            existing.refresh_from_db()
-        return existing, True
+    with transaction.atomic():
+        # Locked, so that concurrent requests re-queue a failed build once: a second message for a
+        # row already building would otherwise be taken for a lost worker.
+        existing = Assembly.objects.select_for_update().filter(backbone=backbone, heads_key=key).first()
+        if existing is not None:
+            if existing.status == Assembly.Status.FAILED:
+                existing.status, existing.error = Assembly.Status.QUEUED, ""
+                existing.save(update_fields=["status", "error"])
+                queue_on_commit("assemblies.build", existing.pk)
+            return existing, True
     try:
         with transaction.atomic():
             assembly = Assembly.objects.create(team=team, backbone=backbone, heads_key=key, name=name, created_by=user)

@@ -1,10 +1,15 @@
 """Backbone versions: immutable, checksummed network files shared by many heads."""
 
-from django.conf import settings
 from django.db import models
 
+from modelhub.core.models import TrackedWork
 
-class BackboneVersion(models.Model):
+
+class BackboneVersion(TrackedWork):
+    WAITING = ("validating",)
+    WORKING = ("validating",)
+    LOST = "rejected"
+
     class Status(models.TextChoices):
         VALIDATING = "validating", "Validating"
         READY = "ready", "Ready"
@@ -15,7 +20,6 @@ class BackboneVersion(models.Model):
     name = models.CharField(max_length=100)
     version = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.VALIDATING)
-    error = models.TextField(blank=True)
     blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, related_name="backbone_versions")
     filename = models.CharField(max_length=255, blank=True)
     description = models.TextField(blank=True)
@@ -25,10 +29,6 @@ class BackboneVersion(models.Model):
     parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="children")
     duplicate_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     origin = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name", "-version"]

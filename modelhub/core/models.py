@@ -1,9 +1,50 @@
-"""Worker probes: a round trip web → broker → worker → database, for diagnostics."""
+"""The shape all worker-tracked work shares, and worker probes (a diagnostic round trip)."""
 
+from typing import ClassVar
+
+from django.conf import settings
 from django.db import models
 
 
-class WorkerProbe(models.Model):
+class TrackedWork(models.Model):
+    """Lifecycle fields of every row a worker works on: validations, imports, builds, jobs.
+
+    Subclasses override ``status`` with their own choices and name three sets of statuses:
+    ``WAITING`` (a worker may claim the row), ``WORKING`` (a worker holds it; the first one is
+    set on claim) and ``LOST`` (the status recorded when the worker holding it died). A row is
+    *claimed* while its status is a working one and ``started_at`` is set; modelhub.core.
+    tracked_work is the one path that claims, beats and finishes rows.
+    """
+
+    WAITING: ClassVar[tuple[str, ...]] = ()
+    WORKING: ClassVar[tuple[str, ...]] = ()
+    LOST: ClassVar[str] = "failed"
+
+    status = models.CharField(max_length=20)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker claimed it.")
+    worker = models.CharField(max_length=255, blank=True, help_text="The worker that last claimed it.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of that worker.")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_claimed(self) -> bool:
+        """Whether a worker holds the row right now (or held it when it died)."""
+        return self.status in self.WORKING and self.started_at is not None and self.finished_at is None
+
+
+class WorkerProbe(TrackedWork):
+    WAITING = ("queued",)
+    WORKING = ("running",)
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -11,11 +52,6 @@ class WorkerProbe(models.Model):
         FAILED = "failed", "Failed"
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    worker = models.CharField(max_length=255, blank=True)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

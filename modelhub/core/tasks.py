@@ -4,21 +4,26 @@ import socket
 
 from modelhub.celery import app
 from modelhub.core.models import WorkerProbe
-from modelhub.core.tracked_work import row_claim, row_finish
+from modelhub.core.tracked_work import row_finish, run_tracked
 
 
 @app.task(name="core.answer_probe")
 def answer_probe(probe_id: int) -> None:
     """Record on the probe row which worker answered it."""
-    probe = row_claim(
+    run_tracked(
         WorkerProbe,
         probe_id,
-        waiting=(WorkerProbe.Status.QUEUED,),
-        working=WorkerProbe.Status.RUNNING,
-        failed=WorkerProbe.Status.FAILED,
+        lambda probe: row_finish(
+            probe,
+            status=WorkerProbe.Status.ANSWERED,
+            worker=f"{socket.gethostname()}:{answer_probe.request.hostname}",
+        ),
     )
-    if probe is None:
-        return
-    row_finish(
-        probe, status=WorkerProbe.Status.ANSWERED, worker=f"{socket.gethostname()}:{answer_probe.request.hostname}"
-    )
+
+
+@app.task(name="core.reap_stale_work")
+def reap_stale_work() -> dict:
+    """Fail rows whose worker stopped beating for longer than the task time limit (periodic)."""
+    from modelhub.core.tracked_work import reap_stale_work as reap
+
+    return reap()

@@ -6,6 +6,7 @@ import shutil
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from modelhub.artifacts.models import Blob
 from modelhub.artifacts.services import (
@@ -86,7 +87,26 @@ def test_filesystem_put_is_atomic_when_the_copy_fails(settings, tmp_path, monkey
     assert list(store.tmp.iterdir()) == []
 
 
-def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(blob_store, tmp_path, make_member):
+def test_gc_never_deletes_a_blob_younger_than_the_longest_task(blob_store, tmp_path, settings):
+    import time
+
+    settings.CELERY_TASK_TIME_LIMIT = 7200
+    settings.MODELHUB_REAPER_MARGIN = 600
+    # A task running for an hour stored this blob (row and file) and has not registered it yet.
+    in_flight = blob_store_path(path=write(tmp_path, "in-flight.bin", b"a model a job is still training"))
+    hour_ago = time.time() - 3600
+    Blob.objects.filter(pk=in_flight.blob.pk).update(
+        created_at=timezone.now() - timedelta(hours=1)
+    )
+    root = getattr(blob_store, "root", None)  # S3 objects cannot be aged; their mtime is now
+    for path in root.rglob(in_flight.blob.sha256) if root else []:
+        os.utime(path, (hour_ago, hour_ago))
+    report = artifacts_gc(grace=timedelta(minutes=5))  # asked for less than the task may still run
+    assert (report.rows_deleted, report.blobs_deleted) == (0, 0)
+    assert Blob.objects.filter(pk=in_flight.blob.pk).exists()
+
+
+def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(blob_store, tmp_path, make_member, settings):
     from modelhub.artifacts.models import Upload
     from modelhub.teams.models import Team
 
@@ -101,6 +121,8 @@ def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(blob_store, tm
     report = artifacts_gc(grace=timedelta(hours=1))
     assert (report.rows_deleted, report.blobs_deleted) == (0, 0)
 
+    settings.CELERY_TASK_TIME_LIMIT = 0  # no task may still hold these blobs
+    settings.MODELHUB_REAPER_MARGIN = -60
     report = artifacts_gc(grace=timedelta(seconds=-60))
     assert (report.rows_deleted, report.blobs_deleted) == (1, 2)
     assert list(Blob.objects.values_list("sha256", flat=True)) == [kept.blob.sha256]

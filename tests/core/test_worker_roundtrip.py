@@ -5,7 +5,6 @@ from django.core.management import call_command
 
 from modelhub.core.models import WorkerProbe
 from modelhub.core.services import probe_enqueue
-from modelhub.core.tracked_work import WORKER_LOST_MESSAGE, row_claim
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,22 +26,3 @@ def test_worker_process_answers_probe_and_writes_to_db(celery_worker, settings):
 def test_probe_worker_command_reports_the_worker(celery_worker, capsys):
     call_command("probe_worker", "--timeout", "30")
     assert "answered probe" in capsys.readouterr().out
-
-
-def test_redelivered_message_for_a_running_row_is_recorded_as_worker_lost():
-    probe = WorkerProbe.objects.create()
-    claimed = row_claim(WorkerProbe, probe.pk, waiting=("queued",), working="running", failed="failed")
-    assert claimed is not None and claimed.status == "running"
-    # The worker "dies"; the broker delivers the message again.
-    again = row_claim(WorkerProbe, probe.pk, waiting=("queued",), working="running", failed="failed")
-    assert again is None
-    probe.refresh_from_db()
-    assert probe.status == "failed"
-    assert probe.error == WORKER_LOST_MESSAGE
-
-
-def test_redelivered_message_for_a_finished_row_is_a_no_op():
-    probe = WorkerProbe.objects.create(status=WorkerProbe.Status.ANSWERED, worker="w1")
-    assert row_claim(WorkerProbe, probe.pk, waiting=("queued",), working="running", failed="failed") is None
-    probe.refresh_from_db()
-    assert (probe.status, probe.worker) == ("answered", "w1")

@@ -69,3 +69,45 @@ def test_killed_worker_fails_the_job_and_retry_runs_it_again(api_client_for, mod
     )
     client.post(f"/api/jobs/{retry.json()['id']}/cancel/")
     assert finished_job(client, retry.json()["id"], timeout=60)["status"] == "cancelled"
+
+
+def test_concurrent_retries_make_one_job_and_the_second_answers_409(api_client_for):
+    import threading
+
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    from modelhub.teams.models import Team
+    from training.models import Job
+
+    client = api_client_for("ana")
+    job = Job.objects.create(
+        team=Team.objects.get(slug="vision"),
+        kind="train_head",
+        params={"backbone": 1, "dataset": 1, "task": "t"},
+        status=Job.Status.FAILED,
+        error="Worker lost: ...",
+        attempts=1,
+        created_by=client.user,
+    )
+    barrier = threading.Barrier(2)
+    answers = []
+
+    def retry():
+        own = APIClient()
+        own.credentials(**client._credentials)
+        barrier.wait()
+        answers.append(own.post(f"/api/jobs/{job.pk}/retry/"))
+        connection.close()
+
+    threads = [threading.Thread(target=retry) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answer.status_code for answer in answers) == [202, 409]
+    retries = Job.objects.filter(retry_of=job)
+    assert retries.count() == 1
+    conflict = next(answer for answer in answers if answer.status_code == 409).json()["error"]
+    assert f"already retried as job {retries.get().pk}" in conflict["message"]
+    assert retries.get().attempts == 1  # a retry of lost work keeps counting attempts

@@ -4,13 +4,14 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand
 
-from modelhub.artifacts.services import artifacts_gc
+from modelhub.artifacts.services import artifacts_gc, minimum_gc_grace
 
 
 class Command(BaseCommand):
     help = (
         "Delete blob rows nothing references, then stored blobs that have no row. Only items "
-        "older than --grace-seconds are touched, so uploads in flight are safe."
+        "older than --grace-seconds are touched, so uploads in flight are safe. The grace is never "
+        "shorter than the task time limit plus the reaper margin (work in flight stores blobs first)."
     )
 
     def add_arguments(self, parser):
@@ -18,6 +19,12 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true")
 
     def handle(self, *args, **options):
+        minimum = minimum_gc_grace().total_seconds()
+        if options["grace_seconds"] < minimum:
+            self.stdout.write(
+                f"--grace-seconds {options['grace_seconds']} is shorter than the longest task may run; "
+                f"using {int(minimum)} s (MODELHUB_TASK_TIME_LIMIT + MODELHUB_REAPER_MARGIN)."
+            )
         report = artifacts_gc(grace=timedelta(seconds=options["grace_seconds"]), dry_run=options["dry_run"])
         prefix = "Would delete" if options["dry_run"] else "Deleted"
         self.stdout.write(f"{prefix} {report.rows_deleted} unreferenced rows and {report.blobs_deleted} orphan blobs.")
