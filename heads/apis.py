@@ -10,7 +10,7 @@ from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport
 from heads.selectors import head_get, head_history, head_list, import_get, import_list
 from heads.services import head_comment_add, head_transition, head_upload, import_create
 from modelhub.artifacts.downloads import blob_download_response
-from modelhub.core.api import paginated_response
+from modelhub.core.api import TRACKED_WORK_FIELDS, paginated_response
 from modelhub.teams.selectors import membership_get
 
 
@@ -49,7 +49,7 @@ class HeadOutputSerializer(serializers.ModelSerializer):
             "review",
             "created_by",
             "created_at",
-            "finished_at",
+            *TRACKED_WORK_FIELDS,
             "download_url",
         ]
 
@@ -197,8 +197,7 @@ class ImportOutputSerializer(serializers.ModelSerializer):
             "summary",
             "backbone",
             "created_at",
-            "started_at",
-            "finished_at",
+            *TRACKED_WORK_FIELDS,
         ]
 
 

@@ -30,7 +30,7 @@ def route_task(name, args, kwargs, options, task=None, **kw):
         return {"queue": settings.MODELHUB_TRAINING_QUEUE}
     if name.startswith("assemblies."):
         return {"queue": settings.MODELHUB_ASSEMBLY_QUEUE}
-    return {"queue": "default"}
+    return {"queue": settings.MODELHUB_DEFAULT_QUEUE}
 
 
 app.conf.update(

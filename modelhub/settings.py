@@ -117,6 +117,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "modelhub.core.middleware.UploadLimitMiddleware",
+    "modelhub.core.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -236,6 +237,14 @@ FILE_UPLOAD_HANDLERS = ["modelhub.artifacts.upload_handlers.LimitedTemporaryFile
 # Zip-bomb guard for .keras files: the largest total uncompressed size a worker will open.
 MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES = env_int("MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES", 8 * 1024**3)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MODELHUB_MAX_FILES_PER_REQUEST", 500)
+# Dataset limits, checked from file headers before a worker decodes or allocates anything
+# (training/datasets.py): decoded array bytes, pixels per image and in all, zip members and
+# unpacked size. Over-limit datasets are rejected with a message naming the setting.
+MODELHUB_DATASET_MAX_BYTES_IN_MEMORY = env_int("MODELHUB_DATASET_MAX_BYTES_IN_MEMORY", 2 * 1024**3)
+MODELHUB_DATASET_MAX_IMAGE_PIXELS = env_int("MODELHUB_DATASET_MAX_IMAGE_PIXELS", 40_000_000)
+MODELHUB_DATASET_MAX_TOTAL_PIXELS = env_int("MODELHUB_DATASET_MAX_TOTAL_PIXELS", 2_000_000_000)
+MODELHUB_DATASET_MAX_FILES = env_int("MODELHUB_DATASET_MAX_FILES", 200_000)
+MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES = env_int("MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES", 8 * 1024**3)
 
 # --- REST API -----------------------------------------------------------------------------
 
@@ -289,10 +298,14 @@ CELERY_TASK_TIME_LIMIT = env_int("MODELHUB_TASK_TIME_LIMIT", 6 * 3600 + 300)
 # gc never deletes a blob younger than that either (long work stores blobs before their rows).
 MODELHUB_REAPER_MARGIN = env_int("MODELHUB_REAPER_MARGIN", 600)
 MODELHUB_REAPER_INTERVAL = env_int("MODELHUB_REAPER_INTERVAL", 300)
+# Fault injection for tests only (never set it in production): a worker holds each claimed row
+# this many seconds (beating its heartbeat) before working, so a test can kill it mid-task.
+MODELHUB_FAULT_HOLD_SECONDS = env_int("MODELHUB_FAULT_HOLD_SECONDS", 0)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-work": {"task": "core.reap_stale_work", "schedule": MODELHUB_REAPER_INTERVAL},
 }
 CELERY_WORKER_CONCURRENCY = env_int("MODELHUB_WORKER_CONCURRENCY", 1)
+MODELHUB_DEFAULT_QUEUE = env_str("MODELHUB_DEFAULT_QUEUE", "default")
 MODELHUB_TRAINING_QUEUE = env_str("MODELHUB_TRAINING_QUEUE", "training")
 MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
 # How long POST /api/assemblies/{id}/predict/ waits for a worker before answering 504.

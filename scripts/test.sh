@@ -53,6 +53,9 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/modelhub"
 export CELERY_BROKER_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export MODELHUB_HOME="$RUN_DIR/home"
 export MODELHUB_TEST_REDIS_URL="$CELERY_BROKER_URL"
+# For the fault-injection tests (scripts/test_services.sh stops and restarts these servers).
+export MODELHUB_TEST_RUN_DIR="$RUN_DIR" MODELHUB_TEST_PG_BIN="$PG_BIN"
+export MODELHUB_TEST_PG_PORT="$PG_PORT" MODELHUB_TEST_REDIS_PORT="$REDIS_PORT"
 export TF_CPP_MIN_LOG_LEVEL=2
 export DJANGO_ALLOW_ASYNC_UNSAFE=true
 unset MODELHUB_S3_BUCKET

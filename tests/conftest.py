@@ -1,5 +1,6 @@
 """Shared fixtures: users in teams, API clients, a real Celery worker process, Chromium."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -95,16 +96,14 @@ def _worker_env() -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """Start `celery worker` as a separate process on the test database; yield its name.
+@contextlib.contextmanager
+def running_worker(log_path: Path, *, name: str, queues: str = "default,training,assembly", env: dict | None = None):
+    """Run `celery worker` (prefork, one pool process) as a separate process; yield it once it answers.
 
-    Tests using it need `transactional_db` so that the worker sees committed rows.
+    The process carries `log_path` and `worker_name` attributes.
     """
     from modelhub.celery import app
 
-    name = f"testworker-{os.getpid()}@{socket.gethostname()}"
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
         [
@@ -113,7 +112,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
             "modelhub",
             "worker",
             "-Q",
-            "default,training,assembly",
+            queues,
             "--concurrency",
             "1",
             "--pool",
@@ -126,7 +125,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
             "INFO",
         ],
         cwd=REPO_ROOT,
-        env=_worker_env(),
+        env={**_worker_env(), **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -150,6 +149,23 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def pool_processes(worker) -> list[int]:
+    """Return the pids of a prefork worker's pool processes (its children)."""
+    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Start `celery worker` as a separate process on the test database; yield it.
+
+    Tests using it need `transactional_db` so that the worker sees committed rows.
+    """
+    name = f"testworker-{os.getpid()}@{socket.gethostname()}"
+    with running_worker(tmp_path_factory.mktemp("worker") / "worker.log", name=name) as process:
+        yield process
 
 
 # --- Model files (tiny Keras models shared by registry, assembly and training tests) ---

@@ -10,7 +10,7 @@ from modelhub.artifacts.downloads import blob_download_response
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_get, backbone_list
 from modelhub.backbones.services import backbone_upload
-from modelhub.core.api import paginated_response
+from modelhub.core.api import TRACKED_WORK_FIELDS, paginated_response
 from modelhub.teams.selectors import membership_get
 
 
@@ -42,7 +42,7 @@ class BackboneOutputSerializer(serializers.ModelSerializer):
             "origin",
             "created_by",
             "created_at",
-            "finished_at",
+            *TRACKED_WORK_FIELDS,
             "download_url",
         ]
 

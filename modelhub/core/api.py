@@ -6,6 +6,9 @@ from rest_framework.serializers import Serializer
 
 from modelhub.core.pagination import StandardPagination
 
+# The lifecycle fields every tracked-work output shows (modelhub.core.models.TrackedWork).
+TRACKED_WORK_FIELDS = ["started_at", "finished_at", "attempts", "worker", "heartbeat_at"]
+
 
 def paginated_response(request, queryset: QuerySet | list, serializer_class: type[Serializer], view=None) -> Response:
     """Return one page of `queryset`, serialized, in the standard paginated envelope."""

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -29,8 +30,26 @@ def _first_message(detail: Any) -> str:
     return str(detail)
 
 
+DATABASE_DOWN_MESSAGE = (
+    "The database is not answering right now, so this request was not served (nothing was changed). "
+    "Try again in a few seconds; if it persists, an admin should check the database (manage.py check_services)."
+)
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database connection is gone (not a bad query)."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Map domain errors and DRF/Django exceptions to the error envelope."""
+    if database_unavailable(exc):
+        return Response(
+            error_body("database_unavailable", DATABASE_DOWN_MESSAGE),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.detail), status=exc.status_code)
     if isinstance(exc, Http404):

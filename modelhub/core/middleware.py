@@ -42,3 +42,36 @@ class UploadLimitMiddleware:
             response["Connection"] = "close"
             return response
         return self.get_response(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 with Retry-After (never a 500) when a view finds the database gone.
+
+    API views answer through the API exception handler; this covers the dashboard and admin.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.db import connections
+
+        from modelhub.core.exception_handler import (
+            DATABASE_DOWN_MESSAGE,
+            DATABASE_RETRY_AFTER_SECONDS,
+            database_unavailable,
+        )
+
+        if not database_unavailable(exception):
+            return None
+        for connection in connections.all():
+            connection.close_if_unusable_or_obsolete()
+        if request.path.startswith("/api/"):
+            response = JsonResponse(error_body("database_unavailable", DATABASE_DOWN_MESSAGE), status=503)
+        else:
+            response = HttpResponse(DATABASE_DOWN_MESSAGE, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response

@@ -114,8 +114,19 @@ def run_tracked(model: type[models.Model], pk: int, work, **extra_updates) -> mo
     if row is None:
         return None
     with work_guard(row):
+        _fault_hold(row)
         work(row)
     return row
+
+
+def _fault_hold(row: models.Model) -> None:
+    """Tests only (MODELHUB_FAULT_HOLD_SECONDS): hold the claimed row, beating, so it can be killed."""
+    import time
+
+    seconds = int(getattr(settings, "MODELHUB_FAULT_HOLD_SECONDS", 0))
+    for _ in range(seconds * 10):
+        work_heartbeat(row)
+        time.sleep(0.1)
 
 
 def row_finish(row: models.Model, *, status: str, error: str = "", **fields) -> None:
