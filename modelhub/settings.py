@@ -305,6 +305,8 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-work": {"task": "core.reap_stale_work", "schedule": MODELHUB_REAPER_INTERVAL},
 }
 CELERY_WORKER_CONCURRENCY = env_int("MODELHUB_WORKER_CONCURRENCY", 1)
+# /api/health/ pings the workers at most this often (seconds, per web process).
+MODELHUB_HEALTH_WORKER_CACHE_SECONDS = env_int("MODELHUB_HEALTH_WORKER_CACHE_SECONDS", 5)
 MODELHUB_DEFAULT_QUEUE = env_str("MODELHUB_DEFAULT_QUEUE", "default")
 MODELHUB_TRAINING_QUEUE = env_str("MODELHUB_TRAINING_QUEUE", "training")
 MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")

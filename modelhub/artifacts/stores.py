@@ -97,10 +97,12 @@ class FilesystemBlobStore(BlobStore):
                 yield path.name, datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
 
     def check(self) -> str:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        probe = self.tmp / f"health.{uuid.uuid4().hex}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        # Read-only: a health check must never write (it is called by anyone, often).
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent  # a fresh install: the folder is made on the first write
+        if not existing.is_dir() or not os.access(existing, os.R_OK | os.W_OK | os.X_OK):
+            raise RuntimeError(f"the artifact folder {self.root} is not readable and writable by this process")
         return f"filesystem at {self.root}"
 
 

@@ -9,12 +9,17 @@ from modelhub.core.services import health_report
 
 
 class HealthApi(APIView):
-    """Public health check; 200 when every part is up, 503 otherwise (with the reasons)."""
+    """Health check; 200 when every part is up, 503 otherwise.
 
-    authentication_classes: list = []
+    Anyone gets ``{"status": "ok" | "degraded"}``; staff and token holders also get each part's
+    detail (database, broker, storage, workers), which names paths, addresses and host names.
+    """
+
     permission_classes = [AllowAny]
 
     @extend_schema(responses={200: dict, 503: dict})
     def get(self, request):
-        report = health_report()
+        user = request.user
+        details = bool(user and user.is_authenticated and (user.is_staff or request.auth is not None))
+        report = health_report(details=details)
         return Response(report, status=200 if report["status"] == "ok" else 503)

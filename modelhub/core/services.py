@@ -39,6 +39,18 @@ def _check_storage() -> str:
 
 
 def _check_workers(timeout: float) -> list[str]:
+    """Ping the workers, at most once every MODELHUB_HEALTH_WORKER_CACHE_SECONDS per process."""
+    from django.core.cache import cache
+
+    cached = cache.get(WORKER_PING_CACHE_KEY)
+    if cached is not None:
+        return cached
+    workers = _ping_workers(timeout)
+    cache.set(WORKER_PING_CACHE_KEY, workers, settings.MODELHUB_HEALTH_WORKER_CACHE_SECONDS)
+    return workers
+
+
+def _ping_workers(timeout: float) -> list[str]:
     from modelhub.celery import app
 
     replies = app.control.ping(timeout=timeout) or []
@@ -52,8 +64,15 @@ def _check_workers(timeout: float) -> list[str]:
     return workers
 
 
-def health_report(*, worker_timeout: float = 1.0) -> dict:
-    """Return the status of the database, broker, artifact storage and workers."""
+WORKER_PING_CACHE_KEY = "modelhub:health:workers"
+
+
+def health_report(*, worker_timeout: float = 1.0, details: bool = True) -> dict:
+    """Return the status of the database, broker, artifact storage and workers.
+
+    With ``details=False`` (anonymous callers) only ``{"status": "ok" | "degraded"}``: paths,
+    addresses and host names are for staff and token holders.
+    """
     checks = {
         "database": _timed(_check_database),
         "broker": _timed(_check_broker),
@@ -68,6 +87,8 @@ def health_report(*, worker_timeout: float = 1.0) -> dict:
         }
     )
     ok = all(check["ok"] for check in checks.values())
+    if not details:
+        return {"status": "ok" if ok else "degraded"}
     return {"status": "ok" if ok else "degraded", **checks}
 
 
