@@ -128,7 +128,11 @@ def head_detail_view(request, pk: int):
 def head_transition_view(request, pk: int):
     action = request.POST.get("action", "")
     if action not in TRANSITIONS:
-        return HttpResponseBadRequest(f"Unknown action {action!r}; expected one of {sorted(TRANSITIONS)}.")
+        # Plain text: the action comes from the request and is never echoed as HTML.
+        return HttpResponseBadRequest(
+            f"Unknown action {action!r}; expected one of {sorted(TRANSITIONS)}.",
+            content_type="text/plain; charset=utf-8",
+        )
     head = object_or_404(head_get, user=request.user, pk=pk)
     try:
         head = head_transition(head=head, user=request.user, action=action, comment=request.POST.get("comment", ""))

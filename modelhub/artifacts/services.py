@@ -111,12 +111,17 @@ def blob_fetch_verified(*, blob: Blob, destination: Path) -> Path:
 
 
 def upload_create(*, team: Team, user: AbstractBaseUser, file: UploadedFile) -> tuple[Upload, bool]:
-    """Store an uploaded file for a team; return (upload row, whether the blob was deduplicated)."""
+    """Store an uploaded file for a team; return (upload row, whether THIS team already had it).
+
+    Blobs are shared across teams, but whether another team stored the same bytes is never
+    revealed: `deduplicated` is per team.
+    """
     stored = blob_store_uploaded_file(file=file)
+    already = Upload.objects.filter(team=team, blob=stored.blob).exists()
     upload = Upload(team=team, blob=stored.blob, filename=os.path.basename(file.name or "upload"), created_by=user)
     upload.full_clean()
     upload.save()
-    return upload, stored.deduplicated
+    return upload, already
 
 
 def _blob_is_referenced(blob: Blob) -> bool:

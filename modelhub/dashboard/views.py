@@ -5,6 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from modelhub.core.errors import ApplicationError
@@ -29,7 +30,11 @@ def team_switch(request):
     except ApplicationError:
         raise Http404("No such team.") from None
     request.session[SESSION_KEY] = slug
-    return redirect(request.POST.get("next") or "dashboard:home")
+    target = request.POST.get("next") or ""
+    allowed = {request.get_host()}
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts=allowed, require_https=request.is_secure()):
+        target = "dashboard:home"  # never redirect off the site (open redirect)
+    return redirect(target)
 
 
 @login_required

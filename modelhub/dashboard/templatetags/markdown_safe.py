@@ -2,7 +2,8 @@
 
 Markdown passes raw HTML through, so its output is cleaned with nh3 (ammonia): only a fixed
 set of formatting tags survives, <script>/<style> are dropped with their content, event
-handler attributes and javascript: URLs are removed, and links get rel="noopener noreferrer".
+handler attributes and javascript: URLs are removed, links get rel="noopener noreferrer", and
+images must come from this site (an external image would report every reader to its host).
 """
 
 import markdown as markdown_lib
@@ -36,10 +37,19 @@ def render_markdown(text: str) -> SafeString:
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=_same_origin_images,
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
     )
     return mark_safe(cleaned)  # sanitized by nh3 just above
+
+
+def _same_origin_images(element: str, attribute: str, value: str) -> str | None:
+    """Keep only same-origin image sources: an external image is a tracking pixel."""
+    if element == "img" and attribute == "src":
+        same_origin = value.startswith("/") and not value.startswith("//") and "\\" not in value
+        return value if same_origin else None
+    return value
 
 
 @register.filter(name="markdown_safe")
