@@ -11,7 +11,7 @@ from django.db.models import Max
 from modelhub.artifacts.models import Blob
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
-from modelhub.core.errors import ValidationError
+from modelhub.core.errors import ConflictError, ValidationError
 from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 
@@ -97,21 +97,32 @@ def backbone_upload(
 ) -> tuple[BackboneVersion, bool]:
     """Store an uploaded backbone and queue its validation; return (version, deduplicated).
 
-    A file whose bytes match a version the team already has answers with that version.
-    Files with different bytes but identical weights are found by the worker, which marks
-    the new version `deduplicated` and points it at the existing one.
+    The same bytes sent again with the same name and feature layer answer with the existing
+    version (an idempotent re-send). The same bytes with another feature layer are another
+    backbone (another cut) and become a new version; with the same feature layer under another
+    name they answer 409 naming the existing version: nothing is ever silently dropped. Files
+    with different bytes but the same identity (architecture, cut and weights) are found by the
+    worker, which marks the new version `deduplicated` and points it at the existing one.
     """
     check_backbone_name(name)
     check_keras_filename(file.name or "")
     stored = blob_store_uploaded_file(file=file)
-    existing = (
+    same_bytes = (
         BackboneVersion.objects.filter(team=team, blob=stored.blob)
         .exclude(status__in=[BackboneVersion.Status.REJECTED, BackboneVersion.Status.DEDUPLICATED])
         .order_by("version")
-        .first()
     )
-    if existing is not None:
-        return existing, True
+    for existing in same_bytes:
+        if existing.feature_layer != feature_layer:
+            continue
+        if existing.name == name:
+            return existing, True
+        raise ConflictError(
+            f"This file is already {existing.label} (id {existing.pk}) with feature layer "
+            f"'{existing.feature_layer or '(its output)'}'. Use that version, or pass another feature_layer to "
+            "register a different cut of it.",
+            detail={"existing": existing.pk, "name": existing.name, "version": existing.version},
+        )
     with transaction.atomic():
         version = backbone_version_create(
             team=team,

@@ -205,6 +205,11 @@ def normalized_layer_config(layer: dict[str, Any]) -> Any:
     return (layer.get("class_name"), layer.get("registered_name"), _strip_config(layer.get("config", {})))
 
 
+def normalized_config(config: Any) -> Any:
+    """Return a layer config without what does not change its computation (names, seeds, ...)."""
+    return _strip_config(config)
+
+
 def _strip_config(value: Any) -> Any:
     if isinstance(value, dict):
         return {

@@ -10,6 +10,7 @@ build on.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import keras
@@ -81,11 +82,17 @@ def inspect_model(model: keras.Model, *, feature_layer: str | None = None) -> di
     }
 
 
-def weights_fingerprint(model: keras.Model) -> str:
-    """Return a sha256 over layer names, weight shapes, dtypes and weight bytes, in order.
+FINGERPRINT_VERSION = "modelhub-backbone-identity-v2"
 
-    Nested sub-models are walked layer by layer, so a backbone fingerprints the same
-    whether it is used alone or saved and reloaded.
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """Return the backbone's identity: a sha256 over what it computes, not what it is called.
+
+    Covers, in graph order: every leaf layer's class and config (names, trainable flags and
+    initializers left out), its weights (shapes, dtypes, bytes), its vocabulary if it has
+    one, how the layers are wired, and where the model ends (the feature layer). Two
+    backbones that differ only in a weight-free layer (an activation, a pooling) or in the
+    cut point therefore differ; the same network saved twice, renamed or reloaded does not.
 
     Args:
         model: a built Keras model (or layer).
@@ -97,12 +104,35 @@ def weights_fingerprint(model: keras.Model) -> str:
         >>> weights_fingerprint(backbone) == weights_fingerprint(reloaded_backbone)
         True
     """
-    digest = hashlib.sha256()
-    for layer in iter_leaf_layers(model):
+    from modelhub.ml.archive import normalized_config
+
+    digest = hashlib.sha256(FINGERPRINT_VERSION.encode() + b"\n")
+    leaves = iter_leaf_layers(model)
+    for position, layer in enumerate(leaves):
+        try:
+            config = normalized_config(layer.get_config())
+        except NotImplementedError:
+            config = {}
+        digest.update(f"{position}:{type(layer).__name__}:{json.dumps(config, sort_keys=True, default=str)}\n".encode())
         for index, weight in enumerate(layer.weights):
             array = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
-            digest.update(f"{layer.name}/{index}:{list(array.shape)}:{array.dtype.str}\n".encode())
+            digest.update(f"w{index}:{list(array.shape)}:{array.dtype.str}\n".encode())
             digest.update(array.tobytes())
+        if hasattr(layer, "get_vocabulary"):
+            try:
+                digest.update(json.dumps([str(w) for w in layer.get_vocabulary()]).encode())
+            except Exception:  # noqa: BLE001 - a layer without a vocabulary yet
+                pass
+    if isinstance(model, keras.Model) and hasattr(model, "outputs"):
+        position = {id(layer): index for index, layer in enumerate(getattr(model, "layers", []))}
+        for layer, node in graph_nodes(model):
+            parents = sorted(
+                position.get(id(tensor._keras_history[0]), -1)
+                for tensor in node.input_tensors
+                if getattr(tensor, "_keras_history", None) is not None
+            )
+            digest.update(f"edge:{position.get(id(layer), -1)}<-{parents}\n".encode())
+        digest.update(f"outputs:{[list(t.shape) for t in model.outputs]}\n".encode())
     return digest.hexdigest()
 
 

@@ -51,6 +51,42 @@ def test_same_file_and_same_weights_are_deduplicated(api_client_for, model_files
     assert body["weights_sha256"] == client.get(f"/api/backbones/{first['id']}/").json()["weights_sha256"]
 
 
+def test_same_bytes_under_another_name_or_cut_is_never_silently_dropped(api_client_for, model_files, celery_worker):
+    client = api_client_for("ana")
+    first = upload(client, "/api/backbones/", model_files["backbone"], team="vision", name="tiny").json()
+    first = wait_status(client, f"/api/backbones/{first['id']}/")
+    renamed = upload(client, "/api/backbones/", model_files["backbone"], team="vision", name="other-name")
+    assert renamed.status_code == 409
+    assert f"id {first['id']}" in renamed.json()["error"]["message"]
+    assert renamed.json()["error"]["detail"]["existing"] == first["id"]
+    # Another cut of the same file is another backbone: a new version with its own identity.
+    cut = upload(client, "/api/backbones/", model_files["backbone"], team="vision", name="tiny", feature_layer="hidden")
+    assert cut.status_code == 202 and cut.json()["version"] == 2
+    body = wait_status(client, f"/api/backbones/{cut.json()['id']}/")
+    assert body["status"] == "ready", body
+    assert body["weights_sha256"] != first["weights_sha256"]
+
+
+def test_identity_covers_weight_free_layers_and_the_cut():
+    import keras
+
+    from modelhub.ml.inspect import weights_fingerprint
+
+    def model(activation: str, pooling):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3), name="image")
+        x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+        x = keras.layers.Activation(activation, name="act")(x)
+        return keras.Model(inputs, pooling(name="pool")(x))
+
+    base = model("relu", keras.layers.GlobalAveragePooling2D)
+    assert weights_fingerprint(base) == weights_fingerprint(model("relu", keras.layers.GlobalAveragePooling2D))
+    assert weights_fingerprint(base) != weights_fingerprint(model("tanh", keras.layers.GlobalAveragePooling2D))
+    assert weights_fingerprint(base) != weights_fingerprint(model("relu", keras.layers.GlobalMaxPooling2D))
+    shorter = keras.Model(base.inputs, base.get_layer("act").output)  # the same weights, another cut
+    assert weights_fingerprint(base) != weights_fingerprint(shorter)
+
+
 @pytest.mark.parametrize(
     "key, message",
     [
