@@ -13,9 +13,11 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.ve
   "$py" -m venv .venv
 fi
 
-stamp=".venv/.installed-$(cat "$req" requirements.txt | sha256sum | cut -c1-16)-$(basename "$req")"
+stamp=".venv/.installed-$(cat "$req" requirements.txt requirements-keras-hub.txt | sha256sum | cut -c1-16)-$(basename "$req")"
 if [ ! -f "$stamp" ]; then
   echo "==> installing $req into .venv (first run takes a few minutes: TensorFlow is ~600 MB)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$req"
+  # keras-hub without its declared dependencies (see the file): never the full tensorflow package.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-keras-hub.txt
   touch "$stamp"
 fi

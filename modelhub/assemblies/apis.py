@@ -109,12 +109,23 @@ class AssemblyDownloadApi(APIView):
 
 
 class AssemblyPredictApi(APIView):
-    """Try an assembly: {"task": slug | "task_id": n, "inputs": nested list} -> {"outputs": ...}."""
+    """Try an assembly: {"task": slug | "task_id": n, "inputs": ...} -> {"outputs": ...}.
+
+    `inputs` follows the manifest's backbone inputs: a nested list for a single input (numbers,
+    or strings for a text model), an object by input name for several inputs. One example
+    without the batch axis, or up to 256 rows.
+    """
 
     class InputSerializer(serializers.Serializer):
         task = serializers.CharField(required=False)
         task_id = serializers.IntegerField(required=False, min_value=0)
-        inputs = serializers.JSONField()
+        inputs = serializers.JSONField(
+            help_text=(
+                'One input: a nested list shaped like the input, e.g. [[0.1, 0.2]] or [["great movie"]]. '
+                'Several inputs: an object by input name, e.g. {"token_ids": [[1, 2]], "numeric": [[0.5]]}. '
+                "Names, shapes and dtypes: manifest.backbone.inputs."
+            )
+        )
 
         def validate(self, attrs):
             if ("task" in attrs) == ("task_id" in attrs):

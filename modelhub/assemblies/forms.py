@@ -2,19 +2,42 @@
 assemblies.predicting do the work.
 
 The "try it" form turns an uploaded .npy (never unpickled), an uploaded image (resized with
-Pillow) or a seeded random example into a NumPy array shaped like one backbone input. No
-TensorFlow here: the web process never imports it.
+Pillow), a typed sentence or a seeded random example into one example of the backbone inputs:
+an array for a single input, a dict of arrays by input name for several.
+assemblies.predicting checks it against the manifest. No TensorFlow here: the web process never
+imports it.
 """
 
 import numpy as np
 from django import forms
 from PIL import Image, UnidentifiedImageError
 
-from heads.forms import BackboneChoiceField
+from modelhub.assemblies.predicting import (
+    SINGLE_INPUT_NAME,
+    dtype_kind,
+    example_dims,
+    manifest_inputs,
+    numpy_dtype,
+)
 from modelhub.backbones.models import BackboneVersion
+from modelhub.dashboard.fields import BackboneChoiceField
 
 MAX_TRIAL_UPLOAD_BYTES = 16 * 1024 * 1024
+MAX_TRIAL_TEXT_CHARS = 2000
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# Random text examples: a few words from this list (the manifest carries no vocabulary).
+RANDOM_WORDS = (
+    "a", "the", "movie", "film", "story", "plot", "actor", "music", "ending", "was", "is", "really",
+    "not", "very", "good", "great", "bad", "boring", "fun", "slow", "loved", "hated", "best", "worst",
+)  # fmt: skip
+MIN_RANDOM_WORDS, MAX_RANDOM_WORDS = 2, 6
+RANDOM_INTEGERS = (0, 2)  # [low, high): valid for any vocabulary or category count
+RANDOM_KIND_LABELS = {
+    "float": "normal noise",
+    "int": f"integers {RANDOM_INTEGERS[0]}–{RANDOM_INTEGERS[1] - 1}",
+    "bool": "true/false",
+    "string": "a few random words",
+}
 
 
 class AssemblyBuildForm(forms.Form):
@@ -53,29 +76,49 @@ class TryItForm(forms.Form):
         RANDOM = "random"
         NPY = "npy"
         IMAGE = "image"
+        TEXT = "text"
 
     task_id = forms.TypedChoiceField(coerce=int, label="Task")
     source = forms.ChoiceField(label="Input", widget=forms.RadioSelect, initial=Source.RANDOM)
     file = forms.FileField(required=False, label="File")
+    text = forms.CharField(
+        required=False,
+        max_length=MAX_TRIAL_TEXT_CHARS,
+        label="Sentence",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. a great movie", "autocomplete": "off"}),
+    )
     seed = forms.IntegerField(
         required=False, initial=0, min_value=0, max_value=2**32 - 1, label="Seed", widget=forms.NumberInput()
     )
 
     def __init__(self, *args, manifest: dict, **kwargs):
         super().__init__(*args, **kwargs)
-        spec = manifest["backbone"]["input"]
-        self.input_shape = list(spec["shape"])
-        self.dtype = spec["dtype"]
-        self.image_shape = image_input_shape(self.input_shape)
+        self.input_specs = manifest_inputs(manifest)
+        single = self.input_specs[0] if len(self.input_specs) == 1 else None
+        kind = dtype_kind(single["dtype"]) if single else None
+        # .npy and image uploads fill one numeric input; a typed sentence fills one string input.
+        self.numeric_input = single if kind in ("float", "int") else None
+        self.text_input = single if kind == "string" else None
+        self.image_shape = image_input_shape(single["shape"]) if self.numeric_input else None
         self.fields["task_id"].choices = [(e["task_id"], f"{e['task_id']} · {e['task']}") for e in manifest["heads"]]
-        sources = [
-            (self.Source.RANDOM, "Random example (seeded normal noise)"),
-            (self.Source.NPY, "Upload a .npy array"),
-        ]
+        sources = [(self.Source.RANDOM, self._random_label())]
+        if self.numeric_input:
+            sources.append((self.Source.NPY, "Upload a .npy array"))
+        self.image_scale = "scaled to 0–1" if kind == "float" else "as 0–255 integers"
         if self.image_shape:
             height, width, channels = self.image_shape
-            sources.append((self.Source.IMAGE, f"Upload an image (resized to {height}×{width}×{channels}, 0–1)"))
+            scale = "0–1" if kind == "float" else "0–255"
+            sources.append((self.Source.IMAGE, f"Upload an image (resized to {height}×{width}×{channels}, {scale})"))
+        if self.text_input:
+            sources.append((self.Source.TEXT, "Type a sentence"))
         self.fields["source"].choices = sources
+        self.offers_upload = self.numeric_input is not None
+
+    def _random_label(self) -> str:
+        kinds = [(spec["name"], dtype_kind(spec["dtype"])) for spec in self.input_specs]
+        if len(kinds) == 1:
+            return f"Random example (seeded {RANDOM_KIND_LABELS[kinds[0][1]]})"
+        return f"Random example (seeded: {', '.join(f'{name} {RANDOM_KIND_LABELS[kind]}' for name, kind in kinds)})"
 
     def clean(self):
         cleaned = super().clean()
@@ -93,6 +136,8 @@ class TryItForm(forms.Form):
             cleaned["inputs"] = self._load_npy(upload)
         elif source == self.Source.IMAGE:
             cleaned["inputs"] = self._load_image(upload)
+        elif source == self.Source.TEXT:
+            cleaned["inputs"] = self._typed_text(cleaned.get("text") or "")
         elif source == self.Source.RANDOM:
             cleaned["inputs"] = self._random_example(cleaned.get("seed") or 0)
         return cleaned
@@ -113,7 +158,7 @@ class TryItForm(forms.Form):
             ) from None
         if not isinstance(array, np.ndarray):
             raise forms.ValidationError("Expected a single array saved with np.save, not an .npz archive.")
-        if array.dtype.kind not in "biuf":
+        if array.dtype.kind not in "iuf":
             raise forms.ValidationError(f"Expected a numeric array, the file holds dtype '{array.dtype}'.")
         return array
 
@@ -125,9 +170,34 @@ class TryItForm(forms.Form):
                 resized = image.convert(IMAGE_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
             raise forms.ValidationError(f"Could not read the file as an image (PNG, JPEG, …): {exc}") from None
-        array = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
-        return array.reshape(height, width, channels)
+        array = np.asarray(resized).reshape(height, width, channels)
+        if dtype_kind(self.numeric_input["dtype"]) == "int":
+            return array.astype(numpy_dtype(self.numeric_input["dtype"]))
+        return array.astype(np.float32) / np.float32(255.0)
 
-    def _random_example(self, seed: int) -> np.ndarray:
-        shape = [1 if dim is None else int(dim) for dim in self.input_shape[1:]]
-        return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    def _typed_text(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise forms.ValidationError("Type a sentence, or pick the random example.")
+        return np.full(example_dims(self.text_input), text, dtype=object)
+
+    def _random_example(self, seed: int) -> np.ndarray | dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        examples = {spec["name"]: random_example(spec, rng) for spec in self.input_specs}
+        return examples[SINGLE_INPUT_NAME] if len(examples) == 1 else examples
+
+
+def random_example(spec: dict, rng: np.random.Generator) -> np.ndarray:
+    """Return one seeded example of an input: normal floats, small integers, booleans or a few words."""
+    shape = example_dims(spec)
+    kind = dtype_kind(spec["dtype"])
+    if kind == "string":
+        sentences = [
+            " ".join(rng.choice(RANDOM_WORDS, size=int(rng.integers(MIN_RANDOM_WORDS, MAX_RANDOM_WORDS + 1))))
+            for _ in range(int(np.prod(shape)))
+        ]
+        return np.array(sentences, dtype=object).reshape(shape)
+    if kind == "int":
+        return rng.integers(*RANDOM_INTEGERS, size=shape).astype(numpy_dtype(spec["dtype"]))
+    if kind == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.standard_normal(shape).astype(numpy_dtype(spec["dtype"]))

@@ -18,7 +18,15 @@ from heads.models import HeadVersion
 from heads.selectors import head_list
 from modelhub.assemblies.forms import AssemblyBuildForm, TryItForm
 from modelhub.assemblies.models import Assembly
-from modelhub.assemblies.predicting import prediction_run_and_wait
+from modelhub.assemblies.predicting import (
+    EXAMPLE_TEXTS,
+    describe_input,
+    dtype_kind,
+    example_dims,
+    example_row,
+    manifest_inputs,
+    prediction_run_and_wait,
+)
 from modelhub.assemblies.selectors import assembly_get, assembly_list
 from modelhub.assemblies.services import assembly_create, heads_in_task_order, latest_approved_heads
 from modelhub.backbones.models import BackboneVersion
@@ -40,6 +48,11 @@ def _relative_diff(check: dict) -> float:
 
 MAX_SHOWN_ROWS = 8
 MAX_INLINE_VALUES = 64
+PYTHON_HEADER = """import numpy as np
+import tensorflow as tf
+
+model = tf.saved_model.load("model")  # the unzipped folder
+"""
 
 
 @login_required
@@ -197,11 +210,20 @@ def _detail_context(assembly: Assembly, *, try_form: TryItForm | None, trial: di
         and _relative_diff(verification) <= VERIFY_ATOL
         and all(c["passed"] for c in checks),
         "atol": VERIFY_ATOL,
-        "input_spec": (assembly.manifest.get("backbone") or {}).get("input"),
+        "input_specs": _shown_inputs(assembly),
         "snippets": usage_snippets(assembly) if assembly.manifest.get("heads") else None,
         "try_form": try_form,
         "trial": trial,
     }
+
+
+def _shown_inputs(assembly: Assembly) -> list[dict]:
+    """The assembly's serving inputs; before the build has written a manifest, the backbone's."""
+    specs = manifest_inputs(assembly.manifest)
+    if specs:
+        return specs
+    planned = (assembly.backbone.spec or {}).get("inputs") or []
+    return manifest_inputs({"backbone": {"inputs": [dict(e, shape=[None, *e["shape"]]) for e in planned]}})
 
 
 def _trial_result(assembly: Assembly, *, task_id: int, outputs: list) -> dict:
@@ -227,47 +249,82 @@ def _trial_result(assembly: Assembly, *, task_id: int, outputs: list) -> dict:
     }
 
 
-def _zeros(shape: list[int]):
-    return 0.0 if not shape else [_zeros(shape[1:]) for _ in range(shape[0])]
+def _shape_literal(dims: list[int]) -> str:
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(map(str, dims))})"
+
+
+def _python_value(spec: dict, *, num_rows: int) -> str:
+    """Return a Python expression for `num_rows` examples of an input."""
+    shape = _shape_literal([num_rows, *example_dims(spec)])
+    kind = dtype_kind(spec["dtype"])
+    if kind == "string":
+        rows = [example_row(spec, max_values=MAX_INLINE_VALUES, row=row) for row in range(num_rows)]
+        return json.dumps(rows) if None not in rows else f'np.full({shape}, "{EXAMPLE_TEXTS[0]}")'
+    if kind in ("int", "bool"):
+        return f'np.random.randint(0, 2, size={shape}).astype("{spec["dtype"]}")'
+    return f'np.random.standard_normal({shape}).astype("{spec["dtype"]}")'
+
+
+def _json_generator(spec: dict) -> str:
+    """Return a Python expression that builds one row of an input as JSON values (for large inputs)."""
+    shape = _shape_literal([1, *example_dims(spec)])
+    if dtype_kind(spec["dtype"]) == "string":
+        return f'np.full({shape}, "{EXAMPLE_TEXTS[0]}").tolist()'
+    return f'np.zeros({shape}, "{spec["dtype"]}").tolist()'
 
 
 def usage_snippets(assembly: Assembly) -> dict:
-    """Python and TF Serving REST examples filled in with this assembly's input shape and a task."""
-    spec = assembly.manifest["backbone"]["input"]
-    example_shape = [1 if dim is None else int(dim) for dim in spec["shape"][1:]]
+    """Python and TF Serving REST examples filled in with this assembly's inputs (names, shapes, dtypes)."""
+    specs = manifest_inputs(assembly.manifest)
     heads = assembly.manifest["heads"]
     example = heads[1] if len(heads) > 1 else heads[0]  # a task_id other than 0 shows that it matters
     task, task_id = example["task"], example["task_id"]
-    batch_shape = ", ".join(str(d) for d in [2, *example_shape])
+    task_ids = f"task_id=tf.constant([{task_id}, {task_id}], tf.int32)"
+    if len(specs) == 1:
+        call = f"    inputs=tf.constant(x), {task_ids}\n"
+        inputs = f"x = {_python_value(specs[0], num_rows=2)}  # {describe_input(specs[0], with_name=False)}\n"
+        single_call = "inputs=tf.constant(x)"
+    else:
+        lines = "".join(
+            f'    "{spec["name"]}": {_python_value(spec, num_rows=2)},  # {describe_input(spec, with_name=False)}\n'
+            for spec in specs
+        )
+        inputs = (
+            "# every backbone input by name\n"
+            f"x = {{\n{lines}}}\n"
+            "inputs = {name: tf.constant(value) for name, value in x.items()}\n"
+        )
+        call = f"    **inputs, {task_ids}\n"
+        single_call = "**inputs"
     python = (
-        "import numpy as np\n"
-        "import tensorflow as tf\n\n"
-        'model = tf.saved_model.load("model")  # the unzipped folder\n'
-        f'x = np.random.standard_normal(({batch_shape})).astype("{spec["dtype"]}")\n\n'
+        f"{PYTHON_HEADER}{inputs}\n"
         f"# serving_default: every row picks its head with task_id ({task_id} = {task})\n"
         'result = model.signatures["serving_default"](\n'
-        f"    inputs=tf.constant(x), task_id=tf.constant([{task_id}, {task_id}], tf.int32)\n"
+        f"{call}"
         ")\n"
         'width = int(result["output_width"][0])\n'
         f'{task.replace("-", "_")} = result["outputs"][:, :width]  # zero-padded to the widest head\n\n'
         "# or call one task's own signature\n"
-        f'outputs = model.signatures["{task}"](inputs=tf.constant(x))["outputs"]\n'
+        f'outputs = model.signatures["{task}"]({single_call})["outputs"]\n'
     )
-    num_values = 1
-    for dim in example_shape:
-        num_values *= dim
-    body = {"signature_name": "serving_default", "inputs": {"inputs": [_zeros(example_shape)], "task_id": [task_id]}}
-    if num_values <= MAX_INLINE_VALUES:
+    rows = {spec["name"]: example_row(spec, max_values=MAX_INLINE_VALUES) for spec in specs}
+    body = {
+        "signature_name": "serving_default",
+        "inputs": {**{name: [row] for name, row in rows.items()}, "task_id": [task_id]},
+    }
+    if None not in rows.values():
         rest = json.dumps(body)
         rest_note = ""
     else:
-        body["inputs"]["inputs"] = f"<one {list(example_shape)} array per row>"
+        for spec in specs:
+            if rows[spec["name"]] is None:
+                body["inputs"][spec["name"]] = f"<one {example_dims(spec)} {spec['dtype']} array per row>"
         rest = json.dumps(body, indent=2)
+        values = ", ".join(f'"{spec["name"]}": {_json_generator(spec)}' for spec in specs)
         rest_note = (
-            "python -c 'import json, numpy as np; "
-            f'x = np.zeros(({", ".join(map(str, [1, *example_shape]))}), "float32"); '
+            f"python -c 'import json, numpy as np; x = {{{values}}}; "
             f'print(json.dumps({{"signature_name": "serving_default", '
-            f'"inputs": {{"inputs": x.tolist(), "task_id": [{task_id}]}}}}))\' > body.json'
+            f'"inputs": {{**x, "task_id": [{task_id}]}}}}))\' > body.json'
         )
     return {
         "python": python,
@@ -275,5 +332,5 @@ def usage_snippets(assembly: Assembly) -> dict:
         "rest_generator": rest_note,
         "task": task,
         "task_id": task_id,
-        "example_shape": example_shape,
+        "inputs": specs,
     }

@@ -38,10 +38,19 @@ Public API (keyword-only where marked ``*``):
 ``modelhub.ml.train``
     build_head(feature_shape, *, units, kind="dense", activation="softmax",
                hidden_units=(), dropout=0.0, name="head", seed=None) -> keras.Model
-    train_head(*, backbone, head, x, y, epochs, ...) -> dict
+    feature_shape(backbone) -> tuple[int, ...]
+    train_head(*, backbone, head, x, y, epochs, ..., validation_data=None,
+               early_stopping_patience=None) -> dict
     train_heads(*, backbone, heads, ys, x, mode="joint"|"disjoint", ...) -> dict
     fine_tune(*, backbone, head, x, y, ...) -> dict          # returns the new backbone
+    train_grown_backbone(*, backbone, x, y, num_classes, epochs, ...) -> dict
     evaluate_head(backbone, head, x, y, *, batch_size=64) -> dict
+    head_validation_metrics(head, features, y) -> dict       # val_loss, val_accuracy | val_mae
+    make_trainable(model) -> None
+
+``modelhub.ml.callbacks``
+    ProgressAndCancel(epochs, progress, should_cancel)       # keras.callbacks.Callback
+    early_stopping(patience) -> keras.callbacks.EarlyStopping  # on val_loss
 
 ``modelhub.ml.assemble``
     AssemblyHead(task, model, version, sha256, labels=None)  # dataclass

@@ -37,6 +37,7 @@ ASSETS_PREFIX = "assets/"
 KERAS_TENSOR = "__keras_tensor__"
 REF_KEY = "__ref__"
 INLINED_CLASSES = frozenset({"Functional", "Sequential"})
+OPERATION_KEY_PREFIX = "op:"
 # Config keys that do not change what a layer computes at inference time.
 IGNORED_CONFIG_KEYS = frozenset({"name", "trainable", "shared_object_id", "seed"})
 IGNORED_CONFIG_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
@@ -205,6 +206,11 @@ def normalized_layer_config(layer: dict[str, Any]) -> Any:
     return (layer.get("class_name"), layer.get("registered_name"), _strip_config(layer.get("config", {})))
 
 
+def is_operation(entry: dict[str, Any]) -> bool:
+    """Whether a serialised graph entry is a keras.ops operation (no weights) rather than a layer."""
+    return str(entry.get("module") or "").startswith("keras.src.ops")
+
+
 def normalized_config(config: Any) -> Any:
     """Return a layer config without what does not change its computation (names, seeds, ...)."""
     return _strip_config(config)
@@ -286,6 +292,11 @@ class _GraphBuilder:
         used: dict[str, int] = {}
         paths = []
         for entry in entries:
+            if is_operation(entry):
+                # keras.ops calls on tensors (`inputs + x`) are operations, not layers: no weights,
+                # and no place in Keras' weights paths.
+                paths.append(f"{OPERATION_KEY_PREFIX}{weights_prefix}{entry.get('name')}")
+                continue
             snake = _to_snake_case(entry.get("class_name", "layer"))
             if snake in used:
                 used[snake] += 1
@@ -332,6 +343,12 @@ class _GraphBuilder:
         outputs = []
         for triple in _flatten_triples(config.get("output_layers")):
             key = (triple[0], int(triple[1]), int(triple[2]))
+            if key not in produced:
+                # Keras writes a nested model's output with the model's own node index when the
+                # model output IS that nested model's tensor; a layer called once has one node here.
+                calls = {k[1] for k in produced if k[0] == key[0]}
+                if len(calls) == 1:
+                    key = (key[0], next(iter(calls)), key[2])
             if key not in produced:
                 raise InvalidModelFileError(f"Expected output {list(key)} in '{config.get('name')}', found none.")
             outputs.append(produced[key])
@@ -540,6 +557,7 @@ class KerasArchive:
             if member.startswith(prefix) and not member.endswith("/"):
                 items.append((f"assets/{member[len(prefix) :]}", np.frombuffer(self._zip.read(member), dtype=np.uint8)))
         items.sort(key=lambda item: item[0])
+        self._weights_cache[layer_key] = items  # the reference is compared with every file: read it once
         return items
 
     def weights_paths(self) -> list[str]:
@@ -837,6 +855,8 @@ def load_layer_states(archive: KerasArchive, model: Any, key_of_name: dict[str, 
     asset_store = saving_lib.DiskIOStore(str(assets), mode="r") if assets is not None else None
     try:
         for layer_name, layer_key in key_of_name.items():
+            if layer_key.startswith(OPERATION_KEY_PREFIX):
+                continue
             saving_lib._load_state(  # noqa: SLF001 - the one Keras loader that takes a weights path
                 model.get_layer(layer_name),
                 weights_store=store,

@@ -262,26 +262,29 @@ def verify_assembly(
     manifest = json.loads((Path(export_dir) / MANIFEST_PATH).read_text())
     loaded = tf.saved_model.load(str(export_dir))
     serving = loaded.signatures[SERVING_KEY]
-    features = backbone(_probe_for_keras(backbone, by_name), training=False)
     num_rows = int(next(iter(by_name.values())).shape[0])
     num_heads = len(heads)
-    mixed_tasks = np.repeat(np.arange(num_heads, dtype=np.int32), num_rows)
-    # Interleave tasks so that rows of one task are not contiguous.
-    permutation = np.random.default_rng(0).permutation(len(mixed_tasks))
+    # One mixed batch, every task's probe rows shuffled together. The reference runs the backbone
+    # on the very same batch: CPU kernels round differently for other batch sizes, and that float
+    # noise is not the assembly's doing.
+    permutation = np.random.default_rng(0).permutation(num_rows * num_heads)
+    task_of_row = np.repeat(np.arange(num_heads, dtype=np.int32), num_rows)[permutation]
     mixed = {name: np.concatenate([array] * num_heads, axis=0)[permutation] for name, array in by_name.items()}
-    result = serving(
-        **{name: tf.constant(array) for name, array in mixed.items()}, task_id=tf.constant(mixed_tasks[permutation])
-    )
-    inverse = np.argsort(permutation)
-    outputs = result[OUTPUTS_KEY].numpy()[inverse]
-    widths = result[WIDTH_KEY].numpy()[inverse]
+    result = serving(**{name: tf.constant(array) for name, array in mixed.items()}, task_id=tf.constant(task_of_row))
+    outputs = result[OUTPUTS_KEY].numpy()
+    widths = result[WIDTH_KEY].numpy()
+    # The reference runs as a graph, as a SavedModel always does: on CPU, graph-mode op fusions
+    # round differently from eager execution (EfficientNetB0: 1.7e-5 relative, the model alone).
+    reference_backbone = tf.function(lambda inputs: backbone(inputs, training=False))
+    mixed_features = reference_backbone(_probe_for_keras(backbone, mixed))
+    probe_features = None
     report = []
     overall_abs = overall_rel = 0.0
     for task_id, head in enumerate(heads):
         entry = manifest["heads"][task_id]
         width = entry["output_width"]
-        expected = np.asarray(head(features, training=False))
-        rows = slice(task_id * num_rows, (task_id + 1) * num_rows)
+        rows = np.flatnonzero(task_of_row == task_id)
+        expected = np.asarray(head(tf.gather(mixed_features, rows), training=False))
         got = outputs[rows]
         if not np.all(widths[rows] == width):
             raise AssemblyVerificationError(
@@ -295,9 +298,11 @@ def verify_assembly(
         what = f"the assembly's task '{entry['task']}' (task_id {task_id})"
         figures = check_close(expected, got[:, :width], what=what, error=AssemblyVerificationError, rtol=rtol)
         if manifest["serving"].get("per_head_signatures", True):
+            if probe_features is None:
+                probe_features = reference_backbone(_probe_for_keras(backbone, by_name))
             single = loaded.signatures[entry["signature"]](**{name: tf.constant(a) for name, a in by_name.items()})
             single_figures = check_close(
-                expected,
+                np.asarray(head(probe_features, training=False)),
                 single[OUTPUTS_KEY].numpy(),
                 what=f"signature '{entry['signature']}'",
                 error=AssemblyVerificationError,

@@ -298,7 +298,11 @@ class _Splitter:
         return ""
 
     def _params(self, nodes: set[int]) -> int:
-        keys = {self.reference.graph.nodes[i].layer_key for i in nodes if self.reference.graph.nodes[i].layer_key}
+        keys = {
+            node.layer_key
+            for node in (self.reference.graph.nodes[i] for i in nodes)
+            if node.layer_key and not node.layer_key.startswith(graphs.OPERATION_KEY_PREFIX)
+        }
         return sum(
             int(np.prod(array.shape))
             for key in keys
@@ -571,7 +575,7 @@ def _integer_limits(model: Any) -> dict[str, int]:
         if isinstance(layer, keras.layers.Embedding):
             for source in sources:
                 limits[source] = min(limits.get(source, layer.input_dim), int(layer.input_dim))
-        elif not layer.weights and not isinstance(layer, keras.Model):
+        elif not getattr(layer, "weights", None) and not isinstance(layer, keras.Model):
             for tensor in node.output_tensors:
                 producer[id(tensor)] = next(iter(sources))
     return limits

@@ -5,18 +5,21 @@ augmentation is on; otherwise every batch runs the full forward pass, with the
 backbone called in inference mode (``training=False``) so BatchNormalization keeps its
 statistics. Several heads train in one run either jointly (one summed, weighted loss)
 or disjointly (one optimizer and learning rate per head). Progress is reported per
-epoch, runs can be cancelled between batches, and runs are seedable.
+epoch (validation metrics included), runs can be cancelled between batches, stop early
+when the validation loss stops improving, and are seedable. A grown backbone trains
+under a temporary classification head (:func:`train_grown_backbone`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
+from modelhub.ml.callbacks import CancelCheck, ProgressAndCancel, ProgressCallback, early_stopping
 from modelhub.ml.errors import InvalidDatasetError, MLError, TrainingCancelled
 from modelhub.ml.features import cached_features, compute_features
 from modelhub.ml.freeze import freeze_backbone, unfreeze_top
@@ -24,8 +27,6 @@ from modelhub.ml.inspect import copy_model
 
 HEAD_KINDS = ("dense", "mlp")
 HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid")
-ProgressCallback = Callable[[dict[str, Any]], None]
-CancelCheck = Callable[[], bool]
 
 
 def build_head(
@@ -76,6 +77,15 @@ def build_head(
     return keras.Model(inputs, outputs, name=name)
 
 
+def feature_shape(backbone: keras.Model) -> tuple[int, ...]:
+    """Return the shape of one row of the backbone's features (its first output, without batch).
+
+    Example:
+        >>> build_head(feature_shape(backbone), units=3)
+    """
+    return tuple(backbone.outputs[0].shape[1:])
+
+
 def train_head(
     *,
     backbone: keras.Model,
@@ -91,6 +101,8 @@ def train_head(
     seed: int | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    early_stopping_patience: int | None = None,
 ) -> dict[str, Any]:
     """Train ``head`` (in place) on ``backbone``'s features of ``x``.
 
@@ -103,16 +115,26 @@ def train_head(
         cache_dir: feature cache directory (used when the backbone is frozen).
         augment: an augmentation layer applied to inputs in training; forces full passes.
         seed: makes the run reproducible.
-        progress: called after each epoch with ``{"epoch", "epochs", <metrics>}``.
+        progress: called after each epoch with ``{"epoch", "epochs", <metrics>}``, the
+            validation metrics (``val_loss``, ``val_accuracy`` or ``val_mae``) included.
         should_cancel: polled before every batch; True raises ``TrainingCancelled``.
+        validation_data: ``(x_val, y_val)`` evaluated after every epoch (through the cached
+            features when the training uses them).
+        early_stopping_patience: stop once ``val_loss`` has not improved for this many epochs
+            (needs ``validation_data``; None trains every epoch).
 
     Returns:
-        ``{"history": {metric: [per epoch]}, "used_feature_cache": bool, "cache": dict | None}``.
+        ``{"history": {metric: [per epoch]}, "used_feature_cache": bool, "cache": dict | None,
+        "epochs_run": int, "stopped_early": bool}``.
 
     Example:
         >>> train_head(backbone=bb, head=head, x=images, y=labels, epochs=5)["history"]["loss"][-1]
     """
     _check_xy(x, y)
+    if validation_data is not None:
+        _check_xy(*validation_data)
+    if early_stopping_patience and validation_data is None:
+        raise MLError("Expected validation_data for early stopping (it watches val_loss), received none.")
     if seed is not None:
         keras.utils.set_random_seed(seed)
     loss = loss or infer_loss(head, y)
@@ -120,18 +142,51 @@ def train_head(
     use_cache = frozen and augment is None
     cache_info = None
     callbacks = _callbacks(epochs, progress, should_cancel)
+    stop = early_stopping(early_stopping_patience) if early_stopping_patience else None
+    if stop is not None:
+        callbacks.insert(0, stop)
     if use_cache:
         if cache_dir is not None:
             features, cache_info = cached_features(backbone, x, cache_dir=cache_dir)
         else:
             features = compute_features(backbone, x)
+        validation = None
+        if validation_data is not None:
+            x_val = np.asarray(validation_data[0]).astype(np.asarray(x).dtype, copy=False)
+            if cache_dir is not None:
+                val_features, _ = cached_features(backbone, x_val, cache_dir=cache_dir)
+            else:
+                val_features = compute_features(backbone, x_val)
+            validation = (val_features, validation_data[1])
         head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=_metrics(loss))
-        history = head.fit(features, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
+        history = head.fit(
+            features,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            callbacks=callbacks,
+            validation_data=validation,
+        )
     else:
         model = _full_model(backbone, head, augment)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=_metrics(loss))
-        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
-    return {"history": _history(history), "used_feature_cache": use_cache, "cache": cache_info}
+        history = model.fit(
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            callbacks=callbacks,
+            validation_data=validation_data,
+        )
+    return {
+        "history": _history(history),
+        "used_feature_cache": use_cache,
+        "cache": cache_info,
+        "epochs_run": len(history.history.get("loss", [])),
+        "stopped_early": bool(stop is not None and stop.stopped_epoch),
+    }
 
 
 def train_heads(
@@ -318,6 +373,88 @@ def evaluate_head(
     return result
 
 
+def head_validation_metrics(head: keras.Model, features: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Score a head on precomputed backbone features: the metrics a run reports as ``val_*``.
+
+    Integer targets are class ids (cross-entropy loss and accuracy); other targets are values
+    (mean squared error and mean absolute error).
+
+    Returns:
+        ``{"val_loss", "val_accuracy"}`` for class ids, ``{"val_loss", "val_mae"}`` for values.
+
+    Example:
+        >>> head_validation_metrics(head, cached_features(bb, x_val, cache_dir=d)[0], y_val)
+    """
+    _check_xy(features, y)
+    predictions = np.asarray(head(features, training=False))
+    y = np.asarray(y)
+    if np.issubdtype(y.dtype, np.integer):
+        probabilities = np.clip(predictions[np.arange(len(y)), y], 1e-7, 1.0)
+        return {
+            "val_loss": float(-np.mean(np.log(probabilities))),
+            "val_accuracy": float(np.mean(predictions.argmax(axis=1) == y)),
+        }
+    error = predictions.reshape(len(y), -1) - y.astype(np.float32).reshape(len(y), -1)
+    return {"val_loss": float(np.mean(error**2)), "val_mae": float(np.mean(np.abs(error)))}
+
+
+def train_grown_backbone(
+    *,
+    backbone: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    epochs: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-4,
+    seed: int | None = 0,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> dict[str, Any]:
+    """Train a grown backbone's trainable layers (in place) under a temporary classification head.
+
+    The backbone runs in inference mode (BatchNormalization keeps its statistics); which of its
+    layers train is what ``grow_model(train=...)`` left trainable. The probe head is discarded.
+
+    Args:
+        backbone: the grown backbone (``grow_model(...)["model"]``).
+        x, y: inputs and integer class ids ``0..num_classes-1``.
+        num_classes: the probe head's output width.
+        epochs, batch_size, learning_rate, seed, progress, should_cancel: as in :func:`train_head`.
+
+    Returns:
+        ``{"history": {metric: [per epoch]}}``.
+
+    Example:
+        >>> grown = grow_model(bb, kind="dense_identity", after="hidden", train="new")["model"]
+        >>> train_grown_backbone(backbone=grown, x=x, y=y, num_classes=3, epochs=2)
+    """
+    _check_xy(x, y)
+    if not np.issubdtype(np.asarray(y).dtype, np.integer):
+        raise InvalidDatasetError(
+            f"Expected integer class ids to train a grown backbone, received targets of dtype {np.asarray(y).dtype}."
+        )
+    probe = build_head(feature_shape(backbone), units=num_classes, activation="softmax", name="probe", seed=seed)
+    model = _full_model(backbone, probe, None)
+    loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=_metrics(loss))
+    history = model.fit(
+        x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=_callbacks(epochs, progress, should_cancel)
+    )
+    return {"history": _history(history)}
+
+
+def make_trainable(model: keras.Model) -> None:
+    """Make every layer of ``model`` trainable again, so a saved backbone carries no freeze state.
+
+    Example:
+        >>> make_trainable(fine_tune(...)["backbone"])
+    """
+    model.trainable = True
+    for layer in model.layers:
+        layer.trainable = True
+
+
 def infer_loss(head: keras.Model, y: np.ndarray) -> str:
     """Return the Keras loss name matching the head's output activation and targets."""
     last = head.layers[-1]
@@ -329,25 +466,8 @@ def infer_loss(head: keras.Model, y: np.ndarray) -> str:
     return "mse"
 
 
-class _EpochAndCancel(keras.callbacks.Callback):
-    def __init__(self, epochs: int, progress: ProgressCallback | None, should_cancel: CancelCheck | None) -> None:
-        super().__init__()
-        self.epochs = epochs
-        self.progress = progress
-        self.should_cancel = should_cancel
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self.should_cancel is not None and self.should_cancel():
-            raise TrainingCancelled(f"Training was cancelled before batch {batch + 1}; nothing was saved.")
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.progress is not None:
-            metrics = {key: float(value) for key, value in (logs or {}).items()}
-            self.progress({"epoch": epoch + 1, "epochs": self.epochs, **metrics})
-
-
 def _callbacks(epochs: int, progress: ProgressCallback | None, should_cancel: CancelCheck | None) -> list:
-    return [_EpochAndCancel(epochs, progress, should_cancel)]
+    return [ProgressAndCancel(epochs, progress, should_cancel)]
 
 
 def _train_heads_loop(

@@ -159,3 +159,54 @@ def test_only_approved_heads_on_that_backbone_are_accepted(api_client_for, model
     outsider = api_client_for("mallory", team="audio")
     foreign = outsider.post("/api/assemblies/", {"team": "audio", "backbone": body["backbone"]}, format="json")
     assert foreign.status_code == 404
+
+
+def test_predict_with_two_named_inputs_end_to_end(api_client_for, celery_worker, tmp_path):
+    """A real two-input backbone (token_ids int32 [12], numeric float32 [5]): predict by input name."""
+    from modelhub.assemblies.models import Prediction
+    from tests import real_models
+
+    family = real_models.two_inputs(num_models=2)
+    author = api_client_for("alice")
+    reviewer = api_client_for("rita", role="reviewer")
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(open(path, "rb")) for path in family.save(tmp_path / "models")]
+        response = author.post(
+            "/api/imports/",
+            {"team": "vision", "backbone_name": "two", "feature_layer": family.feature_layer, "files": handles},
+            format="multipart",
+        )
+    imported = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=300)
+    assert imported["status"] == "succeeded", imported
+    for entry in imported["report"]:
+        assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200
+        assert reviewer.post(f"/api/heads/{entry['head_version']}/approve/").status_code == 200
+    response = author.post("/api/assemblies/", {"team": "vision", "backbone": imported["backbone"]}, format="json")
+    assembly = wait_status(
+        author, f"/api/assemblies/{response.json()['id']}/", pending=("queued", "building", "verifying"), timeout=300
+    )
+    assert assembly["status"] == "ready", assembly
+    backbone_inputs = {entry["name"]: entry for entry in assembly["manifest"]["backbone"]["inputs"]}
+    assert backbone_inputs == {
+        "token_ids": {"name": "token_ids", "shape": [None, 12], "dtype": "int32"},
+        "numeric": {"name": "numeric", "shape": [None, 5], "dtype": "float32"},
+    }
+
+    inputs = family.sample_inputs(3, 7)
+    task = family.tasks[1]
+    url = f"/api/assemblies/{assembly['id']}/predict/"
+    body = {"task": task, "inputs": {name: value.tolist() for name, value in inputs.items()}}
+    predicted = author.post(url, body, format="json")
+    assert predicted.status_code == 200, predicted.json()
+    expected = family.predict(1, inputs)
+    tolerance = 1e-5 * max(1.0, float(np.max(np.abs(expected))))  # the verification's scaled tolerance
+    np.testing.assert_allclose(np.asarray(predicted.json()["outputs"]), expected, rtol=0, atol=tolerance)
+    one = {name: value[0].tolist() for name, value in inputs.items()}  # one example, no batch axis
+    single = author.post(url, {"task": task, "inputs": one}, format="json")
+    assert single.status_code == 200, single.json()
+    np.testing.assert_allclose(np.asarray(single.json()["outputs"]), expected[:1], rtol=0, atol=tolerance)
+    stored = Prediction.objects.filter(assembly_id=assembly["id"]).order_by("pk").first()
+    assert stored.inputs == body["inputs"]
+
+    missing = author.post(url, {"task": task, "inputs": {"token_ids": one["token_ids"]}}, format="json")
+    assert missing.status_code == 400 and "'inputs' is missing 'numeric'" in missing.json()["error"]["message"]

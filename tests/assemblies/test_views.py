@@ -1,6 +1,7 @@
 """Assembly dashboard pages with Django's test client (no worker): team scoping, the builder's
 head choice, task_id table and size estimate, building and deduplicating through the form, the
-detail page, and the "try it" panel's input parsing (pickled or misshaped .npy, random, image)."""
+detail page, and the "try it" panel's input parsing (pickled or misshaped .npy, random, image,
+typed text) for single, string and several named backbone inputs, with the usage snippets."""
 
 import html
 import io
@@ -14,7 +15,9 @@ from PIL import Image
 
 from heads.models import HeadVersion
 from modelhub.assemblies import views as assembly_views
+from modelhub.assemblies.forms import RANDOM_WORDS, TryItForm
 from modelhub.assemblies.models import Assembly, Prediction
+from tests.assemblies.manifests import TEXT_INPUT, TWO_INPUTS, fake_worker, with_inputs
 from tests.view_helpers import assembly_row, backbone_row, head_row
 
 pytestmark = pytest.mark.django_db
@@ -275,3 +278,144 @@ def test_try_it_resizes_an_image_for_a_rank_3_input(client, alice, registry, mon
     not_an_image = SimpleUploadedFile("x.png", b"not an image")
     bad = client.post(f"/assemblies/{image_assembly.pk}/try/", {"task_id": 0, "source": "image", "file": not_an_image})
     assert "Could not read the file as an image" in bad.content.decode()
+
+
+# --- Backbones with string, integer and several named inputs (hand-written manifests) --------
+
+
+@pytest.fixture
+def by_kind(alice, registry):
+    """Ready assemblies by kind of input, each on its own set of heads (assemblies are deduplicated)."""
+    backbone, _, heads = registry
+    return {
+        "two": with_inputs(assembly_row(alice, backbone, [heads["sentiment2"], heads["topic"]]), TWO_INPUTS),
+        "text": with_inputs(assembly_row(alice, backbone, [heads["topic"]]), TEXT_INPUT),
+        "old": assembly_row(alice, backbone, [heads["sentiment1"]]),
+        "image": assembly_row(alice, backbone, [heads["sentiment2"]], input_shape=[None, 4, 6, 3]),
+    }
+
+
+def pre_text(page: str, element_id: str) -> str:
+    """Return the unescaped text of the <pre id=element_id> block."""
+    return html.unescape(page.split(f'id="{element_id}">', 1)[1].split("</pre>", 1)[0])
+
+
+def offered_sources(page: str) -> list[str]:
+    return re.findall(r'name="source" value="(\w+)"', section(page, 'id="try-it"'))
+
+
+def test_try_it_offers_the_sources_that_fit_the_inputs(client, alice, by_kind):
+    client.force_login(alice)
+    pages = {kind: client.get(f"/assemblies/{assembly.pk}/").content.decode() for kind, assembly in by_kind.items()}
+    assert offered_sources(pages["two"]) == ["random"]
+    assert "Random example (seeded: token_ids integers 0–1, numeric normal noise)" in pages["two"]
+    assert offered_sources(pages["text"]) == ["random", "text"]
+    assert "Type a sentence" in pages["text"] and "Random example (seeded a few random words)" in pages["text"]
+    assert offered_sources(pages["old"]) == ["random", "npy"]
+    assert offered_sources(pages["image"]) == ["random", "npy", "image"]
+    for kind, page in pages.items():
+        assert ('id="id_file"' in page) == (kind in ("old", "image")), kind
+        assert ('id="id_text"' in page) == (kind == "text"), kind
+
+    # A source that is not offered is refused by the form, before anything is queued.
+    npy = npy_upload(np.zeros(12, dtype="int32"))
+    refused = client.post(f"/assemblies/{by_kind['two'].pk}/try/", {"task_id": 0, "source": "npy", "file": npy})
+    assert "Select a valid choice" in refused.content.decode()
+    assert not Prediction.objects.exists()
+
+
+def test_try_it_random_examples_fit_every_kind_of_input(by_kind):
+    def random_inputs(assembly, seed):
+        form = TryItForm({"task_id": 0, "source": "random", "seed": seed}, manifest=assembly.manifest)
+        assert form.is_valid(), form.errors
+        return form.cleaned_data["inputs"]
+
+    two = random_inputs(by_kind["two"], 5)
+    assert sorted(two) == ["numeric", "token_ids"]
+    assert two["token_ids"].shape == (12,) and two["token_ids"].dtype == np.int32
+    assert set(np.unique(two["token_ids"])) <= {0, 1}
+    assert two["numeric"].shape == (5,) and two["numeric"].dtype == np.float32
+    again = random_inputs(by_kind["two"], 5)
+    np.testing.assert_array_equal(again["token_ids"], two["token_ids"])
+    np.testing.assert_array_equal(again["numeric"], two["numeric"])
+    assert not np.array_equal(random_inputs(by_kind["two"], 6)["numeric"], two["numeric"])
+
+    texts = [random_inputs(by_kind["text"], seed) for seed in range(5)]
+    for text in texts:
+        assert text.shape == (1,) and isinstance(text[0], str)
+        words = text[0].split(" ")
+        assert 2 <= len(words) <= 6 and set(words) <= set(RANDOM_WORDS)
+    assert len({text[0] for text in texts}) > 1
+    assert random_inputs(by_kind["text"], 3)[0] == texts[3][0]
+
+    old = random_inputs(by_kind["old"], 3)
+    np.testing.assert_array_equal(old, np.random.default_rng(3).standard_normal([8]).astype("float32"))
+
+    typed = TryItForm({"task_id": 0, "source": "text", "text": "great movie"}, manifest=by_kind["text"].manifest)
+    assert typed.is_valid() and typed.cleaned_data["inputs"].tolist() == ["great movie"]
+    blank = TryItForm({"task_id": 0, "source": "text", "text": "  "}, manifest=by_kind["text"].manifest)
+    assert not blank.is_valid() and "Type a sentence, or pick the random example." in blank.non_field_errors()
+
+
+def test_try_it_runs_named_and_text_inputs_through_the_real_validation(client, alice, by_kind, monkeypatch):
+    seen = fake_worker(monkeypatch)
+    client.force_login(alice)
+    two = client.post(f"/assemblies/{by_kind['two'].pk}/try/", {"task_id": 1, "source": "random", "seed": 2})
+    assert 'id="trial-outputs"' in two.content.decode()
+    text = client.post(f"/assemblies/{by_kind['text'].pk}/try/", {"task_id": 0, "source": "text", "text": "great"})
+    assert 'id="trial-outputs"' in text.content.decode()
+    named, typed = seen
+    assert sorted(named) == ["numeric", "token_ids"]
+    assert np.asarray(named["token_ids"]).shape == (1, 12) and np.asarray(named["numeric"]).shape == (1, 5)
+    assert typed == [["great"]]
+
+
+def test_detail_shows_every_input_and_snippets_use_their_names(client, alice, by_kind):
+    client.force_login(alice)
+    page = client.get(f"/assemblies/{by_kind['two'].pk}/").content.decode()
+    listed = section(page, 'id="input-list"')
+    assert "<code>token_ids</code> <code>(12,)</code> int32" in listed
+    assert "<code>numeric</code> <code>(5,)</code> float32" in listed
+    python = pre_text(page, "python-snippet")
+    assert '"token_ids": np.random.randint(0, 2, size=(2, 12)).astype("int32"),' in python
+    assert '"numeric": np.random.standard_normal((2, 5)).astype("float32"),' in python
+    assert "**inputs, task_id=tf.constant([1, 1], tf.int32)" in python
+    assert 'model.signatures["topic"](**inputs)' in python
+    compile(python, "python-snippet", "exec")
+    rest = json.loads(pre_text(page, "rest-body"))
+    assert rest == {
+        "signature_name": "serving_default",
+        "inputs": {"token_ids": [[0] * 12], "numeric": [[0.0] * 5], "task_id": [1]},
+    }
+
+    text_page = client.get(f"/assemblies/{by_kind['text'].pk}/").content.decode()
+    assert "<code>inputs</code> <code>(1,)</code> string" in section(text_page, 'id="input-list"')
+    text_python = pre_text(text_page, "python-snippet")
+    assert 'x = [["a great movie"], ["not good at all"]]' in text_python
+    compile(text_python, "python-snippet", "exec")
+    text_rest = json.loads(pre_text(text_page, "rest-body"))
+    assert text_rest == {"signature_name": "serving_default", "inputs": {"inputs": [["a great movie"]], "task_id": [0]}}
+
+    old_page = client.get(f"/assemblies/{by_kind['old'].pk}/").content.decode()
+    assert "<code>inputs</code> <code>(8,)</code> float32" in section(old_page, 'id="input-list"')
+
+
+def test_large_inputs_get_a_body_generator_with_every_name(alice, by_kind, capsys):
+    large = [
+        {"name": "image", "shape": [None, 32, 32, 3], "dtype": "float32"},
+        {"name": "caption", "shape": [None], "dtype": "string"},
+    ]
+    snippets = assembly_views.usage_snippets(with_inputs(by_kind["two"], large))
+    body = json.loads(snippets["rest_body"])
+    assert body["inputs"]["image"] == "<one [32, 32, 3] float32 array per row>"
+    assert body["inputs"]["caption"] == ["a great movie"]  # small enough to show
+    assert body["inputs"]["task_id"] == [1]
+    command = snippets["rest_generator"]
+    code = command.split("python -c '", 1)[1].rsplit("' > body.json", 1)[0]
+    exec(code, {})  # noqa: S102 - the generator we show only builds JSON with NumPy
+    generated = json.loads(capsys.readouterr().out)
+    assert np.asarray(generated["inputs"]["image"]).shape == (1, 32, 32, 3)
+    assert generated["inputs"]["caption"] == ["a great movie"] and generated["inputs"]["task_id"] == [1]
+    assert "np.random.standard_normal((2, 32, 32, 3))" in snippets["python"]
+    assert '"caption": ["a great movie", "not good at all"]' in snippets["python"]
+    compile(snippets["python"], "python-snippet", "exec")
