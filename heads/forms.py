@@ -6,6 +6,7 @@ from django import forms
 
 from heads.models import HeadVersion
 from modelhub.backbones.models import BackboneVersion
+from modelhub.dashboard.fields import BackboneChoiceField
 
 
 def split_list(raw: str) -> list[str]:
@@ -22,12 +23,6 @@ def split_list(raw: str) -> list[str]:
             raise forms.ValidationError(f'Expected a JSON list of strings such as ["cat", "dog"]; got {raw!r}.')
         return value
     return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-class BackboneChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj: BackboneVersion) -> str:
-        feature = obj.spec.get("feature_shape") if obj.spec else None
-        return f"{obj.name} v{obj.version}" + (f" · features {feature}" if feature else "")
 
 
 class HeadUploadForm(forms.Form):

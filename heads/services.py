@@ -122,6 +122,47 @@ def head_version_create(
     raise ValidationError(f"Could not number a new version of task '{task.slug}': too many concurrent uploads.")
 
 
+def heads_carry(
+    *,
+    parent: BackboneVersion,
+    backbone: BackboneVersion,
+    user: AbstractBaseUser | None,
+    reason: dict,
+    head_ids: list[int] | None = None,
+) -> list[HeadVersion]:
+    """Register the parent's approved heads (or the given ones among them) on a new backbone version.
+
+    Each carried head is a new approved version of its task on `backbone`, reusing the head's
+    blob, with `reason` (e.g. {"kind": "grow_preserved", "job": 7}) and the head it came from
+    in its origin. Used when a growth preserved the function exactly, and when a reviewer
+    accepts a forgetting report. Call it inside the transaction that registers `backbone`.
+    """
+    heads = HeadVersion.objects.filter(backbone=parent, status=S.APPROVED).select_related("task", "blob", "dataset")
+    if head_ids is not None:
+        heads = heads.filter(pk__in=head_ids)
+    carried = []
+    for head in heads.order_by("pk"):
+        carried.append(
+            head_version_create(
+                task=task_get_or_create(team=backbone.team, slug=head.task.slug),
+                backbone=backbone,
+                blob=head.blob,
+                user=user,
+                filename=head.filename,
+                labels=head.labels,
+                description=head.description,
+                status=S.APPROVED,
+                output_width=head.output_width,
+                spec=head.spec,
+                metrics=head.metrics,
+                origin={**reason, "from_head_version": head.pk},
+                action=HeadEvent.Action.CARRY,
+                dataset=head.dataset,
+            )
+        )
+    return carried
+
+
 def _ready_backbone(*, user: AbstractBaseUser, backbone_id: int) -> BackboneVersion:
     from modelhub.backbones.selectors import backbone_get
 

@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,17 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}.") from None
 
 
+def env_float(name: str, default: float) -> float:
+    """Return a number environment variable, or `default` when unset."""
+    raw = env_str(name)
+    if raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}.") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """Return a comma-separated environment variable as a list."""
     raw = env_str(name)
@@ -69,11 +81,13 @@ def _secret_key() -> str:
             key_file.write_text(secrets.token_urlsafe(64))
             key_file.chmod(0o600)
         key = key_file.read_text().strip()
-    insecure = key.startswith("django-insecure") or len(key) < 50 or len(set(key)) < 5
+    placeholder = any(word in key.lower() for word in ("change-me", "changeme", "example", "replace-me"))
+    insecure = key.startswith("django-insecure") or len(key) < 50 or len(set(key)) < 5 or placeholder
     if insecure and not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is insecure (shorter than 50 characters, too few distinct characters, "
-            "or a 'django-insecure' key). Set SECRET_KEY to a long random value, e.g. "
+            "a 'django-insecure' key, or a placeholder such as 'change-me'). Set SECRET_KEY to a long "
+            "random value, e.g. "
             "`python -c 'import secrets; print(secrets.token_urlsafe(64))'`, or unset it to "
             "use a key generated in MODELHUB_HOME. Insecure keys are accepted only with DEBUG=1."
         )
@@ -84,11 +98,32 @@ SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Served over HTTPS (behind a TLS proxy, as in docker-compose): HSTS, SSL redirect, secure cookies.
+MODELHUB_HTTPS = env_bool("MODELHUB_HTTPS", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", MODELHUB_HTTPS)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if MODELHUB_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = env_int("MODELHUB_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+# Content-Security-Policy without 'unsafe-inline': every script and style is a static file.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
 
 # --- Applications -------------------------------------------------------------------------
 
@@ -115,6 +150,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "modelhub.core.middleware.UploadLimitMiddleware",
     "modelhub.core.middleware.DatabaseUnavailableMiddleware",
@@ -245,6 +281,15 @@ MODELHUB_DATASET_MAX_IMAGE_PIXELS = env_int("MODELHUB_DATASET_MAX_IMAGE_PIXELS",
 MODELHUB_DATASET_MAX_TOTAL_PIXELS = env_int("MODELHUB_DATASET_MAX_TOTAL_PIXELS", 2_000_000_000)
 MODELHUB_DATASET_MAX_FILES = env_int("MODELHUB_DATASET_MAX_FILES", 200_000)
 MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES = env_int("MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES", 8 * 1024**3)
+# Bounds of training job parameters (training/specs.py): a job asking for more is refused with
+# 400 naming the field and the setting. They cap what one job can make a worker allocate or run.
+MODELHUB_MAX_EPOCHS = env_int("MODELHUB_MAX_EPOCHS", 1000)
+MODELHUB_MAX_BATCH_SIZE = env_int("MODELHUB_MAX_BATCH_SIZE", 65536)
+MODELHUB_MAX_HEAD_UNITS = env_int("MODELHUB_MAX_HEAD_UNITS", 100_000)
+MODELHUB_MAX_HIDDEN_UNITS = env_int("MODELHUB_MAX_HIDDEN_UNITS", 8192)
+MODELHUB_MAX_HIDDEN_LAYERS = env_int("MODELHUB_MAX_HIDDEN_LAYERS", 16)
+MODELHUB_MAX_GROWTH_UNITS = env_int("MODELHUB_MAX_GROWTH_UNITS", 16384)
+MODELHUB_MAX_LEARNING_RATE = env_float("MODELHUB_MAX_LEARNING_RATE", 1.0)
 
 # --- REST API -----------------------------------------------------------------------------
 
@@ -305,6 +350,9 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-work": {"task": "core.reap_stale_work", "schedule": MODELHUB_REAPER_INTERVAL},
 }
 CELERY_WORKER_CONCURRENCY = env_int("MODELHUB_WORKER_CONCURRENCY", 1)
+# An oversized request gets its 413 after this much of its body is read and discarded, so that
+# clients which send the whole body first (Python requests, urllib) see the 413, not a broken pipe.
+MODELHUB_413_DRAIN_BYTES = env_int("MODELHUB_413_DRAIN_BYTES", 64 * 1024**2)
 # /api/health/ pings the workers at most this often (seconds, per web process).
 MODELHUB_HEALTH_WORKER_CACHE_SECONDS = env_int("MODELHUB_HEALTH_WORKER_CACHE_SECONDS", 5)
 MODELHUB_DEFAULT_QUEUE = env_str("MODELHUB_DEFAULT_QUEUE", "default")
@@ -313,6 +361,9 @@ MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
 # How long POST /api/assemblies/{id}/predict/ waits for a worker before answering 504.
 MODELHUB_PREDICT_TIMEOUT = env_int("MODELHUB_PREDICT_TIMEOUT", 60)
 CELERY_TASK_ALWAYS_EAGER = False
+
+# Tokens made by POST /api/auth/token/ (username + password) expire after this many days; 0: never.
+MODELHUB_EXCHANGED_TOKEN_DAYS = env_int("MODELHUB_EXCHANGED_TOKEN_DAYS", 30)
 
 # --- Logging ------------------------------------------------------------------------------
 

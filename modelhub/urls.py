@@ -1,9 +1,12 @@
 """URL map: dashboard at /, REST API under /api/, Django admin at /admin/."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.utils.csp import CSP
+from django.views.decorators.csp import csp_override
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from heads import apis as head_apis
 from modelhub.artifacts import apis as artifact_apis
@@ -60,7 +63,15 @@ api_patterns = [
         name="report-reject",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # The split view serves its setup script as a file, so the docs work under the CSP.
+    # Swagger UI sets inline styles from its script: styles (never scripts) are relaxed here only.
+    path(
+        "docs/",
+        csp_override({**settings.SECURE_CSP, "style-src": [CSP.SELF, CSP.UNSAFE_INLINE]})(
+            SpectacularSwaggerSplitView.as_view(url_name="api:schema")
+        ),
+        name="docs",
+    ),
 ]
 
 urlpatterns = [

@@ -11,6 +11,7 @@ from modelhub.teams.selectors import membership_get
 from training.models import Dataset, ForgettingReport, Job
 from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get
 from training.services import dataset_upload, job_cancel, job_create, job_retry, report_decide
+from training.specs import JobSpecError, job_spec_parse
 
 
 class DatasetOutputSerializer(serializers.ModelSerializer):
@@ -108,8 +109,22 @@ class JobListCreateApi(APIView):
     parser_classes = [JSONParser]
 
     class InputSerializer(serializers.Serializer):
+        """{team, kind, ...the job's parameters}: the parameters are read by the kind's spec.
+
+        training.specs documents every parameter (type, default, bounds); a bad one is a 400
+        naming it, e.g. {"head": {"dropout": ["must be a number in [0, 1); got 'x'"]}}.
+        """
+
         team = serializers.CharField()
         kind = serializers.ChoiceField(choices=Job.Kind.values)
+
+        def validate(self, attrs: dict) -> dict:
+            params = {key: value for key, value in self.initial_data.items() if key not in ("team", "kind")}
+            try:
+                attrs["spec"] = job_spec_parse(attrs["kind"], params)
+            except JobSpecError as exc:
+                raise serializers.ValidationError(exc.errors) from None
+            return attrs
 
     class FilterSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=Job.Kind.values, required=False)
@@ -129,8 +144,7 @@ class JobListCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         team = membership_get(user=request.user, team_slug=data.validated_data["team"]).team
-        params = {k: v for k, v in request.data.items() if k not in ("team", "kind")}
-        job = job_create(team=team, user=request.user, kind=data.validated_data["kind"], params=params)
+        job = job_create(team=team, user=request.user, spec=data.validated_data["spec"])
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -1,36 +1,36 @@
-"""Dashboard forms for datasets and training jobs. They only parse input into the params dict
-that the API takes; training.services (job_create and its cheap checks) does the work.
+"""Dashboard forms for datasets and training jobs. The job forms build the same typed spec as
+the API (training.specs.job_spec_parse) and show its errors on the field they belong to; their
+defaults, bounds and help come from the spec too. training.services.job_create does the work.
 
-The job forms list only ready datasets and backbones of the current team that fit each other:
-an .npz dataset fits a backbone whose first input has the dataset's shape, an image dataset
-fits any backbone with an image input (H, W, C). Each dataset option carries the ids of the
-backbones it fits (data-backbones), so job_form.js can hide the others when a backbone is picked.
+The job forms list only ready datasets and backbones of the current team that fit each other
+(training.services.dataset_fit_problem, the rule job_create checks). Each dataset option carries
+the ids of the backbones it fits (data-backbones), so job_form.js can hide the others when a
+backbone is picked.
 """
 
 from django import forms
 
 from modelhub.backbones.models import BackboneVersion
-from training.models import Dataset, Job
-from training.services import training_input_problem
+from training.models import Dataset
+from training.services import backbone_input_shape, dataset_fit_problem
+from training.specs import (
+    NON_FIELD_ERRORS,
+    FineTuneSpec,
+    GrowBackboneSpec,
+    JobSpec,
+    JobSpecError,
+    TrainHeadSpec,
+    TrainHeadsSpec,
+    job_spec_parse,
+)
 
 HEAD_TYPES = [("dense", "Dense (softmax / linear)"), ("mlp", "MLP (hidden layers)")]
 TRAIN_HEADS_ROWS = 4
 
 
-def backbone_input_shape(backbone: BackboneVersion) -> list | None:
-    inputs = (backbone.spec or {}).get("inputs") or [{}]
-    shape = inputs[0].get("shape")
-    return list(shape) if shape is not None else None
-
-
 def is_compatible(dataset: Dataset, backbone: BackboneVersion) -> bool:
-    """Whether `dataset` can train on `backbone` (the same rule as the job's cheap shape check)."""
-    expected = backbone_input_shape(backbone)
-    if expected is None or training_input_problem(backbone):
-        return False
-    if dataset.format == Dataset.Format.IMAGES:
-        return len(expected) == 3
-    return list(dataset.input_shape or []) == expected
+    """Whether `dataset` can train on `backbone` (the rule of job_create's shape check)."""
+    return not dataset_fit_problem(dataset, backbone)
 
 
 def compatible_choices(datasets, backbones) -> tuple[list[Dataset], list[BackboneVersion], dict[int, list[int]]]:
@@ -75,22 +75,36 @@ def backbone_label(backbone: BackboneVersion) -> str:
 
 
 def parse_hidden(raw: str) -> list[int]:
+    """Read hidden layer sizes typed as '64, 32' (their bounds are the spec's)."""
     raw = (raw or "").strip().strip("[]")
     if not raw:
         return []
     try:
-        sizes = [int(part) for part in raw.replace(" ", ",").split(",") if part.strip()]
+        return [int(part) for part in raw.replace(" ", ",").split(",") if part.strip()]
     except ValueError:
         raise forms.ValidationError(f"Hidden layer sizes are whole numbers such as '64, 32'; got {raw!r}.")
-    if not all(size > 0 for size in sizes):
-        raise forms.ValidationError("Hidden layer sizes must be positive.")
-    return sizes
 
 
-def head_spec(head_type: str, hidden: list[int], dropout: float | None) -> dict:
+def head_params(head_type: str, hidden: list[int], dropout: float | None) -> dict:
+    """The head's params; hidden sizes and dropout are read for MLP heads only (as labelled)."""
     if head_type == "mlp":
-        return {"type": "mlp", "hidden": hidden or [64], "dropout": dropout or 0.0}
+        params = {"type": "mlp", "hidden": hidden}
+        if dropout is not None:
+            params["dropout"] = dropout
+        return params
     return {"type": "dense"}
+
+
+def error_paths(errors: dict, prefix: tuple = ()) -> list[tuple[tuple, list[str]]]:
+    """Flatten a JobSpecError's errors into (path, messages) pairs: (("head", "dropout"), [...])."""
+    pairs = []
+    for key, value in errors.items():
+        path = prefix if key == NON_FIELD_ERRORS else (*prefix, key)
+        if isinstance(value, dict):
+            pairs += error_paths(value, path)
+        else:
+            pairs.append((path, list(value)))
+    return pairs
 
 
 class DatasetUploadForm(forms.Form):
@@ -108,13 +122,22 @@ class DatasetUploadForm(forms.Form):
 
 
 class JobForm(forms.Form):
-    """Shared fields and helpers of the four job forms; subclasses build `params()`."""
+    """Shared fields and helpers of the four job forms.
 
-    kind: str = ""
+    Subclasses name their spec, build the params it reads (`params()`) and map their fields to
+    the spec's fields (`spec_fields`: form field -> path in the spec). The spec gives each mapped
+    field its default, its min/max and its help, and its errors land on that field; the parsed
+    spec is `form.spec` once the form is valid.
+    """
+
+    spec_class: type[JobSpec] = JobSpec
     title: str = ""
     intro: str = ""
     needs_dataset = True
     row_prefixes: list[str] = []
+    spec_fields: dict[str, tuple] = {"backbone": ("backbone",)}
+    # More spec paths whose errors a field shows (e.g. a whole nested object's).
+    more_error_fields: dict[tuple, str] = {}
 
     backbone = forms.TypedChoiceField(
         coerce=int, help_text="Ready backbone versions of your team that fit at least one ready dataset."
@@ -130,6 +153,8 @@ class JobForm(forms.Form):
         if not self.needs_dataset:
             self.fields["backbone"].help_text = "Ready backbone versions of your team."
         self.add_fields()
+        self.spec: JobSpec | None = None
+        self._apply_spec()
         self.fields["backbone"].choices = [(b.pk, backbone_label(b)) for b in self.backbones]
         dataset_choices = [(d.pk, dataset_label(d)) for d in self.datasets]
         for name, field in self.fields.items():
@@ -139,8 +164,67 @@ class JobForm(forms.Form):
                 field.widget = FilteredSelect(fits=self.fits, attrs={"data-filter-by-backbone": ""})
                 field.widget.choices = field.choices
 
+    @property
+    def kind(self) -> str:
+        return self.spec_class.kind
+
     def add_fields(self) -> None:
         """Hook for forms whose fields depend on the choices (repeated rows, layer names)."""
+
+    def read_rows(self, data: dict) -> None:
+        """Hook for forms with repeated rows: read them (adding errors) before the spec is built."""
+
+    def _field_paths(self) -> dict[str, tuple]:
+        """Every form field mapped to its spec field (repeated rows map like their first row)."""
+        return dict(self.spec_fields)
+
+    def _apply_spec(self) -> None:
+        """Give each mapped field the spec's default, bounds (HTML min/max) and help."""
+        for name, path in self._field_paths().items():
+            field = self.fields.get(name)
+            if field is None:
+                continue
+            rule = self.spec_class.rule(path)
+            low, high = rule.bounds()
+            if isinstance(field, forms.IntegerField | forms.FloatField):
+                if low is not None:
+                    field.widget.attrs.setdefault("min", low)
+                if high is not None:
+                    field.widget.attrs.setdefault("max", high)
+            default = self.spec_class.default(path)
+            if field.initial is None and isinstance(default, int | float | str) and not isinstance(default, bool):
+                field.initial = default
+            if not field.help_text and rule.doc:
+                field.help_text = rule.doc
+
+    def clean(self):
+        data = super().clean()
+        self.read_rows(data)
+        if self.errors:
+            return data
+        try:
+            self.spec = job_spec_parse(self.kind, self.params())
+        except JobSpecError as exc:
+            self.add_spec_errors(exc.errors)
+        return data
+
+    def add_spec_errors(self, errors: dict) -> None:
+        """Show the spec's errors on the fields they belong to (others above the form)."""
+        for path, messages in error_paths(errors):
+            field = self.field_for(path)
+            if field is None:
+                where = ".".join(str(part) for part in path)
+                self.add_error(None, [f"{where}: {message}" if where else message for message in messages])
+            else:
+                self.add_error(field, messages)
+
+    def field_for(self, path: tuple) -> str | None:
+        """Return the form field showing errors of the spec field at `path` (longest match), or None."""
+        by_path = {**self.more_error_fields, **{spec_path: name for name, spec_path in self.spec_fields.items()}}
+        for length in range(len(path), 0, -1):
+            if by_path.get(path[:length]) in self.fields:
+                return by_path[path[:length]]
+        return None
 
     @property
     def is_usable(self) -> bool:
@@ -154,7 +238,8 @@ class JobForm(forms.Form):
         return [[self[f"{prefix}_{i}"] for prefix in self.row_prefixes] for i in range(TRAIN_HEADS_ROWS)]
 
     def params(self) -> dict:
-        raise NotImplementedError
+        """Return the job's parameters (the JSON the API takes) from the cleaned fields."""
+        raise NotImplementedError("subclasses of JobForm must provide params()")
 
 
 def head_type_field() -> forms.ChoiceField:
@@ -165,15 +250,28 @@ def hidden_field() -> forms.CharField:
     return forms.CharField(
         required=False,
         label="Hidden layers",
-        help_text="MLP only: sizes such as '64, 32'.",
+        help_text="MLP only: sizes such as '64, 32' (default 64).",
         widget=forms.TextInput(attrs={"placeholder": "64", "autocomplete": "off"}),
     )
 
 
 class TrainHeadForm(JobForm):
-    kind = Job.Kind.TRAIN_HEAD
+    spec_class = TrainHeadSpec
     title = "Train a head"
     intro = "A new head on the frozen backbone's cached features. The result is a draft head version."
+    spec_fields = {
+        "backbone": ("backbone",),
+        "dataset": ("dataset",),
+        "task": ("task",),
+        "head_type": ("head", "type"),
+        "hidden": ("head", "hidden"),
+        "dropout": ("head", "dropout"),
+        "epochs": ("epochs",),
+        "batch_size": ("batch_size",),
+        "learning_rate": ("learning_rate",),
+        "early_stopping": ("early_stopping", "patience"),
+    }
+    more_error_fields = {("head",): "head_type", ("early_stopping",): "early_stopping"}
 
     dataset = forms.TypedChoiceField(coerce=int)
     task = forms.CharField(
@@ -183,13 +281,12 @@ class TrainHeadForm(JobForm):
     )
     head_type = head_type_field()
     hidden = hidden_field()
-    dropout = forms.FloatField(required=False, min_value=0.0, max_value=0.95, initial=0.0, help_text="MLP only.")
-    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=10)
-    batch_size = forms.IntegerField(min_value=1, max_value=65536, initial=32)
-    learning_rate = forms.FloatField(min_value=0.0, initial=0.001)
+    dropout = forms.FloatField(required=False, help_text="MLP only: dropout after each hidden layer, in [0, 1).")
+    epochs = forms.IntegerField()
+    batch_size = forms.IntegerField()
+    learning_rate = forms.FloatField()
     early_stopping = forms.IntegerField(
         required=False,
-        min_value=1,
         label="Early stopping patience",
         help_text="Stop after this many epochs without a better validation loss. Empty: train all epochs.",
     )
@@ -203,34 +300,49 @@ class TrainHeadForm(JobForm):
             "backbone": data["backbone"],
             "dataset": data["dataset"],
             "task": data["task"].strip(),
-            "head": head_spec(data["head_type"], data["hidden"], data.get("dropout")),
+            "head": head_params(data["head_type"], data["hidden"], data.get("dropout")),
             "epochs": data["epochs"],
             "batch_size": data["batch_size"],
             "learning_rate": data["learning_rate"],
         }
-        if data.get("early_stopping"):
+        if data.get("early_stopping") is not None:
             params["early_stopping"] = {"patience": data["early_stopping"]}
         return params
 
 
 class TrainHeadsForm(JobForm):
-    kind = Job.Kind.TRAIN_HEADS
+    spec_class = TrainHeadsSpec
     title = "Train several heads"
     intro = (
         "Several tasks in one pass of backbone features. The datasets must share the same inputs x, each with "
         "its own labels y. Leave unused rows blank."
     )
     row_prefixes = ["task", "dataset", "head_type", "hidden", "lr"]
+    spec_fields = {
+        "backbone": ("backbone",),
+        "mode": ("mode",),
+        "epochs": ("epochs",),
+        "batch_size": ("batch_size",),
+    }
+    # Row fields (suffix _<row>) and the field of a task entry each one shows.
+    row_fields = {
+        "task": ("task",),
+        "dataset": ("dataset",),
+        "head_type": ("head",),
+        "hidden": ("head", "hidden"),
+        "lr": ("learning_rate",),
+    }
 
     mode = forms.ChoiceField(
         choices=[("joint", "Joint: one optimizer, summed loss"), ("disjoint", "Disjoint: one optimizer per head")],
-        initial="joint",
         help_text="Joint mode uses one learning rate for all heads.",
     )
-    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=10)
-    batch_size = forms.IntegerField(min_value=1, max_value=65536, initial=32)
+    epochs = forms.IntegerField()
+    batch_size = forms.IntegerField()
 
     def add_fields(self) -> None:
+        self.task_rows: list[int] = []
+        self.tasks: list[dict] = []
         for i in range(TRAIN_HEADS_ROWS):
             self.fields[f"task_{i}"] = forms.CharField(
                 max_length=63, required=False, label="Task", widget=forms.TextInput(attrs={"placeholder": "task"})
@@ -238,19 +350,23 @@ class TrainHeadsForm(JobForm):
             self.fields[f"dataset_{i}"] = forms.TypedChoiceField(
                 coerce=int, required=False, empty_value=None, label="Dataset"
             )
-            self.fields[f"head_type_{i}"] = forms.ChoiceField(
-                label="Head", choices=[("dense", "Dense"), ("mlp", "MLP")], initial="dense"
-            )
+            self.fields[f"head_type_{i}"] = forms.ChoiceField(label="Head", choices=HEAD_TYPES, initial="dense")
             self.fields[f"hidden_{i}"] = forms.CharField(
                 required=False, label="Hidden", widget=forms.TextInput(attrs={"placeholder": "64"})
             )
-            self.fields[f"lr_{i}"] = forms.FloatField(
-                required=False, min_value=0.0, initial=0.001, label="Learning rate"
-            )
+            self.fields[f"lr_{i}"] = forms.FloatField(required=False, label="Learning rate")
 
-    def clean(self):
-        data = super().clean()
-        self.tasks = []
+    def _field_paths(self) -> dict[str, tuple]:
+        rows = {
+            f"{prefix}_{i}": ("tasks", *path)
+            for prefix, path in self.row_fields.items()
+            for i in range(TRAIN_HEADS_ROWS)
+        }
+        return {**self.spec_fields, **rows}
+
+    def read_rows(self, data: dict) -> None:
+        """Keep the filled rows as task entries; remember which row each entry came from."""
+        self.task_rows, self.tasks = [], []
         for i in range(TRAIN_HEADS_ROWS):
             task, dataset = (data.get(f"task_{i}") or "").strip(), data.get(f"dataset_{i}")
             if not task and not dataset:
@@ -263,18 +379,23 @@ class TrainHeadsForm(JobForm):
             except forms.ValidationError as exc:
                 self.add_error(f"hidden_{i}", exc)
                 continue
-            lr = data.get(f"lr_{i}")
-            self.tasks.append(
-                {
-                    "task": task,
-                    "dataset": dataset,
-                    "head": head_spec(data.get(f"head_type_{i}", "dense"), hidden, None),
-                    "learning_rate": lr if lr is not None else 0.001,
-                }
-            )
+            entry = {"task": task, "dataset": dataset, "head": head_params(data.get(f"head_type_{i}"), hidden, None)}
+            if data.get(f"lr_{i}") is not None:
+                entry["learning_rate"] = data[f"lr_{i}"]
+            self.task_rows.append(i)
+            self.tasks.append(entry)
         if not self.tasks and not self.errors:
-            raise forms.ValidationError("Fill in at least one row: a task and its dataset.")
-        return data
+            self.add_error(None, "Fill in at least one row: a task and its dataset.")
+
+    def field_for(self, path: tuple) -> str | None:
+        if len(path) >= 2 and path[0] == "tasks" and isinstance(path[1], int) and path[1] < len(self.task_rows):
+            row, rest = self.task_rows[path[1]], path[2:]
+            for length in range(len(rest), 0, -1):
+                for prefix, field_path in self.row_fields.items():
+                    if rest[:length] == field_path:
+                        return f"{prefix}_{row}"
+            return None
+        return super().field_for(path)
 
     def params(self) -> dict:
         data = self.cleaned_data
@@ -288,27 +409,37 @@ class TrainHeadsForm(JobForm):
 
 
 class FineTuneForm(JobForm):
-    kind = Job.Kind.FINE_TUNE
+    spec_class = FineTuneSpec
     title = "Fine-tune a backbone"
     intro = (
         "Trains a head, then unfreezes the top of the backbone. The result is a new backbone version (child of "
         "this one), a head on it, and a forgetting report for the parent's approved heads."
     )
+    spec_fields = {
+        "backbone": ("backbone",),
+        "dataset": ("dataset",),
+        "task": ("task",),
+        "head_type": ("head", "type"),
+        "hidden": ("head", "hidden"),
+        "unfreeze_top": ("unfreeze_top",),
+        "warmup_epochs": ("warmup_epochs",),
+        "epochs": ("epochs",),
+        "batch_size": ("batch_size",),
+        "learning_rate": ("learning_rate",),
+        "finetune_lr_factor": ("finetune_lr_factor",),
+    }
+    more_error_fields = {("head",): "head_type"}
 
     dataset = forms.TypedChoiceField(coerce=int)
     task = forms.CharField(max_length=63, widget=forms.TextInput(attrs={"placeholder": "sentiment"}))
     head_type = head_type_field()
     hidden = hidden_field()
-    unfreeze_top = forms.IntegerField(
-        min_value=1, initial=1, help_text="How many weight-bearing layers at the top of the backbone to train."
-    )
-    warmup_epochs = forms.IntegerField(min_value=0, initial=2, help_text="Epochs of head-only training first.")
-    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=2, label="Fine-tuning epochs")
-    batch_size = forms.IntegerField(min_value=1, max_value=65536, initial=32)
-    learning_rate = forms.FloatField(min_value=0.0, initial=0.001)
-    finetune_lr_factor = forms.FloatField(
-        min_value=0.0, initial=0.1, label="Fine-tune LR factor", help_text="Learning rate multiplier while unfrozen."
-    )
+    unfreeze_top = forms.IntegerField()
+    warmup_epochs = forms.IntegerField()
+    epochs = forms.IntegerField(label="Fine-tuning epochs")
+    batch_size = forms.IntegerField()
+    learning_rate = forms.FloatField()
+    finetune_lr_factor = forms.FloatField(label="Fine-tune LR factor")
 
     def clean_hidden(self):
         return parse_hidden(self.cleaned_data.get("hidden", ""))
@@ -319,7 +450,7 @@ class FineTuneForm(JobForm):
             "backbone": data["backbone"],
             "dataset": data["dataset"],
             "task": data["task"].strip(),
-            "head": head_spec(data["head_type"], data["hidden"], None),
+            "head": head_params(data["head_type"], data["hidden"], None),
             "unfreeze_top": data["unfreeze_top"],
             "warmup_epochs": data["warmup_epochs"],
             "epochs": data["epochs"],
@@ -330,7 +461,7 @@ class FineTuneForm(JobForm):
 
 
 class GrowBackboneForm(JobForm):
-    kind = Job.Kind.GROW_BACKBONE
+    spec_class = GrowBackboneSpec
     title = "Grow a backbone"
     intro = (
         "Inserts a layer or widens one without changing what the network computes (verified on probe inputs). "
@@ -338,6 +469,21 @@ class GrowBackboneForm(JobForm):
         "forgetting report."
     )
     needs_dataset = False
+    spec_fields = {
+        "backbone": ("backbone",),
+        "layer": ("insert", "after_layer"),
+        "insert_kind": ("insert", "kind"),
+        "units": ("widen", "units"),
+        "dataset": ("train", "dataset"),
+        "train_epochs": ("train", "epochs"),
+        "only_new_layers": ("train", "only_new_layers"),
+    }
+    more_error_fields = {
+        ("widen", "layer"): "layer",
+        ("insert",): "insert_kind",
+        ("widen",): "units",
+        ("train",): "dataset",
+    }
 
     change = forms.ChoiceField(
         choices=[("insert", "Insert a layer"), ("widen", "Widen a layer")], initial="insert", widget=forms.RadioSelect
@@ -350,7 +496,7 @@ class GrowBackboneForm(JobForm):
         choices=[("dense", "Dense (identity)"), ("conv", "Convolution (identity)"), ("residual", "Residual block")],
         required=False,
     )
-    units = forms.IntegerField(required=False, min_value=1, label="Widen to units", help_text="Widen only.")
+    units = forms.IntegerField(required=False, label="Widen to units", help_text="Widen only.")
     dataset = forms.TypedChoiceField(
         coerce=int,
         required=False,
@@ -358,7 +504,7 @@ class GrowBackboneForm(JobForm):
         label="Train on dataset",
         help_text="Optional. Leave empty to keep the function exactly (heads are carried automatically).",
     )
-    train_epochs = forms.IntegerField(required=False, min_value=1, initial=1, label="Training epochs")
+    train_epochs = forms.IntegerField(required=False, label="Training epochs")
     only_new_layers = forms.BooleanField(required=False, initial=True, label="Train only the new layers")
 
     def add_fields(self) -> None:
@@ -370,28 +516,20 @@ class GrowBackboneForm(JobForm):
         self.fields["layer"].widget = FilteredSelect(fits=layers, attrs={"data-filter-by-backbone": ""})
         self.fields["layer"].widget.choices = self.fields["layer"].choices
 
-    def clean(self):
-        data = super().clean()
-        if data.get("change") == "insert" and not data.get("insert_kind"):
-            self.add_error("insert_kind", "Pick the kind of layer to insert.")
-        if data.get("change") == "widen" and not data.get("units"):
-            self.add_error("units", "Give the new number of units.")
-        return data
-
     def params(self) -> dict:
         data = self.cleaned_data
         params = {"backbone": data["backbone"]}
         if data["change"] == "insert":
-            params["insert"] = {"after_layer": data["layer"], "kind": data["insert_kind"]}
+            params["insert"] = {"after_layer": data["layer"], "kind": data.get("insert_kind") or None}
         else:
-            params["widen"] = {"layer": data["layer"], "units": data["units"]}
+            params["widen"] = {"layer": data["layer"], "units": data.get("units")}
         if data.get("dataset"):
             params["train"] = {
                 "dataset": data["dataset"],
-                "epochs": data.get("train_epochs") or 1,
+                "epochs": data.get("train_epochs"),
                 "only_new_layers": bool(data.get("only_new_layers")),
             }
         return params
 
 
-JOB_FORMS = {form.kind: form for form in (TrainHeadForm, TrainHeadsForm, FineTuneForm, GrowBackboneForm)}
+JOB_FORMS = {form.spec_class.kind: form for form in (TrainHeadForm, TrainHeadsForm, FineTuneForm, GrowBackboneForm)}

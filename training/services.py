@@ -1,9 +1,12 @@
 """Writes for datasets, training jobs and forgetting reports.
 
-Jobs are checked cheaply here (shapes, statuses, label ranges) from stored metadata, so a job
-that cannot work fails at once with a message saying what to change; the worker does the rest.
+A job arrives as a typed spec (training.specs: malformed parameters never get this far). Here
+it is checked cheaply against the database (shapes, statuses, label ranges) from stored
+metadata, so a job that cannot work fails at once with a message saying what to change; the
+worker does the rest.
 """
 
+import dataclasses
 import os
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -11,8 +14,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
-from heads.models import HeadEvent, HeadVersion
-from heads.services import check_task_slug, head_version_create, task_get_or_create
+from heads.services import heads_carry
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
@@ -20,12 +22,23 @@ from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 from modelhub.teams.selectors import membership_get
 from training.models import Dataset, ForgettingReport, Job
+from training.specs import (
+    FineTuneSpec,
+    GrowBackboneSpec,
+    HeadSpec,
+    JobSpec,
+    JobSpecError,
+    TrainHeadSpec,
+    TrainHeadsSpec,
+    describe_errors,
+    job_spec_parse,
+)
 
 DATASET_SUFFIXES = {".npz": Dataset.Format.NPZ, ".zip": Dataset.Format.IMAGES}
 
 
 class JobCheckFailed(Exception):
-    """A cheap pre-training check failed; the message says what to change."""
+    """A check against the database failed; the message says what to change (the job is stored failed)."""
 
 
 def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: UploadedFile) -> Dataset:
@@ -53,16 +66,14 @@ def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: Uploa
     return dataset
 
 
-# --- Cheap checks -------------------------------------------------------------------------
+# --- Checks against the database -----------------------------------------------------------
 
 
-def _ready_backbone(team: Team, backbone_id) -> BackboneVersion:
-    backbone = BackboneVersion.objects.filter(team=team, pk=backbone_id).first()
-    if backbone is None:
-        raise JobCheckFailed(f"Backbone version {backbone_id} is not in team '{team.slug}'. Pick one of its backbones.")
-    if backbone.status != BackboneVersion.Status.READY:
-        raise JobCheckFailed(f"{backbone.label} is '{backbone.status}'; pick a ready backbone version.")
-    return backbone
+def backbone_input_shape(backbone: BackboneVersion) -> list | None:
+    """Return the shape of the backbone's first input (without batch), or None when unknown."""
+    inputs = (backbone.spec or {}).get("inputs") or [{}]
+    shape = inputs[0].get("shape")
+    return list(shape) if shape is not None else None
 
 
 def training_input_problem(backbone: BackboneVersion) -> str:
@@ -85,7 +96,46 @@ def training_input_problem(backbone: BackboneVersion) -> str:
     return ""
 
 
-def _ready_dataset(team: Team, dataset_id, backbone: BackboneVersion) -> Dataset:
+def dataset_fit_problem(dataset: Dataset, backbone: BackboneVersion) -> str:
+    """Return why `dataset` cannot train on `backbone`, or "" when it fits.
+
+    The one shape rule: the job forms offer only pairs that fit, and job_create fails a job whose
+    pair does not. An .npz fits a backbone whose input has exactly the shape of its rows; an image
+    dataset fits a backbone taking images of a fixed size with 1 (grey) or 3 (RGB) channels (the
+    worker resizes each image to it).
+    """
+    problem = training_input_problem(backbone)
+    if problem:
+        return problem
+    expected = backbone_input_shape(backbone)
+    if expected is None:
+        return f"{backbone.label} declares no input shape, so no dataset can be checked against it."
+    if dataset.format == Dataset.Format.IMAGES:
+        if len(expected) != 3 or None in expected[:2] or expected[2] not in (1, 3):
+            return (
+                f"Dataset '{dataset.name}' holds images, but {backbone.label} takes inputs of shape {expected}. "
+                "Image datasets need a backbone taking (height, width, 1 or 3 channels); pick one, or upload "
+                "the data as an .npz of arrays shaped like the backbone input."
+            )
+        return ""
+    if list(dataset.input_shape or []) != expected:
+        return (
+            f"Dataset '{dataset.name}' has inputs of shape {dataset.input_shape}, but {backbone.label} expects "
+            f"{expected}. Reshape or resize the data to {expected}, or pick the matching backbone."
+        )
+    return ""
+
+
+def _ready_backbone(team: Team, backbone_id: int) -> BackboneVersion:
+    backbone = BackboneVersion.objects.filter(team=team, pk=backbone_id).first()
+    if backbone is None:
+        raise JobCheckFailed(f"Backbone version {backbone_id} is not in team '{team.slug}'. Pick one of its backbones.")
+    if backbone.status != BackboneVersion.Status.READY:
+        raise JobCheckFailed(f"{backbone.label} is '{backbone.status}'; pick a ready backbone version.")
+    return backbone
+
+
+def _ready_dataset(team: Team, dataset_id: int, backbone: BackboneVersion) -> Dataset:
     dataset = Dataset.objects.filter(team=team, pk=dataset_id).first()
     if dataset is None:
         raise JobCheckFailed(f"Dataset {dataset_id} is not in team '{team.slug}'. Upload it first.")
@@ -97,124 +147,101 @@ def _ready_dataset(team: Team, dataset_id, backbone: BackboneVersion) -> Dataset
         )
     if not dataset.num_examples:
         raise JobCheckFailed(f"Dataset '{dataset.name}' has no examples. Upload one with data.")
-    problem = training_input_problem(backbone)
+    problem = dataset_fit_problem(dataset, backbone)
     if problem:
         raise JobCheckFailed(problem)
-    expected = backbone.spec.get("inputs", [{}])[0].get("shape")
-    if dataset.format == Dataset.Format.NPZ and expected and list(dataset.input_shape or []) != list(expected):
-        raise JobCheckFailed(
-            f"Dataset '{dataset.name}' has inputs of shape {dataset.input_shape}, but {backbone.label} expects "
-            f"{expected}. Reshape or resize the data to {expected}, or pick the matching backbone."
-        )
     return dataset
 
 
-def _check_head_spec(head: dict, dataset: Dataset) -> dict:
-    kind = head.get("type", "dense")
-    if kind not in ("dense", "mlp"):
-        raise JobCheckFailed(
-            f"Unknown head type {kind!r}; use {{'type': 'dense'}} or {{'type': 'mlp', 'hidden': [64]}}."
-        )
-    hidden = head.get("hidden", [64] if kind == "mlp" else [])
-    if kind == "mlp" and (not isinstance(hidden, list) or not all(isinstance(h, int) and h > 0 for h in hidden)):
-        raise JobCheckFailed(f"'hidden' must be a list of positive layer sizes, e.g. [64, 32]; got {hidden!r}.")
-    dropout = float(head.get("dropout", 0.0))
-    if not 0.0 <= dropout < 1.0:
-        raise JobCheckFailed(f"'dropout' must be in [0, 1); got {dropout}.")
-    default_units = dataset.num_classes if dataset.target == "classes" else 1
-    units = int(head.get("units") or default_units)
-    activation = head.get("activation") or ("softmax" if dataset.target == "classes" else "linear")
-    if dataset.target == "classes" and head.get("units") and int(head["units"]) < dataset.num_classes:
+def _head_for(head: HeadSpec, dataset: Dataset) -> HeadSpec:
+    """Fill the head's units and activation from the dataset; refuse too few units for its classes."""
+    if dataset.target == "classes" and head.units is not None and head.units < (dataset.num_classes or 0):
         raise JobCheckFailed(
             f"Labels of dataset '{dataset.name}' range over {dataset.num_classes} classes "
-            f"(0..{dataset.num_classes - 1}), but the head has {head['units']} units. "
+            f"(0..{dataset.num_classes - 1}), but the head has {head.units} units. "
             f"Use at least {dataset.num_classes} units or omit 'units'."
         )
-    return {"type": kind, "hidden": hidden, "dropout": dropout, "units": units, "activation": activation}
+    return head.for_dataset(target=dataset.target, num_classes=dataset.num_classes)
 
 
-def _check_params(team: Team, kind: str, params: dict) -> dict:
-    """Return normalized params, or raise JobCheckFailed with what to change."""
-    backbone = _ready_backbone(team, params.get("backbone"))
-    normalized = dict(params, backbone=backbone.pk)
-    if kind == Job.Kind.TRAIN_HEAD:
-        check_task_slug(params.get("task", ""))
-        dataset = _ready_dataset(team, params.get("dataset"), backbone)
-        normalized["head"] = _check_head_spec(params.get("head") or {}, dataset)
-    elif kind == Job.Kind.TRAIN_HEADS:
-        tasks = params.get("tasks") or []
-        if not tasks:
-            raise JobCheckFailed("'tasks' is empty: give a list of {task, dataset, head, learning_rate}.")
-        if params.get("mode", "joint") not in ("joint", "disjoint"):
-            raise JobCheckFailed(f"'mode' must be 'joint' or 'disjoint'; got {params.get('mode')!r}.")
+def _layer_names(backbone: BackboneVersion) -> set[str]:
+    return {layer["name"] for layer in (backbone.spec or {}).get("layers", [])}
+
+
+def _check_layer(backbone: BackboneVersion, name: str) -> None:
+    names = _layer_names(backbone)
+    if name not in names:
+        raise JobCheckFailed(
+            f"Layer {name!r} does not exist in {backbone.label}. Choose one of: {', '.join(sorted(names))}."
+        )
+
+
+def job_check(*, team: Team, spec: JobSpec) -> JobSpec:
+    """Check a job's spec against the database; return it completed (heads sized from their datasets).
+
+    Raises JobCheckFailed saying what to change when the backbone or a dataset is missing, not
+    ready or does not fit, labels outgrow the head, or a named layer does not exist.
+    """
+    backbone = _ready_backbone(team, spec.backbone)
+    if isinstance(spec, TrainHeadSpec | FineTuneSpec):
+        dataset = _ready_dataset(team, spec.dataset, backbone)
+        if isinstance(spec, TrainHeadSpec) and spec.early_stopping and not dataset.num_validation:
+            raise JobCheckFailed(
+                f"Early stopping watches the validation loss, but dataset '{dataset.name}' has no validation "
+                "split. Upload it with x_val and y_val, or leave 'early_stopping' out."
+            )
+        if isinstance(spec, FineTuneSpec):
+            weight_layers = [layer for layer in backbone.spec.get("layers", []) if layer.get("has_weights")]
+            if spec.unfreeze_top > len(weight_layers):
+                raise JobCheckFailed(
+                    f"'unfreeze_top' must be between 1 and {len(weight_layers)} (the weight-bearing layers of "
+                    f"{backbone.label}); got {spec.unfreeze_top}."
+                )
+        return dataclasses.replace(spec, head=_head_for(spec.head, dataset))
+    if isinstance(spec, TrainHeadsSpec):
         entries, input_hashes = [], set()
-        for entry in tasks:
-            check_task_slug(entry.get("task", ""))
-            dataset = _ready_dataset(team, entry.get("dataset"), backbone)
+        for entry in spec.tasks:
+            dataset = _ready_dataset(team, entry.dataset, backbone)
             input_hashes.add(dataset.x_sha256)
-            entries.append(dict(entry, head=_check_head_spec(entry.get("head") or {}, dataset)))
-        if len({e["task"] for e in entries}) != len(entries):
-            raise JobCheckFailed("Each task may appear once in 'tasks'.")
+            entries.append(dataclasses.replace(entry, head=_head_for(entry.head, dataset)))
         if len(input_hashes) != 1:
             raise JobCheckFailed(
                 "All datasets of a train_heads job must share the same inputs x (each with its own labels y), "
                 "because the heads train on one pass of backbone features. Use separate train_head jobs otherwise."
             )
-        if params.get("mode", "joint") == "joint" and len({float(e.get("learning_rate", 1e-3)) for e in entries}) > 1:
-            raise JobCheckFailed(
-                "Joint mode uses one optimizer and one learning rate; use mode 'disjoint' for per-head rates."
-            )
-        normalized.update(tasks=entries, mode=params.get("mode", "joint"))
-    elif kind == Job.Kind.FINE_TUNE:
-        check_task_slug(params.get("task", ""))
-        dataset = _ready_dataset(team, params.get("dataset"), backbone)
-        normalized["head"] = _check_head_spec(params.get("head") or {}, dataset)
-        weight_layers = [layer for layer in backbone.spec.get("layers", []) if layer.get("has_weights")]
-        unfreeze = int(params.get("unfreeze_top", 0))
-        if not 1 <= unfreeze <= len(weight_layers):
-            raise JobCheckFailed(
-                f"'unfreeze_top' must be between 1 and {len(weight_layers)} (the weight-bearing layers of "
-                f"{backbone.label}); got {unfreeze}."
-            )
-    elif kind == Job.Kind.GROW_BACKBONE:
-        layer_names = {layer["name"] for layer in backbone.spec.get("layers", [])}
-        insert, widen = params.get("insert"), params.get("widen")
-        if bool(insert) == bool(widen):
-            raise JobCheckFailed("Give exactly one of 'insert' ({after_layer, kind}) or 'widen' ({layer, units}).")
-        if insert:
-            if insert.get("kind") not in ("dense", "conv", "residual"):
-                raise JobCheckFailed(f"insert.kind must be 'dense', 'conv' or 'residual'; got {insert.get('kind')!r}.")
-            if insert.get("after_layer") not in layer_names:
+        return dataclasses.replace(spec, tasks=tuple(entries))
+    if isinstance(spec, GrowBackboneSpec):
+        _check_layer(backbone, spec.insert.after_layer if spec.insert else spec.widen.layer)
+        if spec.train:
+            dataset = _ready_dataset(team, spec.train.dataset, backbone)
+            if dataset.target != "classes":
                 raise JobCheckFailed(
-                    f"Layer {insert.get('after_layer')!r} does not exist in {backbone.label}. "
-                    f"Choose one of: {', '.join(sorted(layer_names))}."
+                    f"Training a grown backbone needs a classification dataset (integer labels); "
+                    f"'{dataset.name}' holds values."
                 )
-        if widen and widen.get("layer") not in layer_names:
-            raise JobCheckFailed(
-                f"Layer {widen.get('layer')!r} does not exist in {backbone.label}. Choose one of: "
-                f"{', '.join(sorted(layer_names))}."
-            )
-        if params.get("train"):
-            _ready_dataset(team, params["train"].get("dataset"), backbone)
-    return normalized
+        return spec
+    raise TypeError(f"job_check has no rules for {type(spec).__name__}")
 
 
 def job_create(
-    *, team: Team, user: AbstractBaseUser, kind: str, params: dict, retry_of: Job | None = None, attempts: int = 0
+    *, team: Team, user: AbstractBaseUser, spec: JobSpec, retry_of: Job | None = None, attempts: int = 0
 ) -> Job:
-    """Create a job; queue it, or fail it at once when a cheap check fails (nothing is queued)."""
-    if kind not in Job.Kind.values:
-        raise ValidationError(f"Unknown job kind {kind!r}; expected one of {', '.join(Job.Kind.values)}.")
+    """Create a job from its spec; queue it, or fail it at once when a check against the database fails.
+
+    The spec is already valid (job_spec_parse); a job that cannot work because of the database
+    (dataset not ready, shapes that do not fit...) is stored failed with what to change, and
+    nothing is queued.
+    """
     try:
-        normalized = _check_params(team, kind, params)
+        spec = job_check(team=team, spec=spec)
         error = ""
-    except (JobCheckFailed, ValidationError) as exc:
-        normalized, error = params, str(getattr(exc, "message", exc))
+    except JobCheckFailed as exc:
+        error = str(exc)
     with transaction.atomic():
-        job = Job.objects.create(
+        job = Job(
             team=team,
-            kind=kind,
-            params=normalized,
+            kind=spec.kind,
+            params=spec.to_params(),
             created_by=user,
             retry_of=retry_of,
             attempts=attempts,
@@ -222,6 +249,8 @@ def job_create(
             error=error,
             finished_at=timezone.now() if error else None,
         )
+        job.full_clean()
+        job.save()
         if not error:
             queue_on_commit("training.run_job", job.pk)
     return job
@@ -266,12 +295,19 @@ def job_retry(*, job: Job, user: AbstractBaseUser) -> Job:
                 "or retry it once it has finished.",
                 detail={"retry": existing.pk, "current_status": locked.status},
             )
+        try:
+            spec = job_spec_parse(locked.kind, locked.params)
+        except JobSpecError as exc:
+            raise ValidationError(
+                f"Job {job.pk} cannot be retried: its stored parameters are not valid ({describe_errors(exc.errors)}). "
+                "Start a new job with corrected parameters.",
+                detail=exc.errors,
+            ) from None
         lost = locked.error.startswith("Worker lost")
         return job_create(
             team=locked.team,
             user=user,
-            kind=locked.kind,
-            params=locked.params,
+            spec=spec,
             retry_of=locked,
             attempts=locked.attempts if lost else 0,
         )
@@ -303,32 +339,3 @@ def report_decide(*, report: ForgettingReport, user: AbstractBaseUser, accept: b
                 reason={"kind": "forgetting_report", "report": locked.pk},
             )
     return locked
-
-
-def heads_carry(
-    *, parent: BackboneVersion, backbone: BackboneVersion, user, head_ids=None, reason: dict
-) -> list[HeadVersion]:
-    """Register the parent's approved heads (or the given ones) on the new backbone, approved."""
-    heads = HeadVersion.objects.filter(backbone=parent, status=HeadVersion.Status.APPROVED).select_related("task")
-    if head_ids is not None:
-        heads = heads.filter(pk__in=head_ids)
-    carried = []
-    for head in heads:
-        new = head_version_create(
-            task=task_get_or_create(team=backbone.team, slug=head.task.slug),
-            backbone=backbone,
-            blob=head.blob,
-            user=user,
-            filename=head.filename,
-            labels=head.labels,
-            description=head.description,
-            status=HeadVersion.Status.APPROVED,
-            output_width=head.output_width,
-            spec=head.spec,
-            metrics=head.metrics,
-            origin={**reason, "from_head_version": head.pk},
-            action=HeadEvent.Action.CARRY,
-            dataset=head.dataset,
-        )
-        carried.append(new)
-    return carried

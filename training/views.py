@@ -24,6 +24,7 @@ from training.forms import JOB_FORMS, DatasetUploadForm
 from training.models import Dataset, ForgettingReport, Job
 from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get
 from training.services import dataset_upload, job_cancel, job_create, job_retry, report_decide
+from training.specs import stored_backbone_id, stored_dataset_ids, stored_summary
 
 PENDING_JOB = (Job.Status.QUEUED, Job.Status.RUNNING)
 
@@ -80,7 +81,7 @@ def class_bars(dataset: Dataset) -> list[dict]:
 def dataset_detail_view(request, pk: int):
     dataset = object_or_404(dataset_get, user=request.user, pk=pk)
     jobs = job_list(user=request.user, filters={"team": dataset.team.slug})
-    used_by = [job for job in jobs[:200] if dataset_ids(job) & {dataset.pk}][:10]
+    used_by = [job for job in jobs[:200] if dataset.pk in stored_dataset_ids(job.params)][:10]
     return render(
         request,
         "training/dataset_detail.html",
@@ -91,13 +92,6 @@ def dataset_detail_view(request, pk: int):
             "jobs": used_by,
         },
     )
-
-
-def dataset_ids(job: Job) -> set[int]:
-    params = job.params or {}
-    ids = {params.get("dataset"), (params.get("train") or {}).get("dataset")}
-    ids |= {entry.get("dataset") for entry in params.get("tasks") or [] if isinstance(entry, dict)}
-    return {i for i in ids if isinstance(i, int)}
 
 
 # --- Jobs -----------------------------------------------------------------------------------
@@ -127,6 +121,7 @@ def job_list_view(request):
     page = paginate(request, job_list(user=request.user, filters=filters))
     for job in page.object_list:
         job.percent = progress_percent(job)
+        job.summary = stored_summary(job.params)
     return render(
         request,
         "training/job_list.html",
@@ -156,7 +151,7 @@ def job_create_view(request):
     form = JOB_FORMS[kind](request.POST or None, datasets=datasets, backbones=backbones, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            job = job_create(team=membership.team, user=request.user, kind=kind, params=form.params())
+            job = job_create(team=membership.team, user=request.user, spec=form.spec)
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
@@ -199,9 +194,10 @@ def job_results(job: Job) -> dict:
 @login_required
 def job_detail_view(request, pk: int):
     job = object_or_404(job_get, user=request.user, pk=pk)
-    params = job.params or {}
-    backbone = BackboneVersion.objects.filter(pk=params.get("backbone"), team=job.team).first()
-    datasets = {d.pk: d for d in Dataset.objects.filter(team=job.team, pk__in=dataset_ids(job))}
+    params = job.params  # stored as given; jobs from before the specs may hold anything
+    backbone_id = stored_backbone_id(params)
+    backbone = BackboneVersion.objects.filter(pk=backbone_id, team=job.team).first() if backbone_id else None
+    datasets = {d.pk: d for d in Dataset.objects.filter(team=job.team, pk__in=stored_dataset_ids(params))}
     return render(
         request,
         "training/job_detail.html",

@@ -39,3 +39,14 @@ def backbone_lineage(*, backbone: BackboneVersion) -> list[BackboneVersion]:
 def backbone_children(*, backbone: BackboneVersion) -> QuerySet[BackboneVersion]:
     """Return the versions derived from `backbone` (grown or fine-tuned from it), by name and version."""
     return backbone.children.select_related("team", "created_by").order_by("name", "version")
+
+
+def backbone_heads(*, backbone: BackboneVersion) -> QuerySet:
+    """Return the head versions trained on `backbone`, by task slug and newest version first.
+
+    Read through the `heads` reverse relation, so backbones never import the heads app (which
+    imports backbones): scope the backbone to the user's teams first (backbone_get).
+    """
+    return backbone.heads.select_related("task", "task__team", "backbone", "blob", "created_by").order_by(
+        "task__slug", "-version"
+    )

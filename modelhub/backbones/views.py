@@ -7,9 +7,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
-from heads.selectors import head_list
 from modelhub.backbones.forms import BackboneFilterForm, BackboneUploadForm
-from modelhub.backbones.selectors import backbone_children, backbone_get, backbone_lineage, backbone_list
+from modelhub.backbones.selectors import (
+    backbone_children,
+    backbone_get,
+    backbone_heads,
+    backbone_lineage,
+    backbone_list,
+)
 from modelhub.backbones.services import backbone_upload
 from modelhub.core.errors import ApplicationError
 from modelhub.dashboard.context_processors import current_membership
@@ -48,7 +53,7 @@ def backbone_detail_view(request, pk: int):
             "params": spec.get("params", {}),
             "ancestors": lineage[:-1],
             "children": backbone_children(backbone=backbone),
-            "heads": head_list(user=request.user, filters={"backbone": backbone.pk}),
+            "heads": backbone_heads(backbone=backbone),
         },
     )
 

@@ -38,10 +38,30 @@ class UploadLimitMiddleware:
                 response = JsonResponse(error_body("payload_too_large", message), status=413)
             else:
                 response = HttpResponse(message, status=413, content_type="text/plain")
-            # The body was not read; ask the client not to reuse the connection.
-            response["Connection"] = "close"
+            # Clients that send the whole body before reading (Python requests, urllib) would see
+            # a broken pipe if we closed now: read and discard a bounded amount of it first.
+            # (No Connection header: WSGI applications may not set hop-by-hop headers; the server
+            # closes a connection whose body was not read to the end.)
+            drain_body(request, min(length, settings.MODELHUB_413_DRAIN_BYTES))
             return response
         return self.get_response(request)
+
+
+def drain_body(request, num_bytes: int, *, chunk: int = 1024 * 1024) -> int:
+    """Read and discard up to ``num_bytes`` of the request body; return how many were read."""
+    stream = request.META.get("wsgi.input")
+    if stream is None:
+        return 0
+    read = 0
+    try:
+        while read < num_bytes:
+            data = stream.read(min(chunk, num_bytes - read))
+            if not data:
+                break
+            read += len(data)
+    except OSError:  # the client went away
+        pass
+    return read
 
 
 class DatabaseUnavailableMiddleware:

@@ -154,7 +154,7 @@ def test_fine_tune_makes_a_child_backbone_and_a_forgetting_report(api_client_for
         ({"kind": "train_head", "task": "t", "head": {"type": "dense", "units": 2}}, "range over 3 classes"),
         ({"kind": "grow_backbone", "insert": {"after_layer": "nope", "kind": "dense"}}, "Layer 'nope' does not exist"),
         ({"kind": "fine_tune", "task": "t", "unfreeze_top": 9}, "'unfreeze_top' must be between 1 and 2"),
-        ({"kind": "train_head", "task": "Bad Slug", "head": {"type": "dense"}}, "Invalid task slug"),
+        ({"kind": "train_head", "task": "t", "early_stopping": {"patience": 2}, "dataset": "NO_VALIDATION"}, "has no"),
     ],
 )
 def test_cheap_checks_fail_the_job_at_once(api_client_for, model_files, celery_worker, tmp_path, params, expected):
@@ -165,6 +165,10 @@ def test_cheap_checks_fail_the_job_at_once(api_client_for, model_files, celery_w
         path = tmp_path / "wrong.npz"
         np.savez(path, x=np.zeros((10, 5), dtype="float32"), y=np.zeros(10, dtype="int64"))
         params["dataset"] = ready_dataset(client, path, "wrong")["id"]
+    if params.get("dataset") == "NO_VALIDATION":
+        path = tmp_path / "no-val.npz"
+        np.savez(path, x=np.zeros((10, 8), dtype="float32"), y=np.zeros(10, dtype="int64"))
+        params["dataset"] = ready_dataset(client, path, "no-val")["id"]
     params.setdefault("dataset", dataset["id"])
     kind = params.pop("kind")
     job = post_job(client, kind, backbone=backbone["id"], **params)

@@ -5,41 +5,16 @@ forgetting report decisions, the lineage tree and the dataset page."""
 import pytest
 
 from heads.models import HeadVersion
-from modelhub.artifacts.services import blob_store_bytes
 from modelhub.backbones.models import BackboneVersion
-from modelhub.teams.models import Team
+from tests.training.helpers import dataset_row
 from tests.view_helpers import SPEC, backbone_row, head_row
 from training.models import Dataset, ForgettingReport, Job
 from training.services import job_create
+from training.specs import job_spec_parse
 
 pytestmark = pytest.mark.django_db
 
 IMAGE_SPEC = {**SPEC, "inputs": [{"name": "image", "shape": [32, 32, 3], "dtype": "float32"}]}
-
-
-def dataset_row(user, *, team="vision", name="data", input_shape=(8,), status=None, fmt=Dataset.Format.NPZ, **fields):
-    """A dataset as the worker leaves it after validation (ready unless `status` says otherwise)."""
-    blob = blob_store_bytes(data=f"dataset {team} {name} {input_shape} {fmt}".encode()).blob
-    defaults = dict(
-        num_examples=180,
-        num_validation=60,
-        num_classes=3,
-        target="classes",
-        class_histogram={"0": 70, "1": 60, "2": 50},
-        labels=["cat", "dog", "bird"],
-        x_sha256=f"x-{name}",
-    )
-    return Dataset.objects.create(
-        team=Team.objects.get(slug=team),
-        name=name,
-        format=fmt,
-        status=status or Dataset.Status.READY,
-        blob=blob,
-        filename=f"{name}.{'zip' if fmt == Dataset.Format.IMAGES else 'npz'}",
-        input_shape=None if fmt == Dataset.Format.IMAGES else list(input_shape),
-        created_by=user,
-        **{**defaults, **fields},
-    )
 
 
 @pytest.fixture
@@ -58,18 +33,8 @@ def dataset(alice):
 
 
 def train_head_job(user, backbone, dataset, **params) -> Job:
-    return job_create(
-        team=backbone.team,
-        user=user,
-        kind=Job.Kind.TRAIN_HEAD,
-        params={
-            "backbone": backbone.pk,
-            "dataset": dataset.pk,
-            "task": "quadrant",
-            "head": {"type": "dense"},
-            **params,
-        },
-    )
+    params = {"backbone": backbone.pk, "dataset": dataset.pk, "task": "quadrant", "head": {"type": "dense"}, **params}
+    return job_create(team=backbone.team, user=user, spec=job_spec_parse(Job.Kind.TRAIN_HEAD, params))
 
 
 def test_other_teams_pages_are_404(client, alice, make_member):
@@ -192,18 +157,82 @@ def test_train_heads_form_ignores_blank_rows_and_grow_form_builds_insert(client,
 
 
 def test_a_job_failing_the_cheap_checks_shows_its_error(client, alice, backbone, dataset):
+    Dataset.objects.filter(pk=dataset.pk).update(num_validation=0)
     client.force_login(alice)
     response = client.post(
         "/jobs/new/?kind=train_head",
-        {"backbone": backbone.pk, "dataset": dataset.pk, "task": "Bad Slug", "head_type": "dense", "epochs": 2,
-         "batch_size": 8, "learning_rate": 0.01},
+        {"backbone": backbone.pk, "dataset": dataset.pk, "task": "quadrant", "head_type": "dense", "epochs": 2,
+         "batch_size": 8, "learning_rate": 0.01, "early_stopping": 2},
         follow=True,
     )  # fmt: skip
     job = Job.objects.get()
     assert job.status == "failed"
     page = response.content.decode()
-    assert "Invalid task slug" in page and "failed its checks" in page
+    assert "has no validation split" in page and "failed its checks" in page
     assert 'id="retry-form" hidden' not in page and 'id="cancel-form" hidden' in page
+
+
+def test_malformed_form_input_shows_the_specs_error_on_its_field_and_stores_nothing(client, alice, backbone, dataset):
+    client.force_login(alice)
+    page = client.post(
+        "/jobs/new/?kind=train_head",
+        {"backbone": backbone.pk, "dataset": dataset.pk, "task": "Bad Slug", "head_type": "mlp", "hidden": "0, 8",
+         "dropout": "1.5", "epochs": 100000, "batch_size": 8, "learning_rate": 0.01},
+    ).content.decode()  # fmt: skip
+    assert Job.objects.count() == 0
+    fields = {name: block for name, block in _field_blocks(page).items()}
+    assert "Invalid task slug" in fields["task"]
+    assert "must be a number in [0, 1); got 1.5" in fields["dropout"]
+    assert "each entry must be a whole number in [1, 8192]" in fields["hidden"]
+    assert "MODELHUB_MAX_EPOCHS" in fields["epochs"]
+
+
+def test_job_forms_take_defaults_and_bounds_from_the_specs(client, alice, backbone, dataset):
+    client.force_login(alice)
+    page = client.get("/jobs/new/?kind=train_head").content.decode()
+    assert 'name="epochs" value="5" min="1" max="1000"' in page
+    assert 'name="batch_size" value="32" min="1" max="65536"' in page
+    fine = client.get("/jobs/new/?kind=fine_tune").content.decode()
+    assert 'name="unfreeze_top" value="1" min="1"' in fine and 'name="warmup_epochs" value="2" min="0"' in fine
+
+
+def _field_blocks(page: str) -> dict[str, str]:
+    """The HTML of each form field's block (label, input, errors), by field name."""
+    blocks = {}
+    for chunk in page.split('<div class="field')[1:]:
+        name = chunk.split('name="', 1)[1].split('"', 1)[0] if 'name="' in chunk else ""
+        blocks[name] = chunk.split("</div>", 1)[0]
+    return blocks
+
+
+def test_jobs_stored_with_bad_params_do_not_break_any_page(client, alice, backbone, dataset):
+    bad = Job.objects.create(
+        team=backbone.team, kind="train_head", params={"backbone": "abc", "head": 3}, created_by=alice,
+        status=Job.Status.FAILED, error="old",
+    )  # fmt: skip
+    odd = [
+        {"backbone": [1], "dataset": "x", "tasks": "abc", "train": 5, "insert": "y"},
+        {"tasks": [1, {"dataset": True, "task": 3}], "widen": {"layer": 7}},
+        ["not", "an", "object"],
+        "text",
+    ]
+    for params in odd:
+        Job.objects.create(team=backbone.team, kind="train_heads", params=params, created_by=alice, status="failed")
+    client.force_login(alice)
+    for url in ("/datasets/", f"/datasets/{dataset.pk}/", "/jobs/", f"/jobs/{bad.pk}/", f"/lineage/{backbone.pk}/"):
+        assert client.get(url).status_code == 200, url
+    for job in Job.objects.all():
+        assert client.get(f"/jobs/{job.pk}/").status_code == 200, job.params
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(alice)
+    assert api.get("/api/jobs/").status_code == 200
+    assert api.get(f"/api/jobs/{bad.pk}/").json()["params"] == {"backbone": "abc", "head": 3}
+    retried = api.post(f"/api/jobs/{bad.pk}/retry/")
+    assert retried.status_code == 400 and "backbone" in retried.json()["error"]["detail"]
+    assert "cannot be retried" in client.post(f"/jobs/{bad.pk}/retry/", follow=True).content.decode()
+    assert Job.objects.count() == 1 + len(odd)
 
 
 def test_cancel_and_retry_buttons(client, alice, backbone, dataset):
@@ -247,7 +276,7 @@ def test_job_page_shows_metrics_log_and_result_links(client, alice, backbone, da
     assert 'id="chart-loss"' in page and 'id="chart-accuracy"' in page
     assert 'id="cancel-form" hidden' in page and 'id="retry-form" hidden' in page
     listing = client.get("/jobs/").content.decode()
-    assert f'href="/jobs/{job.pk}/"' in listing and "badge-succeeded" in listing and "width: 100%" in listing
+    assert f'href="/jobs/{job.pk}/"' in listing and "badge-succeeded" in listing and 'data-width="100"' in listing
 
 
 def report_setup(alice, make_member):
@@ -255,7 +284,8 @@ def report_setup(alice, make_member):
     parent = backbone_row(alice)
     child = backbone_row(alice, parent=parent)
     old_head = head_row(alice, parent, task="old-task", status=HeadVersion.Status.APPROVED)
-    job = job_create(team=parent.team, user=alice, kind=Job.Kind.GROW_BACKBONE, params={"backbone": parent.pk})
+    spec = job_spec_parse(Job.Kind.GROW_BACKBONE, {"backbone": parent.pk, "widen": {"layer": "hidden", "units": 24}})
+    job = job_create(team=parent.team, user=alice, spec=spec)
     Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED)
     rows = [
         {"head_version": old_head.pk, "task": "old-task", "metric": "accuracy", "before": 0.9, "after": 0.75,
@@ -319,7 +349,7 @@ def test_dataset_pages_and_upload_form(client, alice, dataset):
     assert "quadrants" in listing and "rejected-one" in listing and "badge-rejected" in listing
     page = client.get(f"/datasets/{dataset.pk}/").content.decode()
     assert "cat" in page and "bird" in page and "(8,)" in page and "180" in page
-    assert 'class="hbar-fill" style="width: 100.0%"' in page and "width: 71.4%" in page
+    assert 'class="hbar-fill" data-width="100.0"' in page and 'data-width="71.4"' in page
     rejected = Dataset.objects.get(name="rejected-one")
     assert "y has NaN values." in client.get(f"/datasets/{rejected.pk}/").content.decode()
     bad = client.post("/datasets/upload/", {"name": "x", "file": _upload("notes.txt", b"hello")}).content.decode()

@@ -1,0 +1,66 @@
+"""Worker side: run training jobs, one module per job kind.
+
+``job_run`` (the Celery task ``training.run_job`` calls it) claims the job, reads its spec,
+runs it by kind and records the outcome. A runner registers its results and the job's
+``succeeded`` status together in one short transaction at the very end
+(runners.common.finish_succeeded), so a cancelled, failed or killed job leaves no half-made
+backbone or head, and a succeeded job always has its results.
+
+    progress.py     progress, metrics, log and heartbeat on the job row; cancel checks
+    common.py       load inputs, build heads, store artifacts, register rows, finish
+    forgetting.py   the parent's approved heads through the old and the new backbone
+    train_head.py, train_heads.py, fine_tune.py, grow_backbone.py   one per job kind
+"""
+
+import logging
+from collections.abc import Callable
+
+from modelhub.core.tracked_work import row_finish, run_tracked
+from modelhub.ml.errors import MLError, TrainingCancelled
+from training.datasets import DatasetError
+from training.models import Job
+from training.runners.common import JobLost
+from training.runners.fine_tune import run_fine_tune
+from training.runners.grow_backbone import run_grow_backbone
+from training.runners.train_head import run_train_head
+from training.runners.train_heads import run_train_heads
+from training.specs import JobSpec, JobSpecError, describe_errors, job_spec_parse
+
+logger = logging.getLogger(__name__)
+
+RUNNERS: dict[str, Callable[[Job, JobSpec], dict]] = {
+    Job.Kind.TRAIN_HEAD: run_train_head,
+    Job.Kind.TRAIN_HEADS: run_train_heads,
+    Job.Kind.FINE_TUNE: run_fine_tune,
+    Job.Kind.GROW_BACKBONE: run_grow_backbone,
+}
+
+
+def job_run(*, job_id: int) -> Job | None:
+    """Claim the job, run it by kind, record succeeded / cancelled / failed on the row."""
+    return run_tracked(Job, job_id, job_run_claimed)
+
+
+def job_run_claimed(job: Job) -> None:
+    """Run a job this worker has claimed and record its outcome (the runner records success)."""
+    try:
+        RUNNERS[job.kind](job, job_spec_parse(job.kind, job.params))
+    except TrainingCancelled as exc:
+        row_finish(job, status=Job.Status.CANCELLED, error=f"{exc} Nothing was registered.")
+    except JobSpecError as exc:
+        row_finish(
+            job,
+            status=Job.Status.FAILED,
+            error=f"The job's stored parameters are not valid: {describe_errors(exc.errors)}. Start a new job.",
+        )
+    except (MLError, DatasetError) as exc:
+        row_finish(job, status=Job.Status.FAILED, error=str(exc))
+    except JobLost as exc:
+        logger.warning("%s", exc)
+    except Exception as exc:
+        logger.exception("job %s crashed", job.pk)
+        row_finish(
+            job,
+            status=Job.Status.FAILED,
+            error=f"The job crashed: {type(exc).__name__}: {exc}. Nothing was registered.",
+        )

@@ -1,0 +1,107 @@
+"""Worker side: grow_backbone jobs: insert or widen a layer, verified to keep the function.
+
+Without training the new version computes exactly what its parent did, so the parent's approved
+heads are carried to it. With training they are not: a forgetting report goes to a reviewer.
+"""
+
+from heads.services import heads_carry
+from modelhub.backbones.loading import load_backbone
+from modelhub.backbones.models import BackboneVersion
+from training.datasets import DatasetError
+from training.models import ForgettingReport, Job
+from training.runners.common import (
+    backbone_artifact,
+    finish_succeeded,
+    load_dataset,
+    register_backbone,
+)
+from training.runners.forgetting import forgetting_rows
+from training.runners.progress import JobReporter, steps_per_epoch
+from training.specs import GrowBackboneSpec
+
+# insert.kind -> modelhub.ml.grow kind
+GROW_KINDS = {"dense": "dense_identity", "conv": "conv_identity", "residual": "residual"}
+
+
+def grow_options(spec: GrowBackboneSpec) -> dict:
+    """Return the keyword arguments of modelhub.ml.grow.grow_model for this job."""
+    options = {"train": "new" if spec.train is None or spec.train.only_new_layers else "all"}
+    if spec.insert:
+        options.update(kind=GROW_KINDS[spec.insert.kind], after=spec.insert.after_layer)
+        if spec.insert.kernel_size:
+            options["kernel_size"] = spec.insert.kernel_size
+        if spec.insert.hidden_units:
+            options["hidden_units"] = spec.insert.hidden_units
+    else:
+        options.update(kind="widen", layer=spec.widen.layer, units=spec.widen.units)
+    return options
+
+
+def run_grow_backbone(job: Job, spec: GrowBackboneSpec) -> dict:
+    """Grow (and optionally train) the backbone, store it and any report, then register."""
+    from modelhub.ml.grow import grow_model
+    from modelhub.ml.train import train_grown_backbone
+
+    parent_version = BackboneVersion.objects.select_related("blob", "team").get(pk=spec.backbone)
+    parent_model = load_backbone(parent_version)
+    options = grow_options(spec)
+    reporter = JobReporter(job, epochs=spec.train.epochs if spec.train else 1, steps_per_epoch=1)
+    reporter.log(f"growing {parent_version.label}: {options}")
+    grown = grow_model(parent_model, **options)
+    verification = grown["verification"]
+    reporter.log(
+        f"function preserved: max abs diff {verification['max_abs_diff']:.3g}, "
+        f"relative {verification['relative_diff']:.3g}"
+    )
+    model = grown["model"]
+    rows = None
+    if spec.train:
+        dataset, data = load_dataset(spec.train.dataset, parent_version)
+        if dataset.target != "classes":
+            raise DatasetError("Training a grown backbone needs a classification dataset (integer labels).")
+        steps = steps_per_epoch(len(data["x"]), spec.train.batch_size)
+        reporter.restart(epochs=spec.train.epochs, steps_per_epoch=steps)
+        train_grown_backbone(
+            backbone=model,
+            x=data["x"],
+            y=data["y"],
+            num_classes=dataset.num_classes,
+            epochs=spec.train.epochs,
+            batch_size=spec.train.batch_size,
+            learning_rate=spec.train.learning_rate,
+            progress=reporter.epoch_callback(),
+            should_cancel=reporter.should_cancel,
+        )
+        # The parent freshly loaded: growing may share layers with the model it grew from.
+        rows = forgetting_rows(
+            parent_version=parent_version,
+            parent_model=load_backbone(parent_version),
+            new_model=model,
+            reporter=reporter,
+        )
+    stored = backbone_artifact(model, name=parent_version.name)
+    origin = {
+        "kind": "grow",
+        "change": spec.insert.to_params() if spec.insert else {"widen": spec.widen.to_params()},
+        "verification": verification,
+        "new_layers": grown["new_layers"],
+        "trained": spec.train is not None,
+    }
+
+    def register() -> dict:
+        new_version = register_backbone(job, stored=stored, parent=parent_version, origin=origin)
+        result = {"backbone_version": new_version.pk, "verification": verification}
+        if rows is not None:
+            report = ForgettingReport.objects.create(job=job, parent=parent_version, backbone=new_version, rows=rows)
+            result["forgetting_report"] = report.pk
+        else:
+            carried = heads_carry(
+                parent=parent_version,
+                backbone=new_version,
+                user=job.created_by,
+                reason={"kind": "grow_preserved", "job": job.pk},
+            )
+            result["carried_head_versions"] = [head.pk for head in carried]
+        return result
+
+    return finish_succeeded(job, register)
