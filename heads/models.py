@@ -95,6 +95,7 @@ class HeadEvent(models.Model):
         REQUEST_CHANGES = "request_changes", "Changes requested"
         ARCHIVE = "archive", "Archived"
         COMMENT = "comment", "Commented"
+        ADMIN_EDIT = "admin_edit", "Changed in the admin"
 
     head = models.ForeignKey(HeadVersion, on_delete=models.CASCADE, related_name="events")
     actor = models.ForeignKey(

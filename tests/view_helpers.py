@@ -8,6 +8,9 @@ from modelhub.assemblies.services import assembly_create
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import backbone_version_create
 from modelhub.teams.models import Team
+from training.models import ForgettingReport, Job
+from training.services import job_create
+from training.specs import job_spec_parse
 
 SPEC = {
     "name": "backbone",
@@ -89,3 +92,19 @@ def assembly_row(
     )
     assembly.refresh_from_db()
     return assembly
+
+
+def report_setup(alice, make_member=None):
+    """A fine_tune-like job whose report covers one approved head of the parent."""
+    parent = backbone_row(alice)
+    child = backbone_row(alice, parent=parent)
+    old_head = head_row(alice, parent, task="old-task", status=HeadVersion.Status.APPROVED)
+    spec = job_spec_parse(Job.Kind.GROW_BACKBONE, {"backbone": parent.pk, "widen": {"layer": "hidden", "units": 24}})
+    job = job_create(team=parent.team, user=alice, spec=spec)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED)
+    rows = [
+        {"head_version": old_head.pk, "task": "old-task", "metric": "accuracy", "before": 0.9, "after": 0.75,
+         "delta": -0.15},
+    ]  # fmt: skip
+    report = ForgettingReport.objects.create(job=job, parent=parent, backbone=child, rows=rows)
+    return report, child

@@ -321,6 +321,11 @@ def report_decide(*, report: ForgettingReport, user: AbstractBaseUser, accept: b
     membership = membership_get(user=user, team_slug=report.job.team.slug)
     if not membership.can_review:
         raise PermissionDeniedError("Only reviewers and admins can decide on a forgetting report.")
+    if accept and report.job.created_by_id == user.pk:
+        raise PermissionDeniedError(
+            f"You started job {report.job_id}, so you cannot accept its forgetting report: another reviewer "
+            "must (four eyes, as for approving your own head). You may reject it."
+        )
     with transaction.atomic():
         locked = ForgettingReport.objects.select_for_update().get(pk=report.pk)
         if locked.status != ForgettingReport.Status.PENDING:

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from modelhub.backbones.models import BackboneVersion
+from modelhub.core.admin import AuditedStatusAdmin
 
 
 @admin.register(BackboneVersion)
-class BackboneVersionAdmin(admin.ModelAdmin):
+class BackboneVersionAdmin(AuditedStatusAdmin):
     list_display = ["name", "version", "team", "status", "created_by", "created_at"]
     list_filter = ["team", "status"]
     search_fields = ["name", "weights_sha256"]

@@ -58,3 +58,23 @@ class WorkerProbe(TrackedWork):
 
     def __str__(self) -> str:
         return f"probe {self.pk} {self.status}"
+
+
+class AuditEvent(models.Model):
+    """A change made outside the workflows (e.g. a status edited in the Django admin): who, what, when."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    model = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=64)
+    field = models.CharField(max_length=100)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    source = models.CharField(max_length=32, default="admin")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["model", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.object_id}: {self.field} {self.old_value!r} -> {self.new_value!r}"

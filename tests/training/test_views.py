@@ -7,7 +7,7 @@ import pytest
 from heads.models import HeadVersion
 from modelhub.backbones.models import BackboneVersion
 from tests.training.helpers import dataset_row
-from tests.view_helpers import SPEC, backbone_row, head_row
+from tests.view_helpers import SPEC, backbone_row, head_row, report_setup
 from training.models import Dataset, ForgettingReport, Job
 from training.services import job_create
 from training.specs import job_spec_parse
@@ -277,22 +277,6 @@ def test_job_page_shows_metrics_log_and_result_links(client, alice, backbone, da
     assert 'id="cancel-form" hidden' in page and 'id="retry-form" hidden' in page
     listing = client.get("/jobs/").content.decode()
     assert f'href="/jobs/{job.pk}/"' in listing and "badge-succeeded" in listing and 'data-width="100"' in listing
-
-
-def report_setup(alice, make_member):
-    """A fine_tune-like job whose report covers one approved head of the parent."""
-    parent = backbone_row(alice)
-    child = backbone_row(alice, parent=parent)
-    old_head = head_row(alice, parent, task="old-task", status=HeadVersion.Status.APPROVED)
-    spec = job_spec_parse(Job.Kind.GROW_BACKBONE, {"backbone": parent.pk, "widen": {"layer": "hidden", "units": 24}})
-    job = job_create(team=parent.team, user=alice, spec=spec)
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED)
-    rows = [
-        {"head_version": old_head.pk, "task": "old-task", "metric": "accuracy", "before": 0.9, "after": 0.75,
-         "delta": -0.15},
-    ]  # fmt: skip
-    report = ForgettingReport.objects.create(job=job, parent=parent, backbone=child, rows=rows)
-    return report, child
 
 
 def test_report_accept_by_a_reviewer_carries_heads_and_is_refused_for_a_member(client, alice, make_member):
