@@ -22,6 +22,7 @@ bench:
 	.venv/bin/python bench/training.py --heads 10
 	.venv/bin/python bench/grow.py
 	.venv/bin/python bench/import.py --models 200
+	.venv/bin/python bench/load.py --clients 24 --seconds 60
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q
