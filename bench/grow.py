@@ -17,24 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.common import randomize_batch_norm  # noqa: E402
 from modelhub.ml.grow import compare_outputs, grow_model  # noqa: E402
 
 
 def mobilenet() -> keras.Model:
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, include_top=False, pooling="avg")
-    rng = np.random.default_rng(0)
-    for layer in model.layers:  # realistic, non-trivial BatchNorm statistics
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights(
-                [
-                    gamma * rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                    beta + 0.1 * rng.standard_normal(beta.shape).astype("float32"),
-                    0.1 * rng.standard_normal(mean.shape).astype("float32"),
-                    var * rng.uniform(0.5, 2.0, var.shape).astype("float32"),
-                ]
-            )
+    randomize_batch_norm(model, seed=0)  # realistic, non-trivial BatchNorm statistics
     return model
 
 

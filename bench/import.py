@@ -42,19 +42,9 @@ RECIPE = 1  # bump when the models built change, so cached work dirs are rebuilt
 SIZE = 96
 WIDTHS = (10, 5, 3, 7, 2, 10, 4)
 MANIFEST = "bench_import_manifest.json"
-# Variables that would point the command away from the embedded default.
-EXTERNAL_ENV = (
-    "DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "PGHOST",
-    "PGPORT",
-    "PGDATABASE",
-    "PGUSER",
-    "PGPASSWORD",
-    "MODELHUB_S3_BUCKET",
-    "MODELHUB_S3_ENDPOINT_URL",
-    "MODELHUB_ARTIFACT_ROOT",
-)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import embedded_env, randomize_batch_norm  # noqa: E402
 
 
 def model_name(index: int) -> str:
@@ -68,7 +58,7 @@ def shape_of(index: int, shape: str) -> str:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in EXTERNAL_ENV}
+    env = embedded_env()
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.update(extra)
     return env
@@ -109,24 +99,12 @@ def fail(message: str, result: dict | None = None) -> None:
 def build_models(directory: Path, num_models: int, shape: str, rebuild_every: int) -> dict:
     """Save num_models full models into directory; return the backbone's last layer name."""
     import keras
-    import numpy as np
 
     keras.utils.set_random_seed(0)
     template = keras.applications.MobileNetV2(
         input_shape=(SIZE, SIZE, 3), alpha=1.0, include_top=False, weights=None, pooling="avg"
     )
-    rng = np.random.default_rng(0)
-    for layer in template.layers:  # trained-looking BatchNorm statistics, distinct per layer
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights(
-                [
-                    gamma * rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                    beta + 0.1 * rng.standard_normal(beta.shape).astype("float32"),
-                    0.1 * rng.standard_normal(mean.shape).astype("float32"),
-                    var * rng.uniform(0.5, 2.0, var.shape).astype("float32"),
-                ]
-            )
+    randomize_batch_norm(template, seed=0)  # trained-looking statistics, distinct per layer
     weights = template.get_weights()  # the ONE backbone, bit for bit in every file
     feature_layer = template.layers[-1].name
     del template

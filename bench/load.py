@@ -65,20 +65,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-# Variables that would point the app away from the embedded default / this bench's servers.
-EXTERNAL_ENV = (
-    "DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "PGHOST",
-    "PGPORT",
-    "PGDATABASE",
-    "PGUSER",
-    "PGPASSWORD",
-    "MODELHUB_S3_BUCKET",
-    "MODELHUB_S3_ENDPOINT_URL",
-    "MODELHUB_ARTIFACT_ROOT",
-    "DJANGO_SETTINGS_MODULE",
-)
 TEAM = "bench"
 PASSWORD = "load-bench-password-7Qx"  # noqa: S105 - a throwaway account in a throwaway database
 PG_PORT, REDIS_PORT = 57432, 57379
@@ -104,6 +90,9 @@ MIX = {
     "POST /api/auth/token/": 1,
     "POST /api/uploads/": 8,
 }
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import embedded_env  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -353,7 +342,7 @@ def start_app(stack: Stack, run_dir: Path, extra_env: dict, flags: dict) -> App:
     logs = run_dir / "logs"
     home.mkdir()
     logs.mkdir()
-    env = {key: value for key, value in os.environ.items() if key not in EXTERNAL_ENV}
+    env = embedded_env()
     env.update(MODELHUB_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **extra_env)
     manage(env, "check_services", "--wait", "30")
     manage(env, "migrate", "--no-input", "-v0")
@@ -896,7 +885,7 @@ def main() -> None:
     started = time.monotonic()
     reports, kept = [], []
     try:
-        env = {key: value for key, value in os.environ.items() if key not in EXTERNAL_ENV}
+        env = embedded_env()
         built = subprocess.run(
             [PYTHON, str(Path(__file__).resolve()), "--build-into", str(files), "--ft-rows", str(args.ft_rows)],
             env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
