@@ -1,4 +1,4 @@
-"""Dashboard shell: home, team switcher and the team page (members and roles)."""
+"""Dashboard shell: home, team switcher, the team page (members and roles) and the account's API tokens."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -6,13 +6,16 @@ from django.contrib.auth.models import User
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from modelhub.core.errors import ApplicationError
 from modelhub.dashboard.context_processors import SESSION_KEY, current_membership
+from modelhub.dashboard.forms import ApiTokenForm
+from modelhub.dashboard.shortcuts import object_or_404, paginate
 from modelhub.teams.models import Membership
-from modelhub.teams.selectors import membership_get, membership_require_role
-from modelhub.teams.services import membership_set
+from modelhub.teams.selectors import api_token_get, api_token_list, membership_get, membership_require_role
+from modelhub.teams.services import api_token_create, api_token_revoke, membership_set
 
 
 @login_required
@@ -57,3 +60,34 @@ def team(request):
     return render(
         request, "dashboard/team.html", {"membership": membership, "members": members, "roles": Membership.Role.choices}
     )
+
+
+@login_required
+@never_cache  # the page that shows a new key must not be kept by any cache
+def api_tokens(request):
+    """List the user's API tokens; POST creates one and shows its key on this response only."""
+    form = ApiTokenForm(request.POST if request.method == "POST" else None)
+    new_token, new_key = None, None
+    if request.method == "POST" and form.is_valid():
+        try:
+            new_token, new_key = api_token_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                expires_in_days=form.cleaned_data["expires_in_days"],
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            form = ApiTokenForm()
+    # The key is rendered into this response and stored nowhere (no redirect through the session).
+    context = {"form": form, "page": paginate(request, api_token_list(user=request.user))}
+    return render(request, "account/tokens.html", {**context, "new_token": new_token, "new_key": new_key})
+
+
+@login_required
+@require_POST
+def api_token_revoke_view(request, pk: int):
+    token = object_or_404(api_token_get, user=request.user, pk=pk)
+    api_token_revoke(token=token)
+    messages.success(request, f"Revoked '{token.name}' ({token.prefix}...): requests with it now get 401.")
+    return redirect("dashboard:api_tokens")

@@ -1,17 +1,20 @@
-"""REST endpoints: API tokens, the user's teams, and membership management by team admins."""
+"""REST endpoints: API tokens (password exchange, list, create, revoke), the user's teams, and
+membership management by team admins."""
 
 from django.contrib.auth import authenticate, get_user_model
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from modelhub.core.api import paginated_response
 from modelhub.core.errors import ApplicationError, NotFoundError
-from modelhub.teams.models import Membership
-from modelhub.teams.selectors import membership_get, membership_require_role
-from modelhub.teams.services import membership_set, token_for_user
+from modelhub.core.schema import error_response
+from modelhub.teams.login_throttle import blocked_message, client_ip, login_retry_after
+from modelhub.teams.models import ApiToken, Membership
+from modelhub.teams.selectors import api_token_get, api_token_list, membership_get, membership_require_role
+from modelhub.teams.services import api_token_create, api_token_exchange, api_token_revoke, membership_set
 
 
 class InvalidCredentials(ApplicationError):
@@ -19,30 +22,124 @@ class InvalidCredentials(ApplicationError):
     code = "invalid_credentials"
 
 
+class TooManyAttempts(exceptions.APIException):
+    """429 in the error envelope (code too_many_attempts) with Retry-After: the login throttle refused."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "too_many_attempts"
+
+    def __init__(self, *, seconds: int) -> None:
+        super().__init__(blocked_message(seconds))
+        self.wait = seconds  # DRF's handler turns `wait` into the Retry-After header
+
+
 class TokenApi(APIView):
-    """POST username + password, get {"token": ...} for the Authorization header."""
+    """POST username + password, get {"token": ...} for the Authorization header.
+
+    Each call creates a new token named "password exchange" that expires after
+    MODELHUB_EXCHANGED_TOKEN_DAYS days. Failed attempts are throttled per username and address.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField()
-        password = serializers.CharField(style={"input_type": "password"})
+        password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+        class Meta:
+            ref_name = "TokenExchange"  # the schema component's name: "TokenExchangeRequest"
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: inline_serializer("Token", {"token": serializers.CharField()})},
+        examples=[OpenApiExample("Exchange", value={"username": "ci-bot", "password": "..."}, request_only=True)],
+        responses={
+            200: inline_serializer(
+                "Token", {"token": serializers.CharField(), "expires_at": serializers.DateTimeField(allow_null=True)}
+            ),
+            401: error_response("Wrong username or password (code invalid_credentials)."),
+            429: error_response(
+                "Too many failed attempts for this username or from this address in the last minute (code "
+                "too_many_attempts), even with the right password: wait Retry-After seconds."
+            ),
+        },
+        description=(
+            "Each call creates a token named 'password exchange' that expires after "
+            "MODELHUB_EXCHANGED_TOKEN_DAYS days. After MODELHUB_LOGIN_FAILURES_PER_MINUTE failures in a "
+            "minute for the username or from the address: 429, code too_many_attempts, with Retry-After."
+        ),
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, **data.validated_data)
+        username = data.validated_data["username"]
+        seconds = login_retry_after(username=username, ip=client_ip(request))
+        if seconds is not None:  # refused before the password is checked
+            raise TooManyAttempts(seconds=seconds)
+        user = authenticate(request, username=username, password=data.validated_data["password"])
         if user is None:
             raise InvalidCredentials(
                 "Wrong username or password. Check both, or ask a team admin to reset your "
                 "password (manage.py create_user USERNAME --team T --password NEW)."
             )
-        return Response({"token": token_for_user(user=user)})
+        token, key = api_token_exchange(user=user)
+        return Response({"token": key, "expires_at": token.expires_at})
+
+
+class ApiTokenOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    prefix = serializers.CharField(help_text="The key's first characters (the key itself is never shown again).")
+    status = serializers.CharField(help_text="active, expired or revoked (ApiToken.Status).")
+    created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiTokenCreatedSerializer(ApiTokenOutputSerializer):
+    key = serializers.CharField(help_text="The key, shown this once: it is stored hashed.")
+
+
+class ApiTokenListCreateApi(APIView):
+    """GET: your API tokens (never their keys). POST {name, expires_in_days?}: a new token, key shown once."""
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=ApiToken.NAME_MAX_LENGTH)
+        expires_in_days = serializers.IntegerField(
+            required=False, allow_null=True, min_value=1, max_value=ApiToken.MAX_EXPIRY_DAYS
+        )
+
+        class Meta:
+            ref_name = "ApiTokenCreate"
+
+    @extend_schema(responses=ApiTokenOutputSerializer(many=True))
+    def get(self, request):
+        return paginated_response(request, api_token_list(user=request.user), ApiTokenOutputSerializer, view=self)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: ApiTokenCreatedSerializer},
+        examples=[OpenApiExample("For CI", value={"name": "ci", "expires_in_days": 90}, request_only=True)],
+    )
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        token, key = api_token_create(
+            user=request.user,
+            name=data.validated_data["name"],
+            expires_in_days=data.validated_data.get("expires_in_days"),
+        )
+        return Response({**ApiTokenOutputSerializer(token).data, "key": key}, status=status.HTTP_201_CREATED)
+
+
+class ApiTokenDetailApi(APIView):
+    """DELETE: revoke one of your tokens (204; another user's token is 404)."""
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        api_token_revoke(token=api_token_get(user=request.user, pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MembershipOutputSerializer(serializers.Serializer):
@@ -59,6 +156,9 @@ class TeamListApi(APIView):
         name = serializers.CharField(source="team.name")
         role = serializers.CharField()
 
+        class Meta:
+            ref_name = "TeamMembership"
+
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request):
         memberships = Membership.objects.filter(user=request.user).select_related("team").order_by("team__slug")
@@ -72,13 +172,24 @@ class TeamMembersApi(APIView):
         username = serializers.CharField()
         role = serializers.ChoiceField(choices=Membership.Role.values)
 
+        class Meta:
+            ref_name = "TeamMember"
+
     @extend_schema(responses=MembershipOutputSerializer(many=True))
     def get(self, request, slug: str):
         team = membership_get(user=request.user, team_slug=slug).team
         members = team.memberships.select_related("user").order_by("user__username")
         return paginated_response(request, members, MembershipOutputSerializer, view=self)
 
-    @extend_schema(request=InputSerializer, responses={201: MembershipOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        examples=[OpenApiExample("Add a member", value={"username": "ci-bot", "role": "member"}, request_only=True)],
+        responses={
+            201: MembershipOutputSerializer,
+            403: error_response("Only the team's admins manage membership."),
+            404: error_response("No user with that username."),
+        },
+    )
     def post(self, request, slug: str):
         team = membership_get(user=request.user, team_slug=slug).team
         membership_require_role(user=request.user, team=team, role=Membership.Role.ADMIN)

@@ -1,10 +1,10 @@
-"""Reads for teams and memberships. Non-members get NotFoundError (404), never 403."""
+"""Reads for teams, memberships and API tokens. Non-members get NotFoundError (404), never 403."""
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from modelhub.core.errors import NotFoundError, PermissionDeniedError
-from modelhub.teams.models import Membership, Team
+from modelhub.teams.models import ApiToken, Membership, Team
 
 ROLE_RANK = {Membership.Role.MEMBER: 0, Membership.Role.REVIEWER: 1, Membership.Role.ADMIN: 2}
 
@@ -53,3 +53,25 @@ def team_object_get(queryset: QuerySet, *, user: AbstractBaseUser, pk, label: st
     if obj is None:
         raise NotFoundError(f"{label} {pk} was not found in any of your teams.")
     return obj
+
+
+def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    """Return the user's API tokens (active, expired and revoked), newest first."""
+    if not user.is_authenticated:
+        return ApiToken.objects.none()
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def api_token_get(*, user: AbstractBaseUser, pk) -> ApiToken:
+    """Return the user's token `pk`, or NotFoundError (also for another user's token)."""
+    token = api_token_list(user=user).filter(pk=pk).first()
+    if token is None:
+        raise NotFoundError(
+            f"API token {pk} was not found among your tokens. GET /api/tokens/ lists them.", code="token_not_found"
+        )
+    return token
+
+
+def api_token_find(*, key: str) -> ApiToken | None:
+    """Return the token whose key is `key` (looked up by its hash), with its user, or None."""
+    return ApiToken.objects.select_related("user").filter(key_hash=ApiToken.hash_key(key)).first()

@@ -1,12 +1,26 @@
 """Writes for teams, memberships, users and API tokens."""
 
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from django.db.models import Q
+from django.utils import timezone
 
 from modelhub.core.errors import ValidationError
-from modelhub.teams.models import Membership, Team
+from modelhub.teams.models import ApiToken, Membership, Team
+
+# Keys look like "mh_<43 url-safe characters>" (256 random bits), recognisable in logs and by
+# secret scanners.
+API_TOKEN_KEY_PREFIX = "mh_"
+# POST /api/auth/token/ names the tokens it makes like this.
+EXCHANGED_TOKEN_NAME = "password exchange"
+# last_used_at is written at most this often per token (not once per request).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @transaction.atomic
@@ -48,7 +62,9 @@ def user_create_in_team(
             user.set_unusable_password()
         user.full_clean(exclude=["password"])
         user.save()
-    elif password:
+    elif password and not user.check_password(password):
+        # A new password revokes the user's API tokens and logs out their sessions (teams/signals.py);
+        # re-running with the same password changes nothing.
         user.set_password(password)
         user.save(update_fields=["password"])
     team = team_get_or_create(slug=team_slug)
@@ -56,7 +72,76 @@ def user_create_in_team(
     return user, created
 
 
-def token_for_user(*, user: AbstractBaseUser) -> str:
-    """Return the user's API token, creating it on first use."""
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key
+@transaction.atomic
+def api_token_create(*, user: AbstractBaseUser, name: str, expires_in_days: int | None = None) -> tuple[ApiToken, str]:
+    """Create a named API token for `user`; return (token, key). The key is not stored: show it once.
+
+    `expires_in_days` None means the token never expires.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError("A token needs a name, e.g. 'ci' or 'laptop', so that you can tell your tokens apart.")
+    if expires_in_days is not None and not 1 <= expires_in_days <= ApiToken.MAX_EXPIRY_DAYS:
+        raise ValidationError(
+            f"expires_in_days must be between 1 and {ApiToken.MAX_EXPIRY_DAYS}, got {expires_in_days}. "
+            "Leave it out for a token that never expires."
+        )
+    key = API_TOKEN_KEY_PREFIX + secrets.token_urlsafe(32)
+    now = timezone.now()
+    token = ApiToken(
+        user=user,
+        name=name,
+        prefix=key[: ApiToken.PREFIX_LENGTH],
+        key_hash=ApiToken.hash_key(key),
+        created_at=now,
+        expires_at=now + timedelta(days=expires_in_days) if expires_in_days is not None else None,
+    )
+    try:
+        token.full_clean()
+    except DjangoValidationError as exc:
+        raise ValidationError(f"Invalid token: {' '.join(exc.messages)}") from exc
+    token.save()
+    return token, key
+
+
+def api_token_exchange(*, user: AbstractBaseUser) -> tuple[ApiToken, str]:
+    """Create the token that POST /api/auth/token/ returns for a username and password.
+
+    It expires after settings.MODELHUB_EXCHANGED_TOKEN_DAYS days (0: never).
+    """
+    days = settings.MODELHUB_EXCHANGED_TOKEN_DAYS
+    return api_token_create(user=user, name=EXCHANGED_TOKEN_NAME, expires_in_days=days if days > 0 else None)
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke `token` (idempotent): requests with it get 401 from now on. The row stays, listed as revoked."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+@transaction.atomic
+def api_token_revoke_all(*, user: AbstractBaseUser) -> int:
+    """Revoke every token of `user` that is not revoked yet; return how many."""
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_token_mark_used(*, token: ApiToken) -> None:
+    """Record that `token` was just used: one UPDATE at most per LAST_USED_RESOLUTION, not one per request."""
+    now = timezone.now()
+    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+        return
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    ApiToken.objects.filter(stale, pk=token.pk).update(last_used_at=now)  # concurrent requests: one writes
+    token.last_used_at = now
+
+
+def token_for_user(*, user: AbstractBaseUser, name: str = "API token") -> str:
+    """Create a new API token for `user` (never expiring) and return its key.
+
+    Keys are stored hashed, so an existing key cannot be returned again: every call makes a new one.
+    """
+    _, key = api_token_create(user=user, name=name)
+    return key

@@ -1,4 +1,8 @@
-"""`manage.py create_user USERNAME --team TEAM --role ROLE [--password P] [--print-token]`."""
+"""`manage.py create_user USERNAME --team TEAM --role ROLE [--password P] [--print-token]`.
+
+Idempotent for the user and the membership. --print-token creates a NEW API token each run
+(keys are stored hashed, so an earlier one cannot be printed again) and prints it last.
+"""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -10,8 +14,9 @@ from modelhub.teams.services import token_for_user, user_create_in_team
 class Command(BaseCommand):
     help = (
         "Create a user in a team with a role (creating the team if missing). Idempotent: "
-        "re-running updates the role (and password, if given). With --print-token the API "
-        "token is the last line printed."
+        "re-running updates the role (and password, if given; a new password revokes the user's "
+        "API tokens). With --print-token a new API token (named 'create_user', never expiring) is "
+        "the last line printed; earlier tokens keep working until revoked."
     )
 
     def add_arguments(self, parser):
@@ -36,4 +41,4 @@ class Command(BaseCommand):
         verb = "Created" if created else "Updated"
         self.stdout.write(f"{verb} user '{user.username}' in team '{options['team']}' as {options['role']}.")
         if options["print_token"]:
-            self.stdout.write(token_for_user(user=user))
+            self.stdout.write(token_for_user(user=user, name="create_user"))
