@@ -1,6 +1,6 @@
 """REST endpoints for heads, the review workflow, comments, history and imports."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -11,6 +11,7 @@ from heads.selectors import head_get, head_history, head_list, import_get, impor
 from heads.services import head_comment_add, head_transition, head_upload, import_create
 from modelhub.artifacts.downloads import blob_download_response
 from modelhub.core.api import TRACKED_WORK_FIELDS, paginated_response
+from modelhub.core.schema import error_response
 from modelhub.teams.selectors import membership_get
 
 
@@ -21,7 +22,7 @@ class HeadOutputSerializer(serializers.ModelSerializer):
     backbone_version = serializers.IntegerField(source="backbone.version")
     sha256 = serializers.CharField(source="blob.sha256")
     size_bytes = serializers.IntegerField(source="blob.size_bytes")
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
     review = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
 
@@ -73,6 +74,9 @@ class HeadListCreateApi(APIView):
         file = serializers.FileField()
         labels = serializers.CharField(required=False, allow_blank=True, default="")
         description = serializers.CharField(required=False, allow_blank=True, default="")
+
+        class Meta:
+            ref_name = "HeadUpload"
 
     class FilterSerializer(serializers.Serializer):
         team = serializers.CharField(required=False)
@@ -127,7 +131,24 @@ class HeadTransitionApi(APIView):
     class InputSerializer(serializers.Serializer):
         comment = serializers.CharField(required=False, allow_blank=True, default="")
 
-    @extend_schema(request=InputSerializer, responses=HeadOutputSerializer)
+        class Meta:
+            ref_name = "HeadTransition"
+
+    @extend_schema(
+        request=InputSerializer,
+        examples=[OpenApiExample("With a comment", value={"comment": "LGTM"}, request_only=True)],
+        responses={
+            200: HeadOutputSerializer,
+            403: error_response(
+                "Your role does not allow this action: approve and request_changes need a reviewer or admin who "
+                "did not author the head; archive needs its author, a reviewer or an admin."
+            ),
+            409: error_response(
+                "The action is not allowed from the head's current status (code invalid_transition; "
+                "detail.current_status names it)."
+            ),
+        },
+    )
     def post(self, request, pk: int):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -137,7 +158,7 @@ class HeadTransitionApi(APIView):
 
 
 class CommentSerializer(serializers.ModelSerializer):
-    author = serializers.CharField(source="author.username", default=None)
+    author = serializers.CharField(source="author.username", default=None, allow_null=True)
 
     class Meta:
         model = HeadComment
@@ -150,12 +171,19 @@ class HeadCommentsApi(APIView):
     class InputSerializer(serializers.Serializer):
         body = serializers.CharField()
 
+        class Meta:
+            ref_name = "CommentCreate"
+
     @extend_schema(responses=CommentSerializer(many=True))
     def get(self, request, pk: int):
         head = head_get(user=request.user, pk=pk)
         return paginated_response(request, head.comments.select_related("author"), CommentSerializer, view=self)
 
-    @extend_schema(request=InputSerializer, responses={201: CommentSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: CommentSerializer},
+        examples=[OpenApiExample("Comment", value={"body": "Holdout accuracy looks good."}, request_only=True)],
+    )
     def post(self, request, pk: int):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -166,7 +194,7 @@ class HeadCommentsApi(APIView):
 
 
 class EventSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", default=None)
+    actor = serializers.CharField(source="actor.username", default=None, allow_null=True)
 
     class Meta:
         model = HeadEvent
@@ -228,6 +256,9 @@ class ImportListCreateApi(APIView):
             child=serializers.CharField(), required=False, help_text="One task slug per upload; else from file names."
         )
 
+        class Meta:
+            ref_name = "ImportFromUploads"
+
     class ImportMultipartInputSerializer(ImportFieldsSerializer):
         files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
         tasks = serializers.CharField(
@@ -236,6 +267,9 @@ class ImportListCreateApi(APIView):
             default="",
             help_text='JSON list of task slugs, one per file, e.g. ["sentiment", "topic"]; else from file names.',
         )
+
+        class Meta:
+            ref_name = "ImportMultipart"
 
     @extend_schema(responses=ImportOutputSerializer(many=True))
     def get(self, request):
@@ -246,6 +280,14 @@ class ImportListCreateApi(APIView):
             "application/json": ImportFromUploadsInputSerializer,
             "multipart/form-data": ImportMultipartInputSerializer,
         },
+        examples=[
+            OpenApiExample(
+                "From staged uploads",
+                value={"team": "vision", "backbone_name": "mobilenet", "uploads": [11, 12]},
+                request_only=True,
+                media_type="application/json",
+            )
+        ],
         responses={202: ImportOutputSerializer},
     )
     def post(self, request):

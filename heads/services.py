@@ -34,7 +34,7 @@ S = HeadVersion.Status
 
 
 def check_task_slug(slug: str) -> None:
-    if not TASK_SLUG.match(slug or ""):
+    if not TASK_SLUG.fullmatch(slug or ""):  # fullmatch: "$" would let "name\n" through
         raise ValidationError(
             f"Invalid task slug {slug!r}: expected 1-63 lowercase letters, digits, '_' or '-', "
             "starting with a letter or digit (e.g. 'sentiment' or 'box-regression').",

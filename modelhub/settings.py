@@ -7,9 +7,11 @@ Two runtime shapes (see README "Configuration"):
   MODELHUB_S3_* (an S3-compatible bucket through django-storages).
 """
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
@@ -135,7 +137,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "modelhub.core",
@@ -295,21 +296,44 @@ MODELHUB_MAX_LEARNING_RATE = env_float("MODELHUB_MAX_LEARNING_RATE", 1.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # Named, hashed, expiring tokens (modelhub.teams.models.ApiToken); header "Token <key>".
+        "modelhub.teams.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "modelhub.core.pagination.StandardPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "modelhub.core.exception_handler.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "modelhub.core.schema.ModelHubAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ModelHub API",
-    "DESCRIPTION": "Registry, review, training and assembly of backbone + head models.",
+    "DESCRIPTION": (
+        "Registry, review, training and assembly of backbone + head models.\n\n"
+        "Authenticate with `Authorization: Token <key>` (POST /api/auth/token/ exchanges a password for one). "
+        "Lists are pages: `{count, next, previous, results}`, with `?page=N&page_size=M` (at most 500). "
+        'Every error has the body `{"error": {"code", "message", "detail"}}`; non-members get 404, never 403. '
+        "Besides the statuses each operation lists, any path answers 405 to a method it does not list and "
+        "406 to an Accept header it cannot satisfy (JSON is always available)."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request and response components apart: uploads are binary files in requests, and request
+    # components are named "...Request".
+    "COMPONENT_SPLIT_REQUEST": True,
+    # One enum component per lifecycle, named after its model (many serializers have a "status").
+    "ENUM_NAME_OVERRIDES": {
+        "BackboneStatusEnum": "modelhub.backbones.models.BackboneVersion.Status",
+        "HeadStatusEnum": "heads.models.HeadVersion.Status",
+        "ImportStatusEnum": "heads.models.ModelImport.Status",
+        "AssemblyStatusEnum": "modelhub.assemblies.models.Assembly.Status",
+        "DatasetStatusEnum": "training.models.Dataset.Status",
+        "JobStatusEnum": "training.models.Job.Status",
+        "JobKindEnum": "training.models.Job.Kind",
+        "ReportStatusEnum": "training.models.ForgettingReport.Status",
+        "HealthStatusEnum": ["ok", "degraded"],
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -362,6 +386,62 @@ MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
 MODELHUB_PREDICT_TIMEOUT = env_int("MODELHUB_PREDICT_TIMEOUT", 60)
 CELERY_TASK_ALWAYS_EAGER = False
 
+# --- Cache and login throttling -------------------------------------------------------------
+
+
+def _caches() -> dict:
+    """Django's cache, shared by every web process (it holds the failed-login counters).
+
+    Redis on the broker's server with the next db number when the broker is Redis; else files
+    under MODELHUB_HOME (the embedded default runs several gunicorn workers: no per-process cache).
+    """
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        parts = urlsplit(CELERY_BROKER_URL)
+        try:
+            broker_db = int(parts.path.strip("/") or 0)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"CELERY_BROKER_URL must end in a Redis db number (e.g. redis://host:6379/0), got {parts.path!r}."
+            ) from None
+        return {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": urlunsplit(parts._replace(path=f"/{(broker_db + 1) % 16}")),
+                "KEY_PREFIX": "modelhub",
+                "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            }
+        }
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(MODELHUB_HOME / "cache" / "django"),
+            "OPTIONS": {"MAX_ENTRIES": 10000},
+        }
+    }
+
+
+def _trusted_proxies() -> list[str]:
+    """Return MODELHUB_TRUSTED_PROXIES, each checked to be an IP address or network."""
+    proxies = env_list("MODELHUB_TRUSTED_PROXIES", [])
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"MODELHUB_TRUSTED_PROXIES must list IP addresses or networks (e.g. 172.16.0.0/12), got {proxy!r}."
+            ) from None
+    return proxies
+
+
+CACHES = _caches()
+# Failed logins and token exchanges (POST /api/auth/token/, /login/, /admin/login/) allowed per
+# username and per client address in one minute; then 429 with Retry-After until the minute ends,
+# even with the right password (modelhub/teams/login_throttle.py). 0 turns it off.
+MODELHUB_LOGIN_FAILURES_PER_MINUTE = env_int("MODELHUB_LOGIN_FAILURES_PER_MINUTE", 10)
+# The client address is REMOTE_ADDR. Behind a reverse proxy (nginx in docker-compose) that is the
+# proxy's: list the proxies' addresses or networks here, and for requests from them the client is
+# the right-most X-Forwarded-For entry that is not a proxy. X-Forwarded-For is read from nowhere else.
+MODELHUB_TRUSTED_PROXIES = _trusted_proxies()
 # Tokens made by POST /api/auth/token/ (username + password) expire after this many days; 0: never.
 MODELHUB_EXCHANGED_TOKEN_DAYS = env_int("MODELHUB_EXCHANGED_TOKEN_DAYS", 30)
 

@@ -14,11 +14,14 @@ from modelhub.assemblies import apis as assembly_apis
 from modelhub.backbones import apis as backbone_apis
 from modelhub.core import apis as core_apis
 from modelhub.teams import apis as team_apis
+from modelhub.teams.login_throttle import login_throttled
 from training import apis as training_apis
 
 api_patterns = [
     path("health/", core_apis.HealthApi.as_view(), name="health"),
     path("auth/token/", team_apis.TokenApi.as_view(), name="auth-token"),
+    path("tokens/", team_apis.ApiTokenListCreateApi.as_view(), name="token-list"),
+    path("tokens/<int:pk>/", team_apis.ApiTokenDetailApi.as_view(), name="token-detail"),
     path("teams/", team_apis.TeamListApi.as_view(), name="team-list"),
     path("teams/<slug:slug>/members/", team_apis.TeamMembersApi.as_view(), name="team-members"),
     path("uploads/", artifact_apis.UploadListCreateApi.as_view(), name="upload-list"),
@@ -76,8 +79,10 @@ api_patterns = [
 
 urlpatterns = [
     path("api/", include((api_patterns, "api"))),
+    # Both password forms refuse a blocked username or address (429) before checking the password.
+    path("admin/login/", login_throttled(admin.site.login)),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", login_throttled(auth_views.LoginView.as_view()), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("backbones/", include("modelhub.backbones.urls")),
     path("assemblies/", include("modelhub.assemblies.urls")),

@@ -20,6 +20,8 @@ fi
 
 # --- Python ---------------------------------------------------------------------------------
 scripts/venv.sh requirements-dev.txt
+# schemathesis (tests/api/test_schemathesis.py) has pins of its own: its own venv, made once.
+scripts/venv_schemathesis.sh
 
 # --- Throwaway PostgreSQL + Redis -------------------------------------------------------------
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"

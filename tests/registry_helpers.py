@@ -34,17 +34,22 @@ def settled_head(client, path, *, backbone: int, task: str, **fields) -> dict:
     return wait_status(client, f"/api/heads/{response.json()['id']}/")
 
 
-def import_and_approve(author, reviewer, model_files) -> dict:
-    """Import the three seed full models as one backbone + draft heads; submit and approve them all."""
-    keys = ["full_sentiment", "full_topic", "full_box"]
+def import_and_approve(
+    author, reviewer, model_files=None, *, paths=None, backbone_name: str = "shared", feature_layer="features"
+) -> dict:
+    """Import full models as one backbone + draft heads; submit and approve them all.
+
+    By default the three seed full models of `model_files`; or the files at `paths`.
+    """
+    if paths is None:
+        paths = [model_files[key] for key in ("full_sentiment", "full_topic", "full_box")]
+    fields = {"team": "vision", "backbone_name": backbone_name}
+    if feature_layer:
+        fields["feature_layer"] = feature_layer
     with contextlib.ExitStack() as stack:
-        handles = [stack.enter_context(open(model_files[k], "rb")) for k in keys]
-        response = author.post(
-            "/api/imports/",
-            {"team": "vision", "backbone_name": "shared", "feature_layer": "features", "files": handles},
-            format="multipart",
-        )
-    body = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=120)
+        handles = [stack.enter_context(open(path, "rb")) for path in paths]
+        response = author.post("/api/imports/", {**fields, "files": handles}, format="multipart")
+    body = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=300)
     assert body["status"] == "succeeded", body
     for entry in body["report"]:
         assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200

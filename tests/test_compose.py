@@ -11,8 +11,12 @@ from tests.conftest import REPO_ROOT
 def test_compose_file_validates():
     if shutil.which("docker-compose") is None:
         pytest.fail("docker-compose is not installed; `make test` installs Debian's package.")
+    import os
+
+    credentials = {"POSTGRES_PASSWORD": "pw", "MINIO_ROOT_USER": "user", "MINIO_ROOT_PASSWORD": "secret-pw"}
     result = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", "config", "-q"],
+        env={**os.environ, **credentials},  # compose refuses to start without them (see tests/security)
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -1,17 +1,18 @@
 """REST endpoints for datasets, training jobs (cancel, retry) and forgetting reports."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from modelhub.core.api import paginated_response
+from modelhub.core.schema import JsonSchemaBody, error_response
 from modelhub.teams.selectors import membership_get
 from training.models import Dataset, ForgettingReport, Job
 from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get
 from training.services import dataset_upload, job_cancel, job_create, job_retry, report_decide
-from training.specs import JobSpecError, job_spec_parse
+from training.specs import JOB_SPECS, JobSpecError, Spec, job_spec_parse
 
 
 class DatasetOutputSerializer(serializers.ModelSerializer):
@@ -51,6 +52,9 @@ class DatasetListCreateApi(APIView):
         name = serializers.CharField(max_length=100)
         file = serializers.FileField()
 
+        class Meta:
+            ref_name = "DatasetUpload"
+
     @extend_schema(responses=DatasetOutputSerializer(many=True))
     def get(self, request):
         return paginated_response(request, dataset_list(user=request.user), DatasetOutputSerializer, view=self)
@@ -74,7 +78,7 @@ class DatasetDetailApi(APIView):
 
 class JobOutputSerializer(serializers.ModelSerializer):
     team = serializers.CharField(source="team.slug")
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
     forgetting_report = serializers.SerializerMethodField()
 
     class Meta:
@@ -105,6 +109,42 @@ class JobOutputSerializer(serializers.ModelSerializer):
         return report
 
 
+def job_request_schemas() -> tuple[dict[str, dict], dict]:
+    """Return the JSON schemas of POST /api/jobs/ bodies, from the job specs: (components, body).
+
+    One component per kind ("TrainHeadJobRequest": team, kind and that kind's parameters) and
+    per nested spec ("HeadSpec"); the body is one of the kinds, told apart by ``kind``.
+    """
+    components: dict[str, dict] = {}
+
+    def ref(spec: type[Spec]) -> dict:
+        name = spec.__name__
+        if name not in components:
+            components[name] = {}  # reserved first: a spec may nest itself
+            components[name] = spec.json_schema(ref)
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    mapping = {}
+    for kind, spec in JOB_SPECS.items():
+        params = spec.json_schema(ref)
+        name = f"{spec.__name__.removesuffix('Spec')}JobRequest"
+        components[name] = {
+            **params,
+            "properties": {
+                "team": {"type": "string", "minLength": 1, "description": "Slug of the team that runs the job."},
+                "kind": {"type": "string", "enum": [kind]},
+                **params["properties"],
+            },
+            "required": ["team", "kind", *params.get("required", [])],
+        }
+        mapping[kind] = f"#/components/schemas/{name}"
+    body = {
+        "oneOf": [{"$ref": target} for target in mapping.values()],
+        "discriminator": {"propertyName": "kind", "mapping": mapping},
+    }
+    return components, body
+
+
 class JobListCreateApi(APIView):
     parser_classes = [JSONParser]
 
@@ -126,6 +166,9 @@ class JobListCreateApi(APIView):
                 raise serializers.ValidationError(exc.errors) from None
             return attrs
 
+        class Meta:
+            ref_name = "JobCreate"
+
     class FilterSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=Job.Kind.values, required=False)
         status = serializers.ChoiceField(choices=Job.Status.values, required=False)
@@ -139,7 +182,25 @@ class JobListCreateApi(APIView):
             request, job_list(user=request.user, filters=filters.validated_data), JobOutputSerializer, view=self
         )
 
-    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer})
+    @extend_schema(
+        request={"application/json": JsonSchemaBody(job_request_schemas)},
+        responses={202: JobOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Train a head",
+                value={
+                    "team": "vision",
+                    "kind": "train_head",
+                    "backbone": 1,
+                    "dataset": 2,
+                    "task": "sentiment",
+                    "head": {"type": "dense"},
+                    "epochs": 2,
+                },
+                request_only=True,
+            )
+        ],
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -155,21 +216,36 @@ class JobDetailApi(APIView):
 
 
 class JobCancelApi(APIView):
-    @extend_schema(request=None, responses=JobOutputSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            200: JobOutputSerializer,
+            409: error_response("The job has finished already (detail.current_status names how)."),
+        },
+    )
     def post(self, request, pk: int):
         job = job_cancel(job=job_get(user=request.user, pk=pk), user=request.user)
         return Response(JobOutputSerializer(job).data)
 
 
 class JobRetryApi(APIView):
-    @extend_schema(request=None, responses={202: JobOutputSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: JobOutputSerializer,
+            400: error_response("The job's stored parameters are no longer valid: start a new job."),
+            409: error_response(
+                "The job is not failed or cancelled, or it was retried already (detail.retry names that job)."
+            ),
+        },
+    )
     def post(self, request, pk: int):
         job = job_retry(job=job_get(user=request.user, pk=pk), user=request.user)
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ReportOutputSerializer(serializers.ModelSerializer):
-    reviewed_by = serializers.CharField(source="reviewed_by.username", default=None)
+    reviewed_by = serializers.CharField(source="reviewed_by.username", default=None, allow_null=True)
 
     class Meta:
         model = ForgettingReport
@@ -185,7 +261,16 @@ class ReportDetailApi(APIView):
 class ReportDecisionApi(APIView):
     accept = True
 
-    @extend_schema(request=None, responses=ReportOutputSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            200: ReportOutputSerializer,
+            403: error_response(
+                "Only reviewers and admins decide, and the job's author may reject but not accept its report."
+            ),
+            409: error_response("The report was decided already (detail.current_status)."),
+        },
+    )
     def post(self, request, pk: int):
         report = report_decide(report=report_get(user=request.user, pk=pk), user=request.user, accept=self.accept)
         return Response(ReportOutputSerializer(report).data)

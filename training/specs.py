@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self
 
 from django.conf import settings
 
-from heads.services import check_task_slug
+from heads.services import TASK_SLUG, check_task_slug
 from modelhub.core.errors import ValidationError
 
 REQUIRED = dataclasses.MISSING
@@ -37,6 +37,7 @@ MAX_NAME_CHARS = 255
 DEFAULT_MLP_HIDDEN = (64,)
 
 Errors = dict[Any, Any]  # field name (or list index) -> [messages] | nested Errors
+SchemaRef = Callable[[type["Spec"]], dict]  # a nested spec -> the schema standing for it (a $ref)
 
 
 class JobSpecError(ValidationError):
@@ -112,6 +113,13 @@ class Rule:
         """Return (minimum, maximum) for numbers, for forms' min/max attributes."""
         return None, None
 
+    def json_schema(self, ref: SchemaRef) -> dict:
+        """Return the JSON schema (OpenAPI 3.0 dialect) of the values ``read`` accepts.
+
+        ``ref(spec)`` returns the schema (usually a $ref) that stands for a nested spec.
+        """
+        raise NotImplementedError("subclasses of Rule must provide json_schema()")
+
 
 class Integer(Rule):
     """A whole number in [minimum, maximum] (JSON 5 or 5.0; not true, not "5")."""
@@ -140,6 +148,12 @@ class Integer(Rule):
     def bounds(self) -> tuple[float | None, float | None]:
         return self.minimum.value, self.maximum.value if self.maximum is not None else None
 
+    def json_schema(self, ref: SchemaRef) -> dict:
+        schema = {"type": "integer", "minimum": self.minimum.value}
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum.value
+        return schema
+
 
 class Number(Rule):
     """A finite number between minimum and maximum; each end open or closed."""
@@ -166,6 +180,14 @@ class Number(Rule):
     def bounds(self) -> tuple[float | None, float | None]:
         return self.minimum.value, self.maximum.value
 
+    def json_schema(self, ref: SchemaRef) -> dict:
+        schema = {"type": "number", "minimum": self.minimum.value, "maximum": self.maximum.value}
+        if self.open_min:
+            schema["exclusiveMinimum"] = True
+        if self.open_max:
+            schema["exclusiveMaximum"] = True
+        return schema
+
 
 class Choice(Rule):
     def __init__(self, *options: str):
@@ -176,6 +198,9 @@ class Choice(Rule):
             raise Invalid(f"must be one of {', '.join(repr(o) for o in self.options)}; got {_shown(value)}")
         return value
 
+    def json_schema(self, ref: SchemaRef) -> dict:
+        return {"type": "string", "enum": list(self.options)}
+
 
 class Boolean(Rule):
     def read(self, value: Any) -> bool:
@@ -183,12 +208,18 @@ class Boolean(Rule):
             raise Invalid(f"must be true or false; got {_shown(value)}")
         return value
 
+    def json_schema(self, ref: SchemaRef) -> dict:
+        return {"type": "boolean"}
+
 
 class Name(Rule):
-    """A non-empty string, e.g. a layer name; ``check`` may refuse it with a message."""
+    """A non-empty string, e.g. a layer name; ``check`` may refuse it with a message.
 
-    def __init__(self, check: Callable[[str], None] | None = None):
-        self.check = check
+    ``pattern`` is the regular expression ``check`` enforces, for the API schema.
+    """
+
+    def __init__(self, check: Callable[[str], None] | None = None, *, pattern: str = ""):
+        self.check, self.pattern = check, pattern
 
     def read(self, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -201,6 +232,12 @@ class Name(Rule):
             except ValidationError as exc:
                 raise Invalid(exc.message) from None
         return value
+
+    def json_schema(self, ref: SchemaRef) -> dict:
+        schema = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS}
+        if self.pattern:
+            schema["pattern"] = self.pattern
+        return schema
 
 
 class Integers(Rule):
@@ -226,6 +263,9 @@ class Integers(Rule):
     def bounds(self) -> tuple[float | None, float | None]:
         return self.item.bounds()
 
+    def json_schema(self, ref: SchemaRef) -> dict:
+        return {"type": "array", "items": self.item.json_schema(ref), "maxItems": self.max_items.value}
+
 
 class Nested(Rule):
     """An object read by another spec (its errors nest under this field's name)."""
@@ -238,6 +278,9 @@ class Nested(Rule):
 
     def write(self, value: Spec) -> dict:
         return value.to_params()
+
+    def json_schema(self, ref: SchemaRef) -> dict:
+        return ref(self.spec)
 
 
 class NestedList(Rule):
@@ -261,6 +304,9 @@ class NestedList(Rule):
 
     def write(self, value: tuple[Spec, ...]) -> list[dict]:
         return [item.to_params() for item in value]
+
+    def json_schema(self, ref: SchemaRef) -> dict:
+        return {"type": "array", "items": ref(self.spec), "minItems": 1}
 
 
 def spec_field(rule: Rule, default: Any = REQUIRED, *, doc: str) -> Any:
@@ -310,6 +356,31 @@ class Spec:
     def derive(self) -> Self:
         """Return the spec with defaults that depend on other fields filled in."""
         return self
+
+    @classmethod
+    def json_schema(cls, ref: SchemaRef) -> dict:
+        """Return the JSON schema (OpenAPI 3.0 dialect) of the parameters ``parse`` reads.
+
+        Bounds are today's settings. Cross-field rules (``check``) are only in the descriptions.
+        """
+        properties, required = {}, []
+        for field in dataclasses.fields(cls):
+            rule: Rule = field.metadata["rule"]
+            schema = rule.json_schema(ref)
+            if "$ref" in schema:  # OpenAPI 3.0 ignores keywords beside a $ref
+                schema = {"allOf": [schema]}
+            schema["description"] = rule.doc
+            if field.default is REQUIRED:
+                required.append(field.name)
+            else:
+                schema["nullable"] = True  # null means "not given"
+                if isinstance(field.default, bool | int | float | str):
+                    schema["default"] = field.default
+            properties[field.name] = schema
+        schema = {"type": "object", "description": (cls.__doc__ or "").strip(), "properties": properties}
+        if required:
+            schema["required"] = required
+        return schema
 
     def to_params(self) -> dict:
         """Return the spec as the JSON stored on the job (fields left unset are left out)."""
@@ -416,7 +487,9 @@ def _id(what: str) -> Any:
 
 
 def _task() -> Any:
-    return spec_field(Name(check_task_slug), doc="Task slug of the new head version (created if new).")
+    return spec_field(
+        Name(check_task_slug, pattern=TASK_SLUG.pattern), doc="Task slug of the new head version (created if new)."
+    )
 
 
 def _seed() -> Any:

@@ -18,8 +18,12 @@ class UploadOutputSerializer(serializers.Serializer):
     filename = serializers.CharField()
     sha256 = serializers.CharField(source="blob.sha256")
     size_bytes = serializers.IntegerField(source="blob.size_bytes")
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
     created_at = serializers.DateTimeField()
+
+
+class UploadCreatedOutputSerializer(UploadOutputSerializer):
+    deduplicated = serializers.BooleanField(help_text="True when the team already had these bytes.")
 
 
 class UploadListCreateApi(APIView):
@@ -31,12 +35,15 @@ class UploadListCreateApi(APIView):
         team = serializers.CharField()
         file = serializers.FileField()
 
+        class Meta:
+            ref_name = "UploadCreate"
+
     @extend_schema(responses=UploadOutputSerializer(many=True))
     def get(self, request):
         uploads = scoped_to_member(Upload.objects.select_related("team", "blob", "created_by"), user=request.user)
         return paginated_response(request, uploads, UploadOutputSerializer, view=self)
 
-    @extend_schema(request=InputSerializer, responses={201: UploadOutputSerializer})
+    @extend_schema(request=InputSerializer, responses={201: UploadCreatedOutputSerializer})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -1,6 +1,6 @@
 """REST endpoints for assemblies: create (or find), list, detail, download the zipped SavedModel."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,14 +12,15 @@ from modelhub.assemblies.selectors import assembly_get, assembly_list
 from modelhub.assemblies.services import assembly_create
 from modelhub.core.api import paginated_response
 from modelhub.core.errors import ApplicationError, ConflictError
+from modelhub.core.schema import error_response
 from modelhub.teams.selectors import membership_get
 
 
 class AssemblyOutputSerializer(serializers.ModelSerializer):
     team = serializers.CharField(source="team.slug")
     tasks = serializers.SerializerMethodField()
-    sha256 = serializers.CharField(source="blob.sha256", default=None)
-    size_bytes = serializers.IntegerField(source="blob.size_bytes", default=None)
+    sha256 = serializers.CharField(source="blob.sha256", default=None, allow_null=True)
+    size_bytes = serializers.IntegerField(source="blob.size_bytes", default=None, allow_null=True)
     download_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -61,6 +62,27 @@ class AssemblyOutputSerializer(serializers.ModelSerializer):
         return f"/api/assemblies/{obj.pk}/download/" if obj.blob_id else None
 
 
+class AssemblyCreatedOutputSerializer(AssemblyOutputSerializer):
+    existing = serializers.BooleanField(
+        help_text="True (status 200) when these heads on this backbone were already assembled; false (202) when "
+        "a new assembly was queued."
+    )
+
+    class Meta(AssemblyOutputSerializer.Meta):
+        fields = [*AssemblyOutputSerializer.Meta.fields, "existing"]
+
+
+class PredictionOutputSerializer(serializers.Serializer):
+    outputs = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        help_text="The head's outputs: one row of output_width numbers per input row.",
+    )
+    task = serializers.CharField()
+    task_id = serializers.IntegerField()
+    output_width = serializers.IntegerField()
+    labels = serializers.ListField(child=serializers.CharField(), allow_null=True)
+
+
 class AssemblyListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         team = serializers.CharField()
@@ -68,11 +90,22 @@ class AssemblyListCreateApi(APIView):
         heads = serializers.ListField(child=serializers.IntegerField(), required=False, allow_null=True)
         name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
 
+        class Meta:
+            ref_name = "AssemblyCreate"
+
     @extend_schema(responses=AssemblyOutputSerializer(many=True))
     def get(self, request):
         return paginated_response(request, assembly_list(user=request.user), AssemblyOutputSerializer, view=self)
 
-    @extend_schema(request=InputSerializer, responses={202: AssemblyOutputSerializer, 200: AssemblyOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: AssemblyCreatedOutputSerializer, 200: AssemblyCreatedOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Latest approved heads", value={"team": "vision", "backbone": 1, "name": "vision-v1"}, request_only=True
+            )
+        ],
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -96,7 +129,12 @@ class AssemblyDetailApi(APIView):
 
 
 class AssemblyDownloadApi(APIView):
-    @extend_schema(responses={(200, "application/zip"): bytes})
+    @extend_schema(
+        responses={
+            (200, "application/zip"): bytes,
+            409: error_response("The assembly is not ready yet (detail.current_status names its status)."),
+        }
+    )
     def get(self, request, pk: int):
         assembly = assembly_get(user=request.user, pk=pk)
         if assembly.status != Assembly.Status.READY or assembly.blob is None:
@@ -132,7 +170,23 @@ class AssemblyPredictApi(APIView):
                 raise serializers.ValidationError("Give exactly one of 'task' (a slug) or 'task_id' (a number).")
             return attrs
 
-    @extend_schema(request=InputSerializer, responses={200: dict})
+        class Meta:
+            ref_name = "Predict"
+
+    @extend_schema(
+        request=InputSerializer,
+        examples=[
+            OpenApiExample("One row", value={"task": "sentiment", "inputs": [[0.1, 0.2, 0.3]]}, request_only=True)
+        ],
+        responses={
+            200: PredictionOutputSerializer,
+            400: error_response("The worker could not run the prediction (code prediction_failed)."),
+            409: error_response("The assembly is not ready: predictions need status 'ready'."),
+            504: error_response(
+                "No worker answered within MODELHUB_PREDICT_TIMEOUT seconds (code prediction_timeout). Try again."
+            ),
+        },
+    )
     def post(self, request, pk: int):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

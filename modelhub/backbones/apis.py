@@ -11,6 +11,7 @@ from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_get, backbone_list
 from modelhub.backbones.services import backbone_upload
 from modelhub.core.api import TRACKED_WORK_FIELDS, paginated_response
+from modelhub.core.schema import error_response
 from modelhub.teams.selectors import membership_get
 
 
@@ -18,7 +19,7 @@ class BackboneOutputSerializer(serializers.ModelSerializer):
     team = serializers.CharField(source="team.slug")
     sha256 = serializers.CharField(source="blob.sha256")
     size_bytes = serializers.IntegerField(source="blob.size_bytes")
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
     download_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -50,6 +51,15 @@ class BackboneOutputSerializer(serializers.ModelSerializer):
         return f"/api/backbones/{obj.pk}/download/"
 
 
+class BackboneUploadedOutputSerializer(BackboneOutputSerializer):
+    deduplicated = serializers.BooleanField(
+        help_text="True (status 200) when these bytes are already this version; false (202) for a new version."
+    )
+
+    class Meta(BackboneOutputSerializer.Meta):
+        fields = [*BackboneOutputSerializer.Meta.fields, "deduplicated"]
+
+
 class BackboneListCreateApi(APIView):
     parser_classes = [MultiPartParser]
 
@@ -59,6 +69,9 @@ class BackboneListCreateApi(APIView):
         file = serializers.FileField()
         feature_layer = serializers.CharField(required=False, allow_blank=True, default="")
         description = serializers.CharField(required=False, allow_blank=True, default="")
+
+        class Meta:
+            ref_name = "BackboneUpload"
 
     class FilterSerializer(serializers.Serializer):
         team = serializers.CharField(required=False)
@@ -72,7 +85,14 @@ class BackboneListCreateApi(APIView):
         queryset = backbone_list(user=request.user, filters=filters.validated_data)
         return paginated_response(request, queryset, BackboneOutputSerializer, view=self)
 
-    @extend_schema(request=InputSerializer, responses={202: BackboneOutputSerializer, 200: BackboneOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            202: BackboneUploadedOutputSerializer,
+            200: BackboneUploadedOutputSerializer,
+            409: error_response("These bytes are already another backbone version with the same feature layer."),
+        },
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

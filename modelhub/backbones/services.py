@@ -30,7 +30,7 @@ def check_keras_filename(filename: str) -> None:
 
 
 def check_backbone_name(name: str) -> None:
-    if not NAME_PATTERN.match(name or ""):
+    if not NAME_PATTERN.fullmatch(name or ""):
         raise ValidationError(
             f"Invalid backbone name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (e.g. 'mobilenet-v2').",

@@ -11,7 +11,11 @@ TRACKED_WORK_FIELDS = ["started_at", "finished_at", "attempts", "worker", "heart
 
 
 def paginated_response(request, queryset: QuerySet | list, serializer_class: type[Serializer], view=None) -> Response:
-    """Return one page of `queryset`, serialized, in the standard paginated envelope."""
+    """Return one page of `queryset`, serialized, in the standard paginated envelope.
+
+    Declare the view method with ``extend_schema(responses=serializer_class(many=True))``: the
+    schema (modelhub.core.schema) documents every GET list as this envelope, with page/page_size.
+    """
     paginator = StandardPagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)

@@ -159,7 +159,7 @@ def build_manifest(
     seen: set[str] = set()
     entries = []
     for task_id, head in enumerate(heads):
-        if not SIGNATURE_KEY_PATTERN.match(head.task) or head.task == SERVING_KEY:
+        if not SIGNATURE_KEY_PATTERN.fullmatch(head.task) or head.task == SERVING_KEY:
             raise AssemblyError(
                 f"Expected a task slug of letters, digits, '-' and '_' (not '{SERVING_KEY}'), "
                 f"received '{head.task}'. Rename the task."
@@ -353,7 +353,7 @@ def serving_inputs(backbone: keras.Model) -> list[dict[str, Any]]:
         entries[0]["name"] = INPUTS_KEY
         return entries
     for entry in entries:
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", entry["name"]) or entry["name"] in RESERVED_INPUT_NAMES:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", entry["name"]) or entry["name"] in RESERVED_INPUT_NAMES:
             raise AssemblyError(
                 f"Expected backbone input names made of letters, digits and '_' (not {sorted(RESERVED_INPUT_NAMES)}), "
                 f"received '{entry['name']}'. Rename the keras.Input and save the model again."

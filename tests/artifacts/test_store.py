@@ -95,9 +95,7 @@ def test_gc_never_deletes_a_blob_younger_than_the_longest_task(blob_store, tmp_p
     # A task running for an hour stored this blob (row and file) and has not registered it yet.
     in_flight = blob_store_path(path=write(tmp_path, "in-flight.bin", b"a model a job is still training"))
     hour_ago = time.time() - 3600
-    Blob.objects.filter(pk=in_flight.blob.pk).update(
-        created_at=timezone.now() - timedelta(hours=1)
-    )
+    Blob.objects.filter(pk=in_flight.blob.pk).update(created_at=timezone.now() - timedelta(hours=1))
     root = getattr(blob_store, "root", None)  # S3 objects cannot be aged; their mtime is now
     for path in root.rglob(in_flight.blob.sha256) if root else []:
         os.utime(path, (hour_ago, hour_ago))

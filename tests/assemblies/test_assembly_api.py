@@ -169,18 +169,13 @@ def test_predict_with_two_named_inputs_end_to_end(api_client_for, celery_worker,
     family = real_models.two_inputs(num_models=2)
     author = api_client_for("alice")
     reviewer = api_client_for("rita", role="reviewer")
-    with contextlib.ExitStack() as stack:
-        handles = [stack.enter_context(open(path, "rb")) for path in family.save(tmp_path / "models")]
-        response = author.post(
-            "/api/imports/",
-            {"team": "vision", "backbone_name": "two", "feature_layer": family.feature_layer, "files": handles},
-            format="multipart",
-        )
-    imported = wait_status(author, f"/api/imports/{response.json()['id']}/", timeout=300)
-    assert imported["status"] == "succeeded", imported
-    for entry in imported["report"]:
-        assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200
-        assert reviewer.post(f"/api/heads/{entry['head_version']}/approve/").status_code == 200
+    imported = import_and_approve(
+        author,
+        reviewer,
+        paths=family.save(tmp_path / "models"),
+        backbone_name="two",
+        feature_layer=family.feature_layer,
+    )
     response = author.post("/api/assemblies/", {"team": "vision", "backbone": imported["backbone"]}, format="json")
     assembly = wait_status(
         author, f"/api/assemblies/{response.json()['id']}/", pending=("queued", "building", "verifying"), timeout=300

@@ -47,7 +47,8 @@ def test_import_form_uploads_each_file_with_a_progress_bar_then_opens_the_import
     page.wait_for_url(re.compile(r"/heads/imports/\d+/$"))
     model_import = ModelImport.objects.get()
     assert page.url.endswith(f"/heads/imports/{model_import.pk}/")
-    expect(page.locator("#status-badge")).to_have_text("queued")
+    # Queued, or already picked up when a session worker runs (random bytes fail validation).
+    expect(page.locator("#status-badge")).to_have_text(re.compile(r"queued|running|failed"))
     expect(page.locator("#report-table")).to_contain_text("sentiment.keras")
     expect(page.locator("#report-table")).to_contain_text("topic.keras")
     assert list(model_import.files.values_list("filename", "task_slug")) == [

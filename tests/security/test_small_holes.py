@@ -86,3 +86,15 @@ def test_markdown_keeps_only_same_origin_images():
     )
     assert "tracker.example" not in html
     assert 'src="/static/img/plot.png"' in html
+
+
+@pytest.mark.parametrize("slug", ["sentiment\n", "tiny\n"])
+def test_names_with_a_trailing_newline_are_refused(slug):
+    from heads.services import check_task_slug
+    from modelhub.backbones.services import check_backbone_name
+    from modelhub.core.errors import ValidationError
+
+    with pytest.raises(ValidationError):
+        check_task_slug(slug)
+    with pytest.raises(ValidationError):
+        check_backbone_name(slug)
