@@ -9,13 +9,13 @@ short transaction at the end, so a failed import registers nothing.
 import logging
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
 from heads.model_files import head_output_width, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion, ModelImport
 from heads.services import head_version_create, task_get_or_create
 from modelhub.artifacts.services import blob_fetch_verified
+from modelhub.backbones.loading import check_model_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import backbone_version_create
 from modelhub.core.tracked_work import row_finish, run_tracked, work_heartbeat
@@ -31,7 +31,6 @@ def import_run(*, import_id: int) -> ModelImport | None:
 def _run(model_import: ModelImport) -> None:
     from modelhub.ml.errors import MLError
     from modelhub.ml.inspect import inspect_model, weights_fingerprint
-    from modelhub.ml.safe_load import check_keras_archive
     from modelhub.ml.split import FamilySplitError, ModelSource, split_family
 
     files = list(model_import.files.select_related("blob").order_by("position"))
@@ -43,13 +42,6 @@ def _run(model_import: ModelImport) -> None:
             return blob_fetch_verified(blob=file.blob, destination=Path(folder) / "model.keras")
 
         return fetch
-
-    def check_file(path: Path) -> None:
-        check_keras_archive(
-            path,
-            max_bytes=settings.MODELHUB_MAX_UPLOAD_BYTES,
-            max_uncompressed_bytes=settings.MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES,
-        )
 
     head_blobs: dict[int, object] = {}
     head_specs: dict[int, dict] = {}
@@ -66,7 +58,7 @@ def _run(model_import: ModelImport) -> None:
                 sources,
                 feature_layer=model_import.feature_layer or None,
                 on_head=on_head,
-                check_file=check_file,
+                check_file=check_model_file,
                 backbone_name=model_import.backbone_name,
             )
         except FamilySplitError as exc:

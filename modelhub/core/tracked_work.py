@@ -150,7 +150,7 @@ def work_heartbeat(row: models.Model, *, force: bool = False) -> None:
 
 
 @contextmanager
-def work_guard(row: models.Model, *, failed_status: str | None = None) -> Iterator[None]:
+def work_guard(row: models.Model) -> Iterator[None]:
     """End ``row`` with a message for ANY exception escaping the block, then swallow it.
 
     MemoryError and other non-Exception errors included: a worker never dies of an input,
@@ -167,7 +167,7 @@ def work_guard(row: models.Model, *, failed_status: str | None = None) -> Iterat
         try:
             row.refresh_from_db(fields=["status"])
             if row.status in type(row).WORKING:
-                row_finish(row, status=failed_status or type(row).LOST, error=f"The work {detail}.")
+                row_finish(row, status=type(row).LOST, error=f"The work {detail}.")
         except Exception:  # noqa: BLE001 - the database itself may be down
             logger.exception("could not record the failure of %s %s", type(row).__name__, row.pk)
 

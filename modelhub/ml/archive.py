@@ -96,23 +96,6 @@ class FlatGraph:
     tensors: dict[TensorRef, dict[str, Any]]
     aliases: dict[str, list[TensorRef]]
 
-    def input_specs(self) -> list[dict[str, Any]]:
-        """Return ``[{"name", "shape", "dtype"}]`` for the model inputs (batch excluded)."""
-        specs = []
-        for index in self.inputs:
-            config = self.nodes[index].layer["config"]
-            shape = config.get("batch_shape") or [None, *config.get("shape", [])]
-            specs.append({"name": self.nodes[index].name, "shape": list(shape[1:]), "dtype": config.get("dtype")})
-        return specs
-
-    def consumers(self) -> dict[int, list[int]]:
-        """Return node index -> indices of the nodes that read it."""
-        result: dict[int, list[int]] = {node.index: [] for node in self.nodes}
-        for node in self.nodes:
-            for parent in node.parents:
-                result[parent].append(node.index)
-        return result
-
     def ancestors(self, index: int) -> set[int]:
         """Return ``index`` and every node it depends on."""
         seen = {index}
@@ -179,31 +162,59 @@ class FlatGraph:
 
 def iter_refs(tree: Any) -> Iterator[TensorRef]:
     """Yield the tensor refs inside a call structure, in order."""
-    if isinstance(tree, dict):
-        if REF_KEY in tree:
-            yield (int(tree[REF_KEY][0]), int(tree[REF_KEY][1]))
-            return
-        for value in tree.values():
-            yield from iter_refs(value)
-    elif isinstance(tree, (list, tuple)):
-        for value in tree:
-            yield from iter_refs(value)
+    return (_ref(node) for node in _leaves(tree, _is_ref))
 
 
 def map_refs(tree: Any, mapping) -> Any:
     """Return a copy of a call structure with every ref replaced by ``mapping(ref)``."""
+    return _replace_leaves(tree, _is_ref, lambda node: mapping(_ref(node)))
+
+
+def _leaves(tree: Any, is_leaf) -> Iterator[dict]:
+    """Yield the dicts of a JSON-like tree that ``is_leaf`` accepts, in order (not below them)."""
     if isinstance(tree, dict):
-        if REF_KEY in tree:
-            return mapping((int(tree[REF_KEY][0]), int(tree[REF_KEY][1])))
-        return {key: map_refs(value, mapping) for key, value in tree.items()}
+        if is_leaf(tree):
+            yield tree
+            return
+        for value in tree.values():
+            yield from _leaves(value, is_leaf)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from _leaves(value, is_leaf)
+
+
+def _replace_leaves(tree: Any, is_leaf, replace) -> Any:
+    """Return a copy of a JSON-like tree with each dict ``is_leaf`` accepts replaced by ``replace(it)``."""
+    if isinstance(tree, dict):
+        if is_leaf(tree):
+            return replace(tree)
+        return {key: _replace_leaves(value, is_leaf, replace) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return [map_refs(value, mapping) for value in tree]
+        return [_replace_leaves(value, is_leaf, replace) for value in tree]
     return tree
+
+
+def _is_ref(node: dict) -> bool:
+    return REF_KEY in node
+
+
+def _ref(node: dict) -> TensorRef:
+    return (int(node[REF_KEY][0]), int(node[REF_KEY][1]))
+
+
+def _is_keras_tensor(node: dict) -> bool:
+    return node.get("class_name") == KERAS_TENSOR
+
+
+def _history(node: dict) -> tuple[str, int, int]:
+    """The (layer name, node index, tensor index) a serialised Keras tensor points at."""
+    history = (node.get("config") or {}).get("keras_history")
+    return (history[0], int(history[1]), int(history[2]))
 
 
 def normalized_layer_config(layer: dict[str, Any]) -> Any:
     """Return the parts of a serialised layer that decide what it computes."""
-    return (layer.get("class_name"), layer.get("registered_name"), _strip_config(layer.get("config", {})))
+    return (layer.get("class_name"), layer.get("registered_name"), normalized_config(layer.get("config", {})))
 
 
 def is_operation(entry: dict[str, Any]) -> bool:
@@ -211,20 +222,16 @@ def is_operation(entry: dict[str, Any]) -> bool:
     return str(entry.get("module") or "").startswith("keras.src.ops")
 
 
-def normalized_config(config: Any) -> Any:
+def normalized_config(value: Any) -> Any:
     """Return a layer config without what does not change its computation (names, seeds, ...)."""
-    return _strip_config(config)
-
-
-def _strip_config(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            key: _strip_config(item)
+            key: normalized_config(item)
             for key, item in sorted(value.items())
             if key not in IGNORED_CONFIG_KEYS and not key.endswith(IGNORED_CONFIG_SUFFIXES)
         }
     if isinstance(value, (list, tuple)):
-        return [_strip_config(item) for item in value]
+        return [normalized_config(item) for item in value]
     return value
 
 
@@ -409,30 +416,19 @@ class _GraphBuilder:
 
 
 def _call_with_refs(call: Any, produced: dict, tensors: dict) -> Any:
-    if isinstance(call, dict):
-        if call.get("class_name") == KERAS_TENSOR:
-            config = call.get("config") or {}
-            history = config.get("keras_history")
-            ref = produced[tuple(history)]
-            tensors.setdefault(ref, {"shape": config.get("shape"), "dtype": config.get("dtype")})
-            return {REF_KEY: list(ref)}
-        return {key: _call_with_refs(value, produced, tensors) for key, value in call.items()}
-    if isinstance(call, (list, tuple)):
-        return [_call_with_refs(value, produced, tensors) for value in call]
-    return call
+    """Replace each serialised Keras tensor of a call by a ref to the flat node that makes it."""
+
+    def convert(node: dict) -> dict:
+        config = node.get("config") or {}
+        ref = produced[_history(node)]
+        tensors.setdefault(ref, {"shape": config.get("shape"), "dtype": config.get("dtype")})
+        return {REF_KEY: list(ref)}
+
+    return _replace_leaves(call, _is_keras_tensor, convert)
 
 
-def _iter_histories(call: Any) -> Iterator[list]:
-    if isinstance(call, dict):
-        if call.get("class_name") == KERAS_TENSOR:
-            history = (call.get("config") or {}).get("keras_history")
-            yield (history[0], int(history[1]), int(history[2]))
-            return
-        for value in call.values():
-            yield from _iter_histories(value)
-    elif isinstance(call, (list, tuple)):
-        for value in call:
-            yield from _iter_histories(value)
+def _iter_histories(call: Any) -> Iterator[tuple[str, int, int]]:
+    return (_history(node) for node in _leaves(call, _is_keras_tensor))
 
 
 def _flatten_triples(value: Any) -> list[list]:
@@ -602,7 +598,6 @@ class Alignment:
     nodes: dict[int, int]
     identical: set[int]
     first_difference: str | None
-    first_difference_node: int | None = None
 
 
 def align(reference: KerasArchive, candidate: KerasArchive, *, stop_at: int | None = None) -> Alignment:
@@ -687,8 +682,8 @@ def align(reference: KerasArchive, candidate: KerasArchive, *, stop_at: int | No
         else:
             note(node.index, f"layer '{node.path}' ({node.class_name}) {difference}")
     if first is None:
-        return Alignment(mapping, identical, None, None)
-    return Alignment(mapping, identical, first[1], first[0])
+        return Alignment(mapping, identical, None)
+    return Alignment(mapping, identical, first[1])
 
 
 def _node_key(node: FlatNode, mapping: dict[int, int] | None) -> Any:
@@ -985,11 +980,6 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Return the parsed ``config.json`` of a ``.keras`` file."""
     with zipfile.ZipFile(path) as archive:
         return json.loads(archive.read("config.json"))
-
-
-def config_bytes(config: dict[str, Any]) -> bytes:
-    """Return a canonical encoding of a config (for hashing)."""
-    return json.dumps(config, sort_keys=True, default=str).encode()
 
 
 __all__ = [

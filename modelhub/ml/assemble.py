@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from modelhub.ml.errors import AssemblyError, AssemblyVerificationError, FeatureShapeMismatchError
+from modelhub.ml.inspect import input_name
 from modelhub.ml.split import VERIFY_RTOL, check_close, check_head_compatible, probe_inputs_for
 
 FORMAT_VERSION = 1
@@ -340,7 +341,7 @@ def serving_inputs(backbone: keras.Model) -> list[dict[str, Any]]:
     """
     entries = []
     for tensor in backbone.inputs:
-        keras_name = _keras_input_name(tensor)
+        keras_name = input_name(tensor, default=INPUTS_KEY)
         entries.append(
             {
                 "name": keras_name,
@@ -359,11 +360,6 @@ def serving_inputs(backbone: keras.Model) -> list[dict[str, Any]]:
                 f"received '{entry['name']}'. Rename the keras.Input and save the model again."
             )
     return entries
-
-
-def _keras_input_name(tensor: Any) -> str:
-    history = getattr(tensor, "_keras_history", None)
-    return history[0].name if history is not None else str(getattr(tensor, "name", INPUTS_KEY))
 
 
 def _probe_by_serving_name(backbone: keras.Model, probe_inputs: Any) -> dict[str, np.ndarray]:

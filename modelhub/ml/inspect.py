@@ -39,7 +39,7 @@ def inspect_model(model: keras.Model, *, feature_layer: str | None = None) -> di
     """
     inputs = [
         {
-            "name": _input_name(model, index),
+            "name": input_name(tensor, default=f"input_{index}"),
             "shape": _shape_list(tensor.shape[1:]),
             "dtype": str(tensor.dtype),
         }
@@ -228,12 +228,12 @@ def copy_model(model: keras.Model) -> keras.Model:
     return clone
 
 
-def _input_name(model: keras.Model, index: int) -> str:
-    tensor = model.inputs[index]
+def input_name(tensor: Any, default: str = "inputs") -> str:
+    """Return the name of the Input layer behind a model input tensor (``default`` if none)."""
     history = getattr(tensor, "_keras_history", None)
     if history is not None:
         return history[0].name
-    return getattr(tensor, "name", f"input_{index}")
+    return str(getattr(tensor, "name", default))
 
 
 def _shape_list(shape: Any) -> list[int | None]:

@@ -187,23 +187,14 @@ class _Splitter:
             self._discard(index)
             return
         if self.reference is None:
-            if self.feature_layer is not None:
-                try:
-                    feature = opened.graph.resolve(self.feature_layer)
-                except LayerNotFoundError as error:
-                    self.errors[index] = str(error)
-                    opened.close()
-                    self._discard(index)
-                    return
-                problem = graphs.cut_error(opened.graph, feature)
-                if problem:
-                    self.errors[index] = _cut_message(self.feature_layer, opened.graph.name, problem)
-                    opened.close()
-                    self._discard(index)
-                    return
-                self.seen[index] = _Seen(opened.graph, None, feature)
-            else:
-                self.seen[index] = _Seen(opened.graph, None)
+            try:
+                feature = self._named_feature(opened.graph) if self.feature_layer is not None else None
+            except MLError as error:
+                self.errors[index] = str(error)
+                opened.close()
+                self._discard(index)
+                return
+            self.seen[index] = _Seen(opened.graph, None, feature)
             self.reference = opened
             self.reference_index = index
             # Files seen before the reference failed on their own; nothing to align them with.
@@ -213,6 +204,14 @@ class _Splitter:
         finally:
             opened.close()
             self._discard(index)
+
+    def _named_feature(self, graph: graphs.FlatGraph) -> graphs.TensorRef:
+        """Resolve the requested feature layer in the reference; raise unless it cuts the model."""
+        feature = graph.resolve(self.feature_layer)
+        problem = graphs.cut_error(graph, feature)
+        if problem:
+            raise HeadExtractionError(_cut_message(self.feature_layer, graph.name, problem))
+        return feature
 
     def _analyse_candidate(self, index: int, opened: graphs.KerasArchive) -> None:
         reference_feature = self.seen[self.reference_index].feature
@@ -281,7 +280,7 @@ class _Splitter:
         seen_ref = self.seen[self.reference_index]
         seen_ref.feature = chosen
         node = ref_graph.nodes[chosen[0]]
-        after = self._first_unshared(chosen, candidates)
+        after = self._first_unshared(candidates)
         reason = (
             f"Chosen automatically: '{node.path}' ({node.class_name}) is the deepest layer at which all "
             f"{len(self.sources)} models compute the same thing with bit-identical weights; the backbone up "
@@ -291,7 +290,7 @@ class _Splitter:
             reason += f" After it, {after}."
         return chosen, reason
 
-    def _first_unshared(self, chosen: graphs.TensorRef, candidates: dict[int, _Seen]) -> str:
+    def _first_unshared(self, candidates: dict[int, _Seen]) -> str:
         for seen in candidates.values():
             if seen.alignment.first_difference:
                 return seen.alignment.first_difference
@@ -531,12 +530,14 @@ def probe_inputs_for(model: Any, *, num_rows: int = 4, seed: int = 0) -> Any:
         >>> probe_inputs_for(text_model)["text"][:1]
         array([['cat the blue']], dtype=object)
     """
+    from modelhub.ml.inspect import input_name
+
     rng = np.random.default_rng(seed)
     limits = _integer_limits(model)
     vocabulary = _string_vocabulary(model)
     arrays = {}
     for tensor in model.inputs:
-        name = _input_name(tensor)
+        name = input_name(tensor)
         shape = [num_rows] + [1 if d is None else int(d) for d in tensor.shape[1:]]
         dtype = str(tensor.dtype)
         if dtype == "string":
@@ -553,21 +554,14 @@ def probe_inputs_for(model: Any, *, num_rows: int = 4, seed: int = 0) -> Any:
     return arrays
 
 
-def _input_name(tensor: Any) -> str:
-    history = getattr(tensor, "_keras_history", None)
-    if history is not None:
-        return history[0].name
-    return getattr(tensor, "name", "inputs")
-
-
 def _integer_limits(model: Any) -> dict[str, int]:
     """Map integer input names to the input_dim of the first Embedding they reach."""
     import keras
 
-    from modelhub.ml.inspect import graph_nodes
+    from modelhub.ml.inspect import graph_nodes, input_name
 
     limits: dict[str, int] = {}
-    producer: dict[int, str] = {id(tensor): _input_name(tensor) for tensor in model.inputs}
+    producer: dict[int, str] = {id(tensor): input_name(tensor) for tensor in model.inputs}
     for layer, node in graph_nodes(model):
         sources = {producer[id(t)] for t in node.input_tensors if id(t) in producer}
         if not sources:
