@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from heads.model_files import head_output_width, save_model_as_blob
+from heads.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion, ModelImport
 from heads.services import head_version_create, task_get_or_create
 from modelhub.artifacts.services import blob_fetch_verified
@@ -49,7 +49,7 @@ def _run(model_import: ModelImport) -> None:
     def on_head(index: int, head) -> None:
         report[index]["output_width"] = head_output_width(head)
         head_specs[index] = inspect_model(head)
-        head_blobs[index] = save_model_as_blob(head, name=files[index].task_slug)
+        head_blobs[index] = save_head_as_blob(head, name=files[index].task_slug)
 
     sources = [ModelSource(label=f.filename, fetch=fetcher(f), head_name=f"{f.task_slug}_head") for f in files]
     try:

@@ -175,3 +175,24 @@ class ModelImportFile(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+class HeadWeights(models.Model):
+    """A head artifact's Dense-chain weights, packed for fast assembly (modelhub.ml.head_weights).
+
+    One row per head artifact (carried head versions share their blob, and so this row),
+    written when the head is validated, imported or trained, or by the first assembly that
+    needs it. `packed` is null when the head is not a chain of Dense layers: assemblies then
+    load it with Keras. The row is derived data: it does not keep `source` from collection.
+    """
+
+    GC_DERIVED_FROM = "source"
+
+    source = models.OneToOneField("artifacts.Blob", on_delete=models.CASCADE, related_name="head_weights")
+    packed = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    steps = models.JSONField(default=list, blank=True)
+    input_width = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"weights of {self.source_id}" + ("" if self.packed_id else " (not a Dense chain)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from heads.model_files import head_output_width, save_model_as_blob
+from heads.model_files import head_output_width, head_weights_record, save_head_as_blob
 from heads.models import HeadEvent, HeadVersion
 from modelhub.backbones.loading import fetch_blob_to, load_backbone, load_model_file
 from modelhub.core.tracked_work import row_finish, run_tracked
@@ -46,6 +46,7 @@ def _validate(head: HeadVersion) -> None:
             if input_shape == feature_shape:
                 check_head_compatible(model, feature_shape, backbone_label=backbone_version.label)
                 head_model = model
+                head_weights_record(blob=head.blob, model=model)
             elif sorted(map(str, model_inputs)) == sorted(map(str, backbone_inputs)):
                 backbone_path = Path(tmp) / "backbone.keras"
                 backbone.save(backbone_path)
@@ -57,7 +58,7 @@ def _validate(head: HeadVersion) -> None:
                     what=f"the head cut from '{model.name}'",
                 )
                 updates["source_blob"] = head.blob
-                updates["blob"] = save_model_as_blob(head_model, name=f"{head.task.slug}-head")
+                updates["blob"] = save_head_as_blob(head_model, name=f"{head.task.slug}-head")
             else:
                 raise FeatureShapeMismatchError(
                     f"Expected a head taking features of shape {feature_shape} (the output of "

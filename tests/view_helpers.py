@@ -88,7 +88,8 @@ def assembly_row(
         saved_model_bytes=4321,
         manifest=manifest,
         verification={"max_abs_diff": max(c["max_abs_diff"] for c in checks), "heads": checks, "num_probe_rows": 2},
-        signatures=["serving_default", *[e.head.task.slug for e in entries]],
+        signatures=["serving_default", "serving_by_task", *[e.head.task.slug for e in entries]],
+        task_signatures=True,
     )
     assembly.refresh_from_db()
     return assembly

@@ -82,6 +82,12 @@ def blob_store_bytes(*, data: bytes) -> StoredBlob:
         return blob_store_path(path=Path(tmp.name))
 
 
+def blob_discard_stored(*, blob: Blob) -> None:
+    """Remove a blob's stored bytes found damaged, keeping its row: the next store of the same
+    content (by sha256) writes it again instead of deduplicating onto the damaged copy."""
+    get_blob_store().delete(blob.sha256)
+
+
 def blob_open(*, blob: Blob) -> IO[bytes]:
     """Return a chunked-read stream of the blob (downloads; clients check the ETag)."""
     return get_blob_store().open(blob.sha256)
@@ -125,8 +131,14 @@ def upload_create(*, team: Team, user: AbstractBaseUser, file: UploadedFile) -> 
 
 
 def _blob_is_referenced(blob: Blob) -> bool:
-    """Return whether any row of any model points at this blob."""
+    """Return whether any row of any model points at this blob.
+
+    A model that derives data from a blob names that field in `GC_DERIVED_FROM`: such a row
+    does not keep its source blob alive (it is deleted with it).
+    """
     for relation in Blob._meta.related_objects:
+        if getattr(relation.related_model, "GC_DERIVED_FROM", None) == relation.field.name:
+            continue
         if relation.related_model._default_manager.filter(**{relation.field.name: blob}).exists():
             return True
     return False

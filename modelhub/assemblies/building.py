@@ -5,13 +5,19 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from modelhub.artifacts.services import blob_store_path
+from django.db.models import Q
+
+from heads.model_files import head_weights_of, head_weights_record, packed_head
+from heads.models import HeadWeights
+from modelhub.artifacts.services import blob_discard_stored, blob_store_path
 from modelhub.assemblies.models import Assembly
 from modelhub.backbones.loading import load_backbone, load_model_blob
 from modelhub.core.tracked_work import row_finish, run_tracked, work_heartbeat
 
 logger = logging.getLogger(__name__)
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+# How many packed heads each build compares with their .keras artifacts.
+PACKED_SAMPLE = 4
 
 
 def zip_directory(directory: Path, destination: Path, *, root: str = "model") -> Path:
@@ -36,20 +42,26 @@ def _build(assembly: Assembly) -> None:
     from modelhub.ml.assemble import AssemblyHead, build_assembly, verify_assembly
     from modelhub.ml.errors import MLError
 
-    entries = list(assembly.entries.select_related("head", "head__task", "head__blob"))
+    entries = list(
+        assembly.entries.select_related(
+            "head", "head__task", "head__blob", "head__blob__head_weights", "head__blob__head_weights__packed"
+        )
+    )
     try:
         backbone_version = assembly.backbone
         backbone = load_backbone(backbone_version)
         heads = [
             AssemblyHead(
                 task=entry.head.task.slug,
-                model=load_model_blob(entry.head.blob),
+                model=_head_for_assembly(entry.head.blob),
                 version=entry.head.version,
                 sha256=entry.head.blob.sha256,
                 labels=entry.head.labels or None,
             )
             for entry in entries
         ]
+        _check_packed_sample(entries, heads)
+        work_heartbeat(assembly, force=True)
         with tempfile.TemporaryDirectory(prefix="modelhub-assembly-") as tmp:
             export_dir = Path(tmp) / "model"
             result = build_assembly(
@@ -57,6 +69,7 @@ def _build(assembly: Assembly) -> None:
                 heads=heads,
                 export_dir=export_dir,
                 verify=False,
+                per_head_signatures=assembly.task_signatures,
                 backbone_info={
                     "name": backbone_version.name,
                     "version": backbone_version.version,
@@ -68,6 +81,9 @@ def _build(assembly: Assembly) -> None:
             verification = verify_assembly(export_dir, backbone, [head.model for head in heads])
             archive = zip_directory(export_dir, Path(tmp) / "model.zip")
             blob = blob_store_path(path=archive).blob
+        signatures = ["serving_default", "serving_by_task"]
+        if assembly.task_signatures:
+            signatures += [head.task for head in heads]
         row_finish(
             assembly,
             status=Assembly.Status.READY,
@@ -75,10 +91,66 @@ def _build(assembly: Assembly) -> None:
             manifest=result["manifest"],
             verification=verification,
             saved_model_bytes=result["size_bytes"],
-            signatures=["serving_default", *[head.task for head in heads]],
+            signatures=signatures,
         )
     except MLError as exc:
         row_finish(assembly, status=Assembly.Status.FAILED, error=str(exc))
     except Exception as exc:
         logger.exception("assembly %s build crashed", assembly.pk)
         row_finish(assembly, status=Assembly.Status.FAILED, error=f"Build failed: {type(exc).__name__}: {exc}")
+
+
+def _head_for_assembly(blob):
+    """The head as the assembly needs it: its packed Dense weights when it has them, else Keras.
+
+    A head without recorded weights (stored before they existed) is loaded once with Keras
+    and its weights are recorded, so the next assembly reads them directly.
+    """
+    weights = head_weights_of(blob)
+    if weights is not None and weights.packed_id is not None:
+        return packed_head(weights)
+    model = load_model_blob(blob)
+    if weights is None:
+        head_weights_record(blob=blob, model=model)
+    return model
+
+
+def _check_packed_sample(entries: list, heads: list, sample: int = PACKED_SAMPLE) -> None:
+    """Compare a spread of packed heads with their `.keras` artifacts, bit for bit.
+
+    The verification checks the SavedModel against the packed weights; this checks that
+    the packed weights still are the artifact's (a damaged store or a packing bug).
+    """
+    import numpy as np
+
+    from modelhub.ml.errors import AssemblyError
+    from modelhub.ml.head_weights import PackedDenseHead, dense_chain_of
+
+    packed = [index for index, head in enumerate(heads) if isinstance(head.model, PackedDenseHead)]
+    if not packed:
+        return
+    chosen = sorted({packed[int(i)] for i in np.linspace(0, len(packed) - 1, min(sample, len(packed)))})
+    for index in chosen:
+        head = entries[index].head
+        from_artifact = dense_chain_of(load_model_blob(head.blob))
+        from_packed = heads[index].model.load()
+        same = from_artifact is not None and from_artifact.steps == from_packed.steps
+        if same:
+            arrays = zip(
+                [*from_artifact.kernels, *from_artifact.biases],
+                [*from_packed.kernels, *from_packed.biases],
+                strict=True,
+            )
+            same = all((a is None and b is None) or np.array_equal(a, b) for a, b in arrays)
+        if not same:
+            # Derived data: discard this assembly's packed copies and the damaged bytes; the next
+            # build packs them again from the artifacts.
+            HeadWeights.objects.filter(
+                Q(source__in=[entry.head.blob for entry in entries]) | Q(packed=head.blob.head_weights.packed)
+            ).delete()
+            blob_discard_stored(blob=head.blob.head_weights.packed)
+            raise AssemblyError(
+                f"The packed weights of head {head.task.slug} v{head.version} do not match its artifact "
+                f"(sha256 {head.blob.sha256[:12]}). The packed copies of this assembly's heads were discarded "
+                "and will be packed again from the artifacts: build the assembly again."
+            )

@@ -68,9 +68,18 @@ def _choose_heads(*, backbone: BackboneVersion, head_ids: list[int] | None) -> l
 
 
 def assembly_create(
-    *, team: Team, user: AbstractBaseUser, backbone_id: int, head_ids: list[int] | None, name: str = ""
+    *,
+    team: Team,
+    user: AbstractBaseUser,
+    backbone_id: int,
+    head_ids: list[int] | None,
+    name: str = "",
+    task_signatures: bool = False,
 ) -> tuple[Assembly, bool]:
-    """Create (or find) the assembly of these heads on this backbone; return (assembly, existed)."""
+    """Create (or find) the assembly of these heads on this backbone; return (assembly, existed).
+
+    The same heads with and without per-task signatures are two assemblies (two SavedModels).
+    """
     backbone = backbone_get(user=user, pk=backbone_id)
     if backbone.team_id != team.pk:
         raise ValidationError(
@@ -83,7 +92,11 @@ def assembly_create(
     with transaction.atomic():
         # Locked, so that concurrent requests re-queue a failed build once: a second message for a
         # row already building would otherwise be taken for a lost worker.
-        existing = Assembly.objects.select_for_update().filter(backbone=backbone, heads_key=key).first()
+        existing = (
+            Assembly.objects.select_for_update()
+            .filter(backbone=backbone, heads_key=key, task_signatures=task_signatures)
+            .first()
+        )
         if existing is not None:
             if existing.status == Assembly.Status.FAILED:
                 existing.status, existing.error = Assembly.Status.QUEUED, ""
@@ -92,11 +105,18 @@ def assembly_create(
             return existing, True
     try:
         with transaction.atomic():
-            assembly = Assembly.objects.create(team=team, backbone=backbone, heads_key=key, name=name, created_by=user)
+            assembly = Assembly.objects.create(
+                team=team,
+                backbone=backbone,
+                heads_key=key,
+                name=name,
+                created_by=user,
+                task_signatures=task_signatures,
+            )
             AssemblyHead.objects.bulk_create(
                 [AssemblyHead(assembly=assembly, task_id=index, head=head) for index, head in enumerate(heads)]
             )
             queue_on_commit("assemblies.build", assembly.pk)
     except IntegrityError:
-        return Assembly.objects.get(backbone=backbone, heads_key=key), True
+        return Assembly.objects.get(backbone=backbone, heads_key=key, task_signatures=task_signatures), True
     return assembly, False

@@ -27,24 +27,33 @@ import numpy as np
 import tensorflow as tf
 
 from modelhub.ml.errors import AssemblyError, AssemblyVerificationError, FeatureShapeMismatchError
+from modelhub.ml.head_weights import (
+    PackedDenseHead,
+    dense_chain_of,
+    dense_chain_steps,
+    steps_width,
+)
 from modelhub.ml.inspect import input_name
 from modelhub.ml.split import VERIFY_RTOL, check_close, check_head_compatible, probe_inputs_for
 
 FORMAT_VERSION = 1
 MANIFEST_PATH = "assets/manifest.json"
 SERVING_KEY = "serving_default"
+BY_TASK_KEY = "serving_by_task"
 INPUTS_KEY = "inputs"
 TASK_ID_KEY = "task_id"
+TASK_KEY = "task"
 OUTPUTS_KEY = "outputs"
 WIDTH_KEY = "output_width"
 VERIFY_ATOL = VERIFY_RTOL  # scaled: max abs diff <= 1e-5 * max(1, max |reference|)
-RESERVED_INPUT_NAMES = frozenset({TASK_ID_KEY, "task"})
+RESERVED_INPUT_NAMES = frozenset({TASK_ID_KEY, TASK_KEY})
 # A batch may gather one kernel copy per row while that costs at most this many floats
 # (16 MiB); above it, rows are grouped and each distinct task's kernel is read once.
 PER_ROW_GATHER_MAX_FLOATS = 4 * 1024 * 1024
-STACKABLE_ACTIVATIONS = frozenset(
-    {"linear", "relu", "relu6", "softmax", "sigmoid", "tanh", "gelu", "elu", "selu", "softplus", "silu", "swish"}
-)
+# Verification runs serving_default end to end on at most this many rows; when the tasks
+# need more, it covers a spread of them end to end and every task through the saved
+# head_stage (the function serving_default calls) on the backbone's features.
+END_TO_END_MAX_ROWS = 256
 SIGNATURE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
@@ -54,14 +63,15 @@ class AssemblyHead:
 
     Attributes:
         task: the task slug; it names the head's own signature.
-        model: the head, a Keras model whose single input is the backbone's features.
+        model: the head: a Keras model whose single input is the backbone's features, or a
+            :class:`PackedDenseHead` (a Dense chain whose weights are read on demand).
         version: the head version number.
         sha256: the head artifact's checksum (recorded in the manifest).
         labels: class labels, or None.
     """
 
     task: str
-    model: keras.Model
+    model: keras.Model | PackedDenseHead
     version: int
     sha256: str
     labels: list[str] | None = field(default=None)
@@ -75,7 +85,7 @@ def build_assembly(
     backbone_info: dict[str, Any],
     probe_inputs: Any = None,
     verify: bool = True,
-    per_head_signatures: bool = True,
+    per_head_signatures: bool = False,
 ) -> dict[str, Any]:
     """Write one SavedModel serving every head on one backbone, and verify it.
 
@@ -87,9 +97,10 @@ def build_assembly(
         probe_inputs: inputs for verification (an array, or a dict by input name);
             deterministic ones when None.
         verify: verify the written SavedModel (see :func:`verify_assembly`).
-        per_head_signatures: add one signature per task slug (default). Each one captures
-            every backbone variable handle, which costs ~25 KB of graph and ~0.4 s of
-            tracing per head; pass False for very many heads to keep only serving_default.
+        per_head_signatures: also add one signature per task slug (off by default). Each
+            one captures every backbone variable handle, which costs ~62 KB of graph and
+            ~0.4 s of tracing per head on MobileNetV2. ``serving_default(inputs, task_id)``
+            and ``serving_by_task(inputs, task)`` are always there.
 
     Returns:
         ``{"export_dir": str, "manifest": dict, "size_bytes": int,
@@ -118,6 +129,7 @@ def build_assembly(
     staging = Path(tempfile.mkdtemp(prefix=".assembly-", dir=export_dir.parent))
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
+        del module, signatures  # the stacked head variables; the verification loads its own copy
         (staging / "assets").mkdir(exist_ok=True)
         (staging / MANIFEST_PATH).write_text(_manifest_json(manifest))
         if export_dir.exists():
@@ -160,33 +172,15 @@ def build_manifest(
     seen: set[str] = set()
     entries = []
     for task_id, head in enumerate(heads):
-        if not SIGNATURE_KEY_PATTERN.fullmatch(head.task) or head.task == SERVING_KEY:
+        if not SIGNATURE_KEY_PATTERN.fullmatch(head.task) or head.task in (SERVING_KEY, BY_TASK_KEY):
             raise AssemblyError(
-                f"Expected a task slug of letters, digits, '-' and '_' (not '{SERVING_KEY}'), "
+                f"Expected a task slug of letters, digits, '-' and '_' (not '{SERVING_KEY}' or '{BY_TASK_KEY}'), "
                 f"received '{head.task}'. Rename the task."
             )
         if head.task in seen:
             raise AssemblyError(f"Expected each task once, received '{head.task}' twice. Pick one head version.")
         seen.add(head.task)
-        try:
-            check_head_compatible(
-                head.model,
-                feature_shape,
-                backbone_label=f"backbone '{backbone_info['name']}' v{backbone_info['version']}",
-            )
-        except FeatureShapeMismatchError as error:
-            raise AssemblyError(f"Head for task '{head.task}': {error}") from error
-        if len(head.model.outputs) != 1:
-            raise AssemblyError(
-                f"Expected head '{head.task}' to have one output, it has "
-                f"{len(head.model.outputs)}. Split it into one head per output."
-            )
-        out_shape = head.model.outputs[0].shape[1:]
-        if len(out_shape) != 1 or out_shape[0] is None:
-            raise AssemblyError(
-                f"Expected head '{head.task}' to output a vector [batch, width], it outputs "
-                f"{[None] + list(out_shape)}. Add a Flatten or Reshape layer to the head."
-            )
+        out_shape = _head_output_shape(head, feature_shape, backbone_info)
         entries.append(
             {
                 "task_id": task_id,
@@ -216,42 +210,87 @@ def build_manifest(
             "inputs": [entry["name"] for entry in described] + [TASK_ID_KEY],
             "outputs": [OUTPUTS_KEY, WIDTH_KEY],
             "max_width": max(entry["output_width"] for entry in entries),
+            "by_task": {
+                "signature": BY_TASK_KEY,
+                "inputs": [entry["name"] for entry in described] + [TASK_KEY],
+                "outputs": [OUTPUTS_KEY, WIDTH_KEY],
+            },
         },
         "heads": entries,
     }
 
 
+def _head_output_shape(
+    head: AssemblyHead, feature_shape: list[int | None], backbone_info: dict[str, Any]
+) -> list[int | None]:
+    """Check that a head takes the features and outputs one vector; return its output shape."""
+    label = f"backbone '{backbone_info['name']}' v{backbone_info['version']}"
+    if isinstance(head.model, PackedDenseHead):
+        if feature_shape != [head.model.input_width]:
+            raise AssemblyError(
+                f"Head for task '{head.task}': expected features of shape {[None, *feature_shape]} from {label}, "
+                f"the head takes [None, {head.model.input_width}]. Train or cut the head on this backbone."
+            )
+        return [head.model.width]
+    try:
+        check_head_compatible(head.model, feature_shape, backbone_label=label)
+    except FeatureShapeMismatchError as error:
+        raise AssemblyError(f"Head for task '{head.task}': {error}") from error
+    if len(head.model.outputs) != 1:
+        raise AssemblyError(
+            f"Expected head '{head.task}' to have one output, it has "
+            f"{len(head.model.outputs)}. Split it into one head per output."
+        )
+    out_shape = list(head.model.outputs[0].shape[1:])
+    if len(out_shape) != 1 or out_shape[0] is None:
+        raise AssemblyError(
+            f"Expected head '{head.task}' to output a vector [batch, width], it outputs "
+            f"{[None] + out_shape}. Add a Flatten or Reshape layer to the head."
+        )
+    return out_shape
+
+
 def verify_assembly(
     export_dir: str | os.PathLike[str],
     backbone: keras.Model,
-    heads: Sequence[keras.Model],
+    heads: Sequence[keras.Model | PackedDenseHead],
     probe_inputs: Any = None,
     *,
     rtol: float = VERIFY_ATOL,
 ) -> dict[str, Any]:
     """Check a written assembly against ``head(backbone(x))`` for every head.
 
-    Runs ``serving_default`` on one mixed batch (every probe row for every task, rows
-    shuffled) and every per-head signature, and checks padding and ``output_width``.
-    A head passes when its max abs difference is at most ``rtol * max(1, max |reference|)``:
-    float noise grows with the size of the values (a ResNet on 0-255 inputs differs by
-    ~1e-5 in absolute terms), so the tolerance does too.
+    1. ``serving_default`` runs one mixed batch, rows of every task shuffled together (at
+       most ``END_TO_END_MAX_ROWS`` rows: beyond that, a spread of tasks that includes the
+       first, the last and every head architecture), against the backbone run on the same
+       batch and each head run on its rows.
+    2. When step 1 did not cover every task, the saved ``head_stage`` (the function
+       ``serving_default`` calls after the backbone) runs one mixed batch covering every
+       task, on the backbone's features of the probe rows.
+    3. ``serving_by_task`` runs the batch of step 1 with task slugs instead of ids.
+    4. Per-task signatures, when the assembly has them, each run the probe rows.
+
+    References are computed independently of the assembly: a Keras head is called as
+    Keras; a packed Dense head is computed in NumPy from its own weights file. A head
+    passes when its max abs difference is at most ``rtol * max(1, max |reference|)``:
+    float noise grows with the size of the values, so the tolerance does too.
 
     Args:
         export_dir: the SavedModel directory.
         backbone: the backbone Keras model.
-        heads: head models in task_id order.
+        heads: head models (or packed Dense heads) in task_id order.
         probe_inputs: backbone inputs (an array, or a dict by input name for several
             inputs); deterministic ones when None.
         rtol: the tolerance relative to ``max(1, max |reference|)``.
 
     Returns:
-        ``{"max_abs_diff": float, "max_rel_diff": float, "heads": [{"task_id", "task",
-        "max_abs_diff", "max_rel_diff"}], "num_probe_rows": int}``.
+        ``{"max_abs_diff", "max_rel_diff", "rtol", "heads": [{"task_id", "task",
+        "max_abs_diff", "max_rel_diff"}], "num_probe_rows", "end_to_end_tasks",
+        "head_stage_tasks", "checked": [...]}``.
 
     Raises:
         AssemblyVerificationError: a head differs by more than the tolerance, or padding /
-            widths are wrong; the message names the task and both figures.
+            widths are wrong; the message names the first failing task and both figures.
 
     Example:
         >>> verify_assembly("out/asm", bb, [head_a, head_b])["max_rel_diff"] < 1e-5
@@ -262,72 +301,145 @@ def verify_assembly(
     by_name = _probe_by_serving_name(backbone, probe_inputs)
     manifest = json.loads((Path(export_dir) / MANIFEST_PATH).read_text())
     loaded = tf.saved_model.load(str(export_dir))
-    serving = loaded.signatures[SERVING_KEY]
     num_rows = int(next(iter(by_name.values())).shape[0])
     num_heads = len(heads)
-    # One mixed batch, every task's probe rows shuffled together. The reference runs the backbone
-    # on the very same batch: CPU kernels round differently for other batch sizes, and that float
-    # noise is not the assembly's doing.
-    permutation = np.random.default_rng(0).permutation(num_rows * num_heads)
-    task_of_row = np.repeat(np.arange(num_heads, dtype=np.int32), num_rows)[permutation]
-    mixed = {name: np.concatenate([array] * num_heads, axis=0)[permutation] for name, array in by_name.items()}
-    result = serving(**{name: tf.constant(array) for name, array in mixed.items()}, task_id=tf.constant(task_of_row))
-    outputs = result[OUTPUTS_KEY].numpy()
-    widths = result[WIDTH_KEY].numpy()
+    entries = manifest["heads"]
+    if len(entries) != num_heads:
+        raise AssemblyVerificationError(f"Expected {num_heads} heads in the manifest, found {len(entries)}.")
     # The reference runs as a graph, as a SavedModel always does: on CPU, graph-mode op fusions
     # round differently from eager execution (EfficientNetB0: 1.7e-5 relative, the model alone).
     reference_backbone = tf.function(lambda inputs: backbone(inputs, training=False))
-    mixed_features = reference_backbone(_probe_for_keras(backbone, mixed))
-    probe_features = None
-    report = []
-    overall_abs = overall_rel = 0.0
-    for task_id, head in enumerate(heads):
-        entry = manifest["heads"][task_id]
+    figures_of: dict[int, dict[str, float]] = {}
+    checked = []
+
+    def record(task_id: int, figures: dict[str, float]) -> None:
+        previous = figures_of.get(task_id)
+        if previous is None or figures["max_abs_diff"] > previous["max_abs_diff"]:
+            figures_of[task_id] = figures
+
+    def check_task(task_id: int, expected: np.ndarray, got: np.ndarray, widths: np.ndarray | None, where: str):
+        entry = entries[task_id]
         width = entry["output_width"]
-        rows = np.flatnonzero(task_of_row == task_id)
-        expected = np.asarray(head(tf.gather(mixed_features, rows), training=False))
-        got = outputs[rows]
-        if not np.all(widths[rows] == width):
+        if widths is not None and not np.all(widths == width):
             raise AssemblyVerificationError(
-                f"Expected output_width {width} for task '{entry['task']}', got {sorted(set(widths[rows].tolist()))}."
+                f"Expected output_width {width} for task '{entry['task']}' in {where}, "
+                f"got {sorted(set(widths.tolist()))}."
             )
         if np.any(got[:, width:] != 0):
             raise AssemblyVerificationError(
-                f"Expected zero padding beyond width {width} for task '{entry['task']}', found "
+                f"Expected zero padding beyond width {width} for task '{entry['task']}' in {where}, found "
                 f"max abs {float(np.max(np.abs(got[:, width:]))):.3g}."
             )
-        what = f"the assembly's task '{entry['task']}' (task_id {task_id})"
-        figures = check_close(expected, got[:, :width], what=what, error=AssemblyVerificationError, rtol=rtol)
-        if manifest["serving"].get("per_head_signatures", True):
-            if probe_features is None:
-                probe_features = reference_backbone(_probe_for_keras(backbone, by_name))
-            single = loaded.signatures[entry["signature"]](**{name: tf.constant(a) for name, a in by_name.items()})
-            single_figures = check_close(
-                np.asarray(head(probe_features, training=False)),
-                single[OUTPUTS_KEY].numpy(),
-                what=f"signature '{entry['signature']}'",
-                error=AssemblyVerificationError,
-                rtol=rtol,
+        what = f"the assembly's task '{entry['task']}' (task_id {task_id}, {where})"
+        record(task_id, check_close(expected, got[:, :width], what=what, error=AssemblyVerificationError, rtol=rtol))
+
+    # 1. serving_default end to end on one mixed batch (and 3. the same batch by task slug).
+    rows_per_task = num_rows if num_heads * num_rows <= END_TO_END_MAX_ROWS else 1
+    covered = _spread_tasks(heads, max(1, END_TO_END_MAX_ROWS // rows_per_task))
+    rng = np.random.default_rng(0)
+    task_of_row = np.repeat(np.asarray(covered, np.int32), rows_per_task)
+    probe_row = np.tile(np.arange(rows_per_task), len(covered))
+    if rows_per_task == 1:
+        probe_row = np.arange(len(covered)) % num_rows
+    permutation = rng.permutation(len(task_of_row))
+    task_of_row, probe_row = task_of_row[permutation], probe_row[permutation]
+    mixed = {name: array[probe_row] for name, array in by_name.items()}
+    mixed_features = np.asarray(reference_backbone(_probe_for_keras(backbone, mixed)))
+    call_inputs = {name: tf.constant(array) for name, array in mixed.items()}
+    by_id = loaded.signatures[SERVING_KEY](**call_inputs, task_id=tf.constant(task_of_row))
+    slugs = np.array([entries[int(t)]["task"] for t in task_of_row], dtype=object)
+    by_slug = None
+    if BY_TASK_KEY in loaded.signatures:
+        by_slug = loaded.signatures[BY_TASK_KEY](**call_inputs, task=tf.constant(slugs.astype(bytes)))
+    for task_id in covered:
+        rows = np.flatnonzero(task_of_row == task_id)
+        expected = _reference(heads[task_id], mixed_features[rows])
+        check_task(task_id, expected, by_id[OUTPUTS_KEY].numpy()[rows], by_id[WIDTH_KEY].numpy()[rows], SERVING_KEY)
+        if by_slug is not None:
+            check_task(
+                task_id, expected, by_slug[OUTPUTS_KEY].numpy()[rows], by_slug[WIDTH_KEY].numpy()[rows], BY_TASK_KEY
             )
-            if single_figures["max_abs_diff"] > figures["max_abs_diff"]:
-                figures = single_figures
-        overall_abs = max(overall_abs, figures["max_abs_diff"])
-        overall_rel = max(overall_rel, figures["max_rel_diff"])
-        report.append(
-            {
-                "task_id": task_id,
-                "task": entry["task"],
-                "max_abs_diff": figures["max_abs_diff"],
-                "max_rel_diff": figures["max_rel_diff"],
-            }
-        )
+    checked.append(f"{SERVING_KEY} on {len(task_of_row)} rows over {len(covered)} tasks")
+    if by_slug is not None:
+        checked.append(f"{BY_TASK_KEY} on the same rows")
+
+    # 2. Every task through the saved head stage, on the probe rows' features.
+    head_stage_tasks = 0
+    if len(covered) < num_heads:
+        probe_features = np.asarray(reference_backbone(_probe_for_keras(backbone, by_name)))
+        all_tasks = np.repeat(np.arange(num_heads, dtype=np.int32), num_rows)
+        order = rng.permutation(len(all_tasks))
+        stage_tasks = all_tasks[order]
+        stage_rows = np.tile(np.arange(num_rows), num_heads)[order]
+        stage_out = loaded.head_stage(tf.constant(probe_features[stage_rows]), tf.constant(stage_tasks)).numpy()
+        for task_id in range(num_heads):
+            rows = np.flatnonzero(stage_tasks == task_id)
+            expected = _reference(heads[task_id], probe_features[stage_rows[rows]])
+            check_task(task_id, expected, stage_out[rows], None, "head_stage")
+        head_stage_tasks = num_heads
+        checked.append(f"head_stage on {len(stage_tasks)} rows over every task")
+
+    # 4. Per-task signatures, only when the assembly has them.
+    if manifest["serving"].get("per_head_signatures", True):
+        probe_features = np.asarray(reference_backbone(_probe_for_keras(backbone, by_name)))
+        probe = {name: tf.constant(array) for name, array in by_name.items()}
+        for task_id, entry in enumerate(entries):
+            single = loaded.signatures[entry["signature"]](**probe)[OUTPUTS_KEY].numpy()
+            padded = np.zeros((single.shape[0], manifest["serving"]["max_width"]), np.float32)
+            padded[:, : single.shape[1]] = single
+            check_task(
+                task_id, _reference(heads[task_id], probe_features), padded, None, f"signature '{entry['signature']}'"
+            )
+        checked.append(f"{num_heads} per-task signatures")
+
+    report = [
+        {
+            "task_id": task_id,
+            "task": entries[task_id]["task"],
+            "max_abs_diff": figures_of[task_id]["max_abs_diff"],
+            "max_rel_diff": figures_of[task_id]["max_rel_diff"],
+        }
+        for task_id in range(num_heads)
+    ]
     return {
-        "max_abs_diff": overall_abs,
-        "max_rel_diff": overall_rel,
+        "max_abs_diff": max(item["max_abs_diff"] for item in report),
+        "max_rel_diff": max(item["max_rel_diff"] for item in report),
         "rtol": rtol,
         "heads": report,
         "num_probe_rows": num_rows,
+        "end_to_end_tasks": len(covered),
+        "head_stage_tasks": head_stage_tasks,
+        "checked": checked,
     }
+
+
+def _reference(head: keras.Model | PackedDenseHead, features: np.ndarray) -> np.ndarray:
+    """A head's output computed without the assembly: Keras for a model, NumPy for packed weights."""
+    if isinstance(head, PackedDenseHead):
+        return head.load().apply(features)
+    return np.asarray(head(tf.constant(features), training=False))
+
+
+def _spread_tasks(heads: Sequence[keras.Model | PackedDenseHead], limit: int) -> list[int]:
+    """Return every task id, or at most ``limit`` of them: the first and last, one of each
+    head architecture, then evenly spaced ones."""
+    num_heads = len(heads)
+    if num_heads <= limit:
+        return list(range(num_heads))
+    chosen: dict[int, None] = {0: None, num_heads - 1: None}
+    seen_kinds: set[Any] = set()
+    for task_id, head in enumerate(heads):
+        kind = _group_key(head, task_id)
+        if kind[0] == "keras" or kind not in seen_kinds:
+            seen_kinds.add(kind)
+            chosen[task_id] = None
+        if len(chosen) >= limit:
+            break
+    for task_id in np.linspace(0, num_heads - 1, limit).astype(int).tolist():
+        if len(chosen) >= limit:
+            break
+        chosen[task_id] = None
+    return sorted(chosen)[:limit] if len(chosen) > limit else sorted(chosen)
 
 
 def serving_inputs(backbone: keras.Model) -> list[dict[str, Any]]:
@@ -419,28 +531,49 @@ class _DenseChain:
     """Heads made of Dense (+ Activation/Dropout) layers, stacked into [G, ...] variables."""
 
     def __init__(
-        self, models: list[keras.Model], steps: list[tuple], module: tf.Module, index: int, max_width: int
+        self,
+        members: list[keras.Model | PackedDenseHead],
+        steps: list[tuple],
+        module: tf.Module,
+        index: int,
+        max_width: int,
     ) -> None:
         self.steps = steps
         self.max_width = max_width
         self.width = steps_width(steps)
+        dense_steps = [step for step in steps if step[0] == "dense"]
+        input_width = _member_input_width(members[0])
+        shapes, width = [], input_width
+        for step in dense_steps:
+            shapes.append((width, step[1]))
+            width = step[1]
+        # Preallocated and filled one head at a time: each head's weights are read once and
+        # dropped, so the build holds the stacked arrays and not a second copy of every head.
+        kernels = [np.empty((len(members), *shape), np.float32) for shape in shapes]
+        biases = [
+            np.empty((len(members), shape[1]), np.float32) if step[2] else None
+            for shape, step in zip(shapes, dense_steps, strict=True)
+        ]
+        for position, member in enumerate(members):
+            chain = member.load() if isinstance(member, PackedDenseHead) else dense_chain_of(member)
+            for dense_index, kernel in enumerate(chain.kernels):
+                kernels[dense_index][position] = kernel
+                if biases[dense_index] is not None:
+                    biases[dense_index][position] = chain.biases[dense_index]
         self.kernels: list[tf.Variable] = []
         self.biases: list[tf.Variable | None] = []
-        per_row = 0
-        dense_layers = [_dense_layers(model) for model in models]
-        dense_steps = [step for step in steps if step[0] == "dense"]
-        for dense_index, step in enumerate(dense_steps):
-            layers = [per_model[dense_index] for per_model in dense_layers]
-            stacked_kernel = np.stack([keras.ops.convert_to_numpy(lay.kernel) for lay in layers])
-            kernel = tf.Variable(stacked_kernel, trainable=False, name=f"group{index}_dense{dense_index}_kernel")
-            per_row += int(np.prod(stacked_kernel.shape[1:]))
-            bias = None
-            if step[2]:
-                stacked_bias = np.stack([keras.ops.convert_to_numpy(lay.bias) for lay in layers])
-                bias = tf.Variable(stacked_bias, trainable=False, name=f"group{index}_dense{dense_index}_bias")
-            self.kernels.append(kernel)
-            self.biases.append(bias)
-        self.per_row_floats = per_row
+        for dense_index in range(len(dense_steps)):
+            self.kernels.append(
+                tf.Variable(kernels[dense_index], trainable=False, name=f"group{index}_dense{dense_index}_kernel")
+            )
+            kernels[dense_index] = None
+            bias = biases[dense_index]
+            self.biases.append(
+                None
+                if bias is None
+                else tf.Variable(bias, trainable=False, name=f"group{index}_dense{dense_index}_bias")
+            )
+        self.per_row_floats = sum(int(np.prod(shape)) for shape in shapes)
         setattr(module, f"group{index}_kernels", self.kernels)
         setattr(module, f"group{index}_biases", [b for b in self.biases if b is not None])
 
@@ -505,9 +638,20 @@ class _KerasHead:
         return _pad(self.single(features, None), self.max_width)
 
 
-def steps_width(steps: list[tuple]) -> int:
-    """Return the output width of a Dense chain description."""
-    return [step for step in steps if step[0] == "dense"][-1][1]
+def _member_input_width(member: keras.Model | PackedDenseHead) -> int:
+    if isinstance(member, PackedDenseHead):
+        return member.input_width
+    return int(member.inputs[0].shape[1])
+
+
+def _group_key(head: keras.Model | PackedDenseHead, task_id: int) -> tuple:
+    """Heads with the same key are stacked together: Dense chains of the same steps and input."""
+    if isinstance(head, PackedDenseHead):
+        return ("dense", head.steps, head.input_width)
+    steps = dense_chain_steps(head)
+    if steps is None:
+        return ("keras", task_id)
+    return ("dense", steps, _member_input_width(head))
 
 
 def _build_module(
@@ -522,12 +666,13 @@ def _build_module(
     # Group heads by architecture; the first head of each group fixes its index.
     group_keys: list[Any] = []
     group_members: list[list[int]] = []
+    position_of: dict[tuple, int] = {}
     for task_id, head in enumerate(heads):
-        steps = _dense_chain_steps(head.model)
-        key = ("dense", tuple(steps)) if steps is not None else ("keras", task_id)
-        if key in group_keys:
-            group_members[group_keys.index(key)].append(task_id)
+        key = _group_key(head.model, task_id)
+        if key in position_of:
+            group_members[position_of[key]].append(task_id)
         else:
+            position_of[key] = len(group_keys)
             group_keys.append(key)
             group_members.append([task_id])
     groups: list[Any] = []
@@ -539,6 +684,7 @@ def _build_module(
             groups.append(_DenseChain(models, list(key[1]), module, index, max_width))
         else:
             groups.append(_KerasHead(models[0], module, index, max_width))
+        del models
         for local, task_id in enumerate(members):
             group_of[task_id] = index
             local_of[task_id] = local
@@ -595,27 +741,56 @@ def _build_module(
             tf.stack([tf.shape(features)[0], max_width]),
         )
 
-    @tf.function(input_signature=[*input_specs, tf.TensorSpec([None], tf.int32, TASK_ID_KEY)])
-    def serving_default(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+    def serve(inputs: Sequence[tf.Tensor], task_id: tf.Tensor) -> dict[str, tf.Tensor]:
         # head_stage checks task_id (range and length) before any gather; when a check fails
         # the whole call fails, so the width lookup below can never return silent zeros.
-        task_id = args[-1]
-        outputs = head_stage(features_fn(*args[:-1]), task_id)
+        outputs = head_stage(features_fn(*inputs), task_id)
         with tf.control_dependencies([outputs]):
             widths_out = tf.gather(tf.constant(widths), task_id)
         return {OUTPUTS_KEY: outputs, WIDTH_KEY: widths_out}
 
+    @tf.function(input_signature=[*input_specs, tf.TensorSpec([None], tf.int32, TASK_ID_KEY)])
+    def serving_default(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+        return serve(args[:-1], args[-1])
+
+    slugs = [entry["task"] for entry in manifest["heads"]]
+    module.task_table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(slugs, tf.string), tf.constant(np.arange(num_heads, dtype=np.int32))
+        ),
+        default_value=-1,
+    )
+
+    @tf.function(input_signature=[*input_specs, tf.TensorSpec([None], tf.string, TASK_KEY)])
+    def serving_by_task(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+        task = args[-1]
+        task_id = module.task_table.lookup(task)
+        unknown = tf.boolean_mask(task, task_id < 0)
+        # Unknown slugs fail the call and are named in the error; they never map to a head.
+        check = tf.debugging.Assert(
+            tf.equal(tf.size(unknown), 0),
+            [
+                "unknown task slug(s):",
+                unknown,
+                f"expected one of the assembly's {num_heads} task slugs (the manifest lists them)",
+            ],
+            summarize=10,
+        )
+        with tf.control_dependencies([check]):
+            task_id = tf.identity(task_id)
+        return serve(args[:-1], task_id)
+
     module.features = features_fn
     module.head_stage = head_stage
-    signatures: dict[str, Any] = {SERVING_KEY: serving_default}
+    signatures: dict[str, Any] = {SERVING_KEY: serving_default, BY_TASK_KEY: serving_by_task}
 
+    if not manifest["serving"]["per_head_signatures"]:
+        return module, signatures
     single_fns: dict[int, Callable] = {}
     for index, group in enumerate(groups):
         single_fns[index] = _single_head_function(group, features_fn, input_specs)
         setattr(module, f"group{index}_single", single_fns[index])
     for task_id, head in enumerate(heads):
-        if not manifest["serving"]["per_head_signatures"]:
-            break
         signatures[head.task] = _head_signature(single_fns[int(group_of[task_id])], int(local_of[task_id]), input_specs)
     return module, signatures
 
@@ -671,50 +846,6 @@ def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
         return lambda x: x
     function = keras.activations.get(name)
     return lambda x: function(x)
-
-
-def _head_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-
-
-def _dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
-    from modelhub.ml.inspect import graph_nodes
-
-    return [layer for layer, _ in graph_nodes(model) if isinstance(layer, keras.layers.Dense)]
-
-
-def _dense_chain_steps(model: keras.Model) -> list[tuple] | None:
-    """Describe ``model`` as a chain of Dense/Activation steps, or None if it is not one."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1 or len(model.inputs[0].shape) != 2:
-        return None
-    from modelhub.ml.inspect import graph_nodes
-
-    nodes = [(layer, node) for layer, node in graph_nodes(model) if not isinstance(layer, keras.layers.InputLayer)]
-    previous = model.inputs[0]
-    steps: list[tuple] = []
-    for layer, node in nodes:
-        if len(node.input_tensors) != 1 or node.input_tensors[0] is not previous:
-            return None
-        previous = node.output_tensors[0]
-        if isinstance(layer, keras.layers.Dense):
-            activation = keras.activations.serialize(layer.activation)
-            if not isinstance(activation, str) or activation not in STACKABLE_ACTIVATIONS:
-                return None
-            if str(layer.kernel.dtype) != "float32" or getattr(layer, "lora_enabled", False):
-                return None
-            steps.append(("dense", int(layer.units), bool(layer.use_bias), activation))
-        elif isinstance(layer, keras.layers.Activation):
-            activation = keras.activations.serialize(layer.activation)
-            if not isinstance(activation, str) or activation not in STACKABLE_ACTIVATIONS:
-                return None
-            steps.append(("activation", activation))
-        elif isinstance(layer, keras.layers.Dropout):
-            continue
-        else:
-            return None
-    if previous is not model.outputs[0] or not any(step[0] == "dense" for step in steps):
-        return None
-    return steps
 
 
 def _manifest_json(manifest: dict[str, Any]) -> str:

@@ -103,12 +103,50 @@ def test_wide_batch_takes_grouped_path(assembly, monkeypatch):
     assert result["verification"]["max_abs_diff"] <= 1e-5
 
 
-def test_per_head_signatures(assembly):
+def test_per_task_signatures_are_opt_in(assembly, tmp_path):
     loaded = tf.saved_model.load(str(assembly["dir"]))
+    assert set(loaded.signatures) == {"serving_default", "serving_by_task"}
+    assert assembly["result"]["manifest"]["serving"]["per_head_signatures"] is False
+    heads = assembly["heads"][:4]
+    result = build_assembly(
+        backbone=assembly["backbone"],
+        heads=heads,
+        export_dir=tmp_path / "signatures",
+        backbone_info=assembly["info"],
+        per_head_signatures=True,
+    )
+    assert result["manifest"]["serving"]["per_head_signatures"] is True
+    assert "4 per-task signatures" in result["verification"]["checked"]
+    loaded = tf.saved_model.load(str(tmp_path / "signatures"))
+    assert set(loaded.signatures) == {"serving_default", "serving_by_task", *(h.task for h in heads)}
     images = image_batch(3, seed=8)
-    for head in assembly["heads"]:
+    for head in heads:
         outputs = loaded.signatures[head.task](inputs=tf.constant(images))["outputs"].numpy()
         np.testing.assert_allclose(outputs, _expected(assembly["backbone"], head, images), atol=1e-5, rtol=0)
+
+
+def test_serving_by_task_matches_serving_default(assembly):
+    loaded = tf.saved_model.load(str(assembly["dir"]))
+    images = tf.constant(image_batch(6, seed=9))
+    slugs = ["branchy", "sentiment", "mlp", "mlp", "box-head", "topic"]
+    by_task = loaded.signatures["serving_by_task"](inputs=images, task=tf.constant(slugs))
+    ids = [[h.task for h in assembly["heads"]].index(slug) for slug in slugs]
+    by_id = loaded.signatures["serving_default"](inputs=images, task_id=tf.constant(ids, tf.int32))
+    np.testing.assert_array_equal(by_task["outputs"].numpy(), by_id["outputs"].numpy())
+    np.testing.assert_array_equal(by_task["output_width"].numpy(), by_id["output_width"].numpy())
+    for row, task_id in enumerate(ids):
+        head = assembly["heads"][task_id]
+        expected = _expected(assembly["backbone"], head, image_batch(6, seed=9)[row : row + 1])[0]
+        np.testing.assert_allclose(by_task["outputs"].numpy()[row, : expected.shape[0]], expected, atol=1e-5)
+
+
+def test_serving_by_task_names_an_unknown_slug(assembly):
+    loaded = tf.saved_model.load(str(assembly["dir"]))
+    images = tf.constant(image_batch(2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"unknown task slug.*no-such-task"):
+        loaded.signatures["serving_by_task"](inputs=images, task=tf.constant(["topic", "no-such-task"]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one entry per input row"):
+        loaded.signatures["serving_by_task"](inputs=images, task=tf.constant(["topic"]))
 
 
 def test_bad_task_id_raises(assembly):
@@ -146,10 +184,20 @@ def test_fresh_process_load_imports_only_tensorflow(assembly, tmp_path):
         out = loaded.signatures["serving_default"](
             inputs=tf.constant(np.load({str(tmp_path / "images.npy")!r})),
             task_id=tf.constant([3, 0], tf.int32))
+        by_task = loaded.signatures["serving_by_task"](
+            inputs=tf.constant(np.load({str(tmp_path / "images.npy")!r})),
+            task=tf.constant(["mlp", "sentiment"]))
+        try:
+            loaded.signatures["serving_by_task"](
+                inputs=tf.constant(np.load({str(tmp_path / "images.npy")!r})), task=tf.constant(["mlp", "nope"]))
+            unknown = "no error"
+        except tf.errors.InvalidArgumentError as error:
+            unknown = error.message
         # `import tensorflow` itself pulls in keras.src; loading must not add Keras model code.
         banned = [m for m in sys.modules if m.startswith(("modelhub", "django"))]
         banned += [m for m in set(sys.modules) - before if "keras" in m]
-        print(json.dumps({{"outputs": out["outputs"].numpy().tolist(), "banned": banned}}))
+        print(json.dumps({{"outputs": out["outputs"].numpy().tolist(), "banned": banned,
+                           "by_task": by_task["outputs"].numpy().tolist(), "unknown": unknown}}))
         """
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -162,44 +210,42 @@ def test_fresh_process_load_imports_only_tensorflow(assembly, tmp_path):
     backbone, heads = assembly["backbone"], assembly["heads"]
     np.testing.assert_allclose(outputs[0, :5], _expected(backbone, heads[3], images[:1])[0], atol=1e-5)
     np.testing.assert_allclose(outputs[1, :3], _expected(backbone, heads[0], images[1:])[0], atol=1e-5)
+    np.testing.assert_array_equal(np.array(payload["by_task"], np.float32), outputs)
+    assert "unknown task slug" in payload["unknown"] and "nope" in payload["unknown"]
 
 
-def test_saved_model_cli_run(assembly, tmp_path):
+def _saved_model_cli(export_dir: Path, signature: str, inputs: str, out_dir: Path) -> subprocess.CompletedProcess:
     cli = VENV_BIN / "saved_model_cli"
     if not cli.exists():
         pytest.fail(f"saved_model_cli not found next to {sys.executable}")
+    command = [str(cli), "run", "--dir", str(export_dir), "--tag_set", "serve", "--signature_def", signature]
+    command += ["--inputs", inputs, "--outdir", str(out_dir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_saved_model_cli_run(assembly, tmp_path):
     images = image_batch(2, seed=4)
     npz = tmp_path / "in.npz"
-    np.savez(npz, x=images, t=np.array([2, 1], np.int32))
-    out_dir = tmp_path / "cli_out"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run(
-        [
-            str(cli),
-            "run",
-            "--dir",
-            str(assembly["dir"]),
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_default",
-            "--inputs",
-            f"inputs={npz}[x];task_id={npz}[t]",
-            "--outdir",
-            str(out_dir),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=True,
-    )
-    outputs = np.load(out_dir / "outputs.npy")
-    widths = np.load(out_dir / "output_width.npy")
+    np.savez(npz, x=images, t=np.array([2, 1], np.int32), s=np.array([b"box-head", b"topic"]))
+    proc = _saved_model_cli(assembly["dir"], "serving_default", f"inputs={npz}[x];task_id={npz}[t]", tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outputs = np.load(tmp_path / "a" / "outputs.npy")
+    widths = np.load(tmp_path / "a" / "output_width.npy")
     backbone, heads = assembly["backbone"], assembly["heads"]
     assert widths.tolist() == [4, 3]
     np.testing.assert_allclose(outputs[0, :4], _expected(backbone, heads[2], images[:1])[0], atol=1e-5)
     np.testing.assert_allclose(outputs[1, :3], _expected(backbone, heads[1], images[1:])[0], atol=1e-5)
+
+    proc = _saved_model_cli(assembly["dir"], "serving_by_task", f"inputs={npz}[x];task={npz}[s]", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "outputs.npy"), outputs)
+
+    np.savez(npz, x=images, s=np.array([b"box-head", b"not-a-task"]))
+    proc = _saved_model_cli(assembly["dir"], "serving_by_task", f"inputs={npz}[x];task={npz}[s]", tmp_path / "c")
+    assert proc.returncode != 0
+    assert "unknown task slug" in proc.stderr and "not-a-task" in proc.stderr
+    assert not (tmp_path / "c" / "outputs.npy").exists()
 
 
 def test_build_is_deterministic(tmp_path):

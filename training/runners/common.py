@@ -15,7 +15,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from heads.model_files import head_output_width, save_model_as_blob
+from heads.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion
 from heads.services import head_version_create, task_get_or_create
 from modelhub.artifacts.models import Blob
@@ -116,7 +116,7 @@ def head_artifact(head, *, name: str) -> StoredModel:
     from modelhub.ml.inspect import inspect_model
 
     return StoredModel(
-        blob=save_model_as_blob(head, name=name), spec=inspect_model(head), output_width=head_output_width(head)
+        blob=save_head_as_blob(head, name=name), spec=inspect_model(head), output_width=head_output_width(head)
     )
 
 
