@@ -7,9 +7,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from modelhub.artifacts.models import Upload
+from modelhub.artifacts.selectors import upload_list
 from modelhub.artifacts.services import upload_create
 from modelhub.core.api import paginated_response
-from modelhub.teams.selectors import membership_get, scoped_to_member, team_object_get
+from modelhub.teams.selectors import membership_get, team_object_get
 
 
 class UploadOutputSerializer(serializers.Serializer):
@@ -38,9 +39,19 @@ class UploadListCreateApi(APIView):
         class Meta:
             ref_name = "UploadCreate"
 
-    @extend_schema(responses=UploadOutputSerializer(many=True))
+    class FilterSerializer(serializers.Serializer):
+        team = serializers.CharField(required=False, help_text="A team's slug: only its uploads.")
+        sha256 = serializers.RegexField(
+            r"^[0-9a-fA-F]{64}$",
+            required=False,
+            help_text="Only uploads of these bytes (hex sha256): whether the team has a file already.",
+        )
+
+    @extend_schema(parameters=[FilterSerializer], responses=UploadOutputSerializer(many=True))
     def get(self, request):
-        uploads = scoped_to_member(Upload.objects.select_related("team", "blob", "created_by"), user=request.user)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        uploads = upload_list(user=request.user, filters=filters.validated_data)
         return paginated_response(request, uploads, UploadOutputSerializer, view=self)
 
     @extend_schema(request=InputSerializer, responses={201: UploadCreatedOutputSerializer})

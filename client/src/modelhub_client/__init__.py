@@ -1,0 +1,33 @@
+"""ModelHub's Python client: ``Client(url, token)`` and the ``modelhub`` command line.
+
+from modelhub_client import Client, ModelHubError
+
+hub = Client()  # MODELHUB_URL / MODELHUB_TOKEN, or what `modelhub login URL` saved
+assembly = hub.assemble(team="vision", backbone=3, wait=True)
+hub.download(assembly, "model.zip")  # streamed, sha256 checked
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("modelhub-client")
+except PackageNotFoundError:  # run from a source tree, not installed
+    __version__ = "0+source"
+
+from modelhub_client.client import Client, sha256_of  # noqa: E402
+from modelhub_client.errors import ModelHubError  # noqa: E402
+from modelhub_client.models import Assembly, Backbone, Head, Job, ModelImport, Team, Upload  # noqa: E402
+
+__all__ = [
+    "Assembly",
+    "Backbone",
+    "Client",
+    "Head",
+    "Job",
+    "ModelHubError",
+    "ModelImport",
+    "Team",
+    "Upload",
+    "__version__",
+    "sha256_of",
+]
