@@ -122,7 +122,8 @@ def live_server(env: dict, log_path: Path):
             def answers():
                 if process.poll() is not None:
                     pytest.fail(f"gunicorn exited:\n{log_path.read_text()[-4000:]}")
-                with contextlib.suppress(requests.ConnectionError):
+                # Not up yet, or too slow to answer on a busy machine: ask again until the deadline.
+                with contextlib.suppress(requests.ConnectionError, requests.Timeout):
                     return requests.get(f"{url}/api/health/", timeout=5).status_code in (200, 503)
                 return False
 

@@ -1,4 +1,5 @@
-"""`pip install ./client` into a fresh venv, then drive a live app with the `modelhub` CLI as CI would.
+"""`pip install ./client` into a fresh venv, then drive a live app with the `modelhub` CLI as CI would:
+import a folder of full models, review with two users, assemble, download and verify, train a head.
 
 The live app is gunicorn plus a Celery worker of its own on the test database
 (tests/api/live_app.py). The venv is made from a copy of client/ with nothing but pip: what
@@ -18,6 +19,7 @@ import pytest
 from tests import model_factory as mf
 from tests.api.live_app import LiveClient, flush_redis, isolated_env, live_server, live_worker
 from tests.conftest import REPO_ROOT
+from tests.training.helpers import ready_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -195,6 +197,20 @@ print(json.dumps({"id": assembly.id, "existing": assembly.existing, "file": str(
         assert (again["id"], again["existing"]) == (assembly["id"], True)
         assert Path(again["file"]).name == "e2e.zip" and Path(again["file"]).read_bytes() == target.read_bytes()
         assert again["approved"] == sorted(int(i) for i in head_ids)
+
+        # Train a head and follow it: the log streams to stderr while stdout keeps the job's JSON.
+        dataset = ready_dataset(LiveClient(url, author_token), mf.make_classification_npz(tmp_path / "train.npz"))
+        result = author(
+            "jobs", "train-head", "--team", "vision", "--backbone", str(imported["backbone"]),
+            "--dataset", str(dataset["id"]), "--task", "intent", "--epochs", "2", "--seed", "1",
+            "--follow", *WAIT, "--json",
+        )  # fmt: skip
+        job = json.loads(result.stdout)
+        assert (job["kind"], job["status"]) == ("train_head", "succeeded"), job
+        assert "epoch 1/2" in result.stderr and "epoch 2/2" in result.stderr
+        assert f"{job['id']}" in author("jobs", "list", "--team", "vision").stdout
+        refused = author("jobs", "cancel", str(job["id"]), expect=1)
+        assert "HTTP 409" in refused.stderr
 
         # A wrong id comes back as the server's error envelope with --json, and exit status 1.
         missing = author("assemblies", "show", "999999", "--json", expect=1)

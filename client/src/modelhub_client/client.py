@@ -14,6 +14,7 @@ ModelHubError with the server's error envelope when a call fails. Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -304,8 +305,6 @@ class Client:
         timeout: float | None = None,
     ) -> Head:
         """Upload a head (or a full model containing the backbone) for a task; return the new version."""
-        import json
-
         fields = {
             "backbone": _id_of(backbone),
             "task": task,
