@@ -231,7 +231,11 @@ def test_login_saves_the_token_privately_and_later_commands_use_it(run, server, 
     assert run("heads", "list")[0] == 0
     assert server.requests[-1].headers["Authorization"] == "Token mh_from-login"
 
-    assert run("logout")[0] == 0 and "mh_from-login" not in path.read_text()
+    server.on("GET", "/api/tokens/", page([{"id": 4, "prefix": "mh_from-", "status": "active"}]))
+    server.on("DELETE", "/api/tokens/4/", httpx.Response(204))
+    status, out, _ = run("logout")
+    assert status == 0 and "Revoked the token" in out and "mh_from-login" not in path.read_text()
+    assert server.sent("DELETE", "/api/tokens/4/")[0].headers["Authorization"] == "Token mh_from-login"
     status, _, err = run("heads", "list")
     assert status == 1 and "No API token" in err
 

@@ -72,6 +72,17 @@ def test_an_answer_without_the_envelope_still_raises_with_its_status(hub, server
     assert "Bad Gateway" in raised.value.message and "MODELHUB_URL" in raised.value.message
 
 
+def test_a_redirect_or_a_page_that_is_not_json_says_which_url_to_use(hub, server):
+    server.on("GET", "/api/teams/", httpx.Response(301, headers={"Location": "https://hub.test/api/teams/"}))
+    with pytest.raises(ModelHubError) as raised:
+        hub.teams()
+    assert raised.value.code == "redirect" and "https://hub.test/api/teams/" in raised.value.message
+    server.on("GET", "/api/heads/3/", httpx.Response(200, text="<html>Sign in</html>"))
+    with pytest.raises(ModelHubError) as raised:
+        hub.head(3)
+    assert raised.value.code == "invalid_response" and "not JSON" in raised.value.message
+
+
 def test_no_answer_at_all_is_a_connection_error():
     def refuse(request):
         raise httpx.ConnectError("connection refused")

@@ -8,6 +8,7 @@ users install is what is tested, and it must not pull in TensorFlow or Django.
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -215,3 +216,9 @@ print(json.dumps({"id": assembly.id, "existing": assembly.existing, "file": str(
         # A wrong id comes back as the server's error envelope with --json, and exit status 1.
         missing = author("assemblies", "show", "999999", "--json", expect=1)
         assert json.loads(missing.stdout)["error"]["code"] == "not_found"
+
+        # Logging out revokes the saved token on the server.
+        saved_token = re.search(r'token = "([^"]+)"', config.read_text()).group(1)
+        assert "Revoked the token" in author("logout").stdout
+        assert saved_token not in config.read_text()
+        assert LiveClient(url, saved_token).get("/api/teams/").status_code == 401

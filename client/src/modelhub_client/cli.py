@@ -260,7 +260,9 @@ def int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, e.g. 64,32; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, e.g. 64,32; got {text!r}"
+        ) from None
 
 
 def name_list(text: str) -> list[str]:
@@ -298,9 +300,20 @@ def cmd_logout(args: argparse.Namespace) -> int:
     if not saved.get("token"):
         print(f"No saved token in {path}.")
         return 0
+    try:
+        with Client(saved["url"], saved["token"], progress=False) as client:
+            revoked = client.revoke_own_token()
+    except ModelHubError as exc:
+        print(f"modelhub: could not revoke the token on {saved['url']}: {exc}", file=sys.stderr)
+        revoked = False
     save_config({key: value for key, value in saved.items() if key not in ("token", "expires_at")}, path)
-    print(f"Removed the token for {saved.get('url')} from {path}. It stays valid on the server until it "
-          "expires: revoke it on the dashboard's API tokens page to end it now.")  # fmt: skip
+    if revoked:
+        print(f"Revoked the token on {saved['url']} and removed it from {path}.")
+    else:
+        print(
+            f"Removed the token for {saved['url']} from {path}. It could not be revoked on the server: "
+            "revoke it on the dashboard's API tokens page."
+        )
     return 0
 
 
@@ -540,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from the first line of stdin (for scripts)"
     )
     login.set_defaults(handler=cmd_login, needs_client=False)
-    logout = subparser(commands, "logout", "remove the saved token from the config file")
+    logout = subparser(commands, "logout", "revoke the saved token on the server and remove it from the config file")
     logout.set_defaults(handler=cmd_logout, needs_client=False)
     teams = subparser(commands, "teams", "list your teams and your role in each")
     add_output(teams)

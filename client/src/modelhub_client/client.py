@@ -194,10 +194,26 @@ class Client:
             raise ModelHubError.from_transport(exc, f"{self.url}{path}") from exc
         if response.status_code >= 400:
             raise ModelHubError.from_response(response)
+        if response.is_redirect:
+            raise ModelHubError(
+                f"{method} {self.url}{path} was redirected to {response.headers.get('location')}. Use the "
+                "address it ends at as the server URL (often https:// instead of http://).",
+                status=response.status_code,
+                code="redirect",
+            )
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise ModelHubError(
+                f"{method} {self.url}{path} answered HTTP {response.status_code} with something that is not JSON "
+                f"({response.headers.get('content-type', 'no content type')}). Check that the URL points at ModelHub.",
+                status=response.status_code,
+                code="invalid_response",
+            ) from None
 
     def _list(self, path: str, model: type[T], params: dict | None = None) -> list[T]:
         """Return every item of a paginated list, page after page."""
@@ -241,6 +257,25 @@ class Client:
         """Exchange a username and password for a new token: return {"token", "expires_at"}."""
         body = {"username": username, "password": password}
         return self._json("POST", "/api/auth/token/", json=body, authenticated=False)
+
+    def revoke_own_token(self) -> bool:
+        """Revoke the token this client uses (DELETE /api/tokens/{id}/); return whether it was found.
+
+        The server lists tokens by their first characters only: the token is revoked when exactly
+        one active token of yours starts with them.
+        """
+        if not self.token:
+            return False
+        body = self._json("GET", "/api/tokens/", params={"page_size": PAGE_SIZE})
+        matches = [
+            row
+            for row in body["results"]
+            if row.get("status") == "active" and row.get("prefix") and self.token.startswith(row["prefix"])
+        ]
+        if len(matches) != 1:
+            return False
+        self.request("DELETE", f"/api/tokens/{matches[0]['id']}/")
+        return True
 
     def upload(self, path: PathLike, *, team: str, skip_existing: bool = True) -> Upload:
         """Stage a file in the team's artifact store (POST /api/uploads/); return the upload.
