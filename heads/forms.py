@@ -109,6 +109,10 @@ class ImportForm(forms.Form):
         return tasks or None
 
 
+# A team with more tasks than this filters heads by a typed task slug instead of a drop-down of every task.
+MAX_TASK_CHOICES = 200
+
+
 class HeadFilterForm(forms.Form):
     q = forms.CharField(
         required=False, label="Search", widget=forms.TextInput(attrs={"placeholder": "Search task or model card"})
@@ -118,9 +122,17 @@ class HeadFilterForm(forms.Form):
     task = forms.ChoiceField(required=False)
 
     def __init__(self, *args, backbones, tasks, **kwargs):
+        """`tasks`: at most MAX_TASK_CHOICES + 1 of the team's tasks; with more, the task filter is a text box."""
         super().__init__(*args, **kwargs)
         self.fields["backbone"].choices = [("", "Any backbone")] + [(b.pk, f"{b.name} v{b.version}") for b in backbones]
-        self.fields["task"].choices = [("", "Any task")] + [(t.slug, t.slug) for t in tasks]
+        tasks = list(tasks)
+        if len(tasks) > MAX_TASK_CHOICES:
+            self.fields["task"] = forms.SlugField(
+                required=False,
+                widget=forms.TextInput(attrs={"placeholder": "Task slug", "aria-label": "Task", "autocomplete": "off"}),
+            )
+        else:
+            self.fields["task"].choices = [("", "Any task")] + [(t.slug, t.slug) for t in tasks]
 
     def filters(self) -> dict:
         """Return the selector filters for the valid fields (invalid ones are ignored)."""

@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from heads.forms import HeadFilterForm, HeadUploadForm, ImportForm
+from heads.forms import MAX_TASK_CHOICES, HeadFilterForm, HeadUploadForm, ImportForm
 from heads.models import HeadVersion, ModelImport
 from heads.selectors import (
     head_comment_list,
@@ -50,7 +50,7 @@ def head_list_view(request):
     filter_form = HeadFilterForm(
         request.GET,
         backbones=backbone_list(user=request.user, filters={"team": team_slug}),
-        tasks=task_list(user=request.user, team_slug=team_slug),
+        tasks=task_list(user=request.user, team_slug=team_slug)[: MAX_TASK_CHOICES + 1],
     )
     filters = {**filter_form.filters(), "team": team_slug}
     page = paginate(request, head_list(user=request.user, filters=filters))

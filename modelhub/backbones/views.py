@@ -20,6 +20,9 @@ from modelhub.core.errors import ApplicationError
 from modelhub.dashboard.context_processors import current_membership
 from modelhub.dashboard.shortcuts import object_or_404, paginate, query_without_page
 
+# The detail page shows this many of a backbone's heads and links to the paginated head list for the rest.
+MAX_SHOWN_HEADS = 50
+
 
 @login_required
 def backbone_list_view(request):
@@ -43,6 +46,7 @@ def backbone_detail_view(request, pk: int):
     backbone = object_or_404(backbone_get, user=request.user, pk=pk)
     lineage = backbone_lineage(backbone=backbone)
     spec = backbone.spec or {}
+    heads = backbone_heads(backbone=backbone)
     return render(
         request,
         "backbones/detail.html",
@@ -53,7 +57,8 @@ def backbone_detail_view(request, pk: int):
             "params": spec.get("params", {}),
             "ancestors": lineage[:-1],
             "children": backbone_children(backbone=backbone),
-            "heads": backbone_heads(backbone=backbone),
+            "heads": heads[:MAX_SHOWN_HEADS],
+            "num_heads": heads.count(),
         },
     )
 

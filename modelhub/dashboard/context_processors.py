@@ -42,11 +42,20 @@ def nav_items(request=None) -> list[dict]:
     return items
 
 
+def user_memberships(request) -> list[Membership]:
+    """Return the user's memberships with their teams, read once per request (views and every template)."""
+    cached = getattr(request, "_modelhub_memberships", None)
+    if cached is None or cached[0] != request.user.pk:
+        memberships = list(Membership.objects.filter(user=request.user).select_related("team"))
+        cached = request._modelhub_memberships = (request.user.pk, memberships)
+    return cached[1]
+
+
 def current_membership(request) -> Membership | None:
     """Return the membership of the team chosen in the session (or the user's first team)."""
     if not request.user.is_authenticated:
         return None
-    memberships = list(Membership.objects.filter(user=request.user).select_related("team"))
+    memberships = user_memberships(request)
     chosen = request.session.get(SESSION_KEY)
     for membership in memberships:
         if membership.team.slug == chosen:
@@ -61,6 +70,6 @@ def current_team(request) -> dict:
     return {
         "current_membership": membership,
         "current_team": membership.team if membership else None,
-        "my_memberships": Membership.objects.filter(user=request.user).select_related("team"),
+        "my_memberships": user_memberships(request),
         "nav_items": nav_items(request),
     }

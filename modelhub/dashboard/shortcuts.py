@@ -3,10 +3,11 @@
 from collections.abc import Callable
 from typing import Any
 
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.http import Http404
 
 from modelhub.core.errors import NotFoundError
+from modelhub.core.pagination import TwoStepPaginator
 
 PAGE_SIZE = 50
 
@@ -21,7 +22,7 @@ def object_or_404(selector: Callable[..., Any], **kwargs) -> Any:
 
 def paginate(request, queryset, *, per_page: int = PAGE_SIZE) -> Page:
     """Return the page of `queryset` named by the `page` query parameter."""
-    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+    return TwoStepPaginator(queryset, per_page).get_page(request.GET.get("page"))
 
 
 def query_without_page(request) -> str:
