@@ -328,6 +328,8 @@ SPECTACULAR_SETTINGS = {
         "HeadStatusEnum": "heads.models.HeadVersion.Status",
         "ImportStatusEnum": "heads.models.ModelImport.Status",
         "AssemblyStatusEnum": "modelhub.assemblies.models.Assembly.Status",
+        "PredictionPendingStatusEnum": ["queued", "running"],
+        "PredictionAnsweredStatusEnum": ["succeeded"],
         "DatasetStatusEnum": "training.models.Dataset.Status",
         "JobStatusEnum": "training.models.Job.Status",
         "JobKindEnum": "training.models.Job.Kind",
@@ -382,8 +384,9 @@ MODELHUB_HEALTH_WORKER_CACHE_SECONDS = env_int("MODELHUB_HEALTH_WORKER_CACHE_SEC
 MODELHUB_DEFAULT_QUEUE = env_str("MODELHUB_DEFAULT_QUEUE", "default")
 MODELHUB_TRAINING_QUEUE = env_str("MODELHUB_TRAINING_QUEUE", "training")
 MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
-# How long POST /api/assemblies/{id}/predict/ waits for a worker before answering 504.
-MODELHUB_PREDICT_TIMEOUT = env_int("MODELHUB_PREDICT_TIMEOUT", 60)
+# The longest a request may hold a web thread waiting for a trial prediction: POST
+# /api/assemblies/{id}/predict/ waits min("wait", this) seconds, then answers 202 with an id to poll.
+MODELHUB_PREDICT_MAX_WAIT = env_int("MODELHUB_PREDICT_MAX_WAIT", 30)
 CELERY_TASK_ALWAYS_EAGER = False
 
 # --- Cache and login throttling -------------------------------------------------------------

@@ -48,6 +48,11 @@ api_patterns = [
     path("assemblies/<int:pk>/", assembly_apis.AssemblyDetailApi.as_view(), name="assembly-detail"),
     path("assemblies/<int:pk>/download/", assembly_apis.AssemblyDownloadApi.as_view(), name="assembly-download"),
     path("assemblies/<int:pk>/predict/", assembly_apis.AssemblyPredictApi.as_view(), name="assembly-predict"),
+    path(
+        "assemblies/<int:pk>/predictions/<int:pid>/",
+        assembly_apis.AssemblyPredictionDetailApi.as_view(),
+        name="assembly-prediction",
+    ),
     path("datasets/", training_apis.DatasetListCreateApi.as_view(), name="dataset-list"),
     path("datasets/<int:pk>/", training_apis.DatasetDetailApi.as_view(), name="dataset-detail"),
     path("jobs/", training_apis.JobListCreateApi.as_view(), name="job-list"),

@@ -1,17 +1,26 @@
-"""REST endpoints for assemblies: create (or find), list, detail, download the zipped SavedModel."""
+"""REST endpoints for assemblies: create (or find), list, detail, download the zipped SavedModel,
+and trial predictions (answered in time, or polled by id)."""
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+import math
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from modelhub.artifacts.downloads import blob_download_response
-from modelhub.assemblies.models import Assembly
-from modelhub.assemblies.predicting import prediction_run_and_wait
-from modelhub.assemblies.selectors import assembly_get, assembly_list
+from modelhub.assemblies.models import Assembly, Prediction
+from modelhub.assemblies.predicting import (
+    DEFAULT_WAIT_SECONDS,
+    MAX_WAIT_SECONDS,
+    prediction_is_finished,
+    prediction_run_and_wait,
+)
+from modelhub.assemblies.selectors import assembly_get, assembly_list, prediction_get
 from modelhub.assemblies.services import assembly_create
 from modelhub.core.api import paginated_response
-from modelhub.core.errors import ApplicationError, ConflictError
+from modelhub.core.errors import ApplicationError, ConflictError, ValidationError
 from modelhub.core.schema import error_response
 from modelhub.teams.selectors import membership_get
 
@@ -38,6 +47,7 @@ class AssemblyOutputSerializer(serializers.ModelSerializer):
             "saved_model_bytes",
             "verification",
             "signatures",
+            "task_signatures",
             "manifest",
             "created_at",
             "started_at",
@@ -73,6 +83,8 @@ class AssemblyCreatedOutputSerializer(AssemblyOutputSerializer):
 
 
 class PredictionOutputSerializer(serializers.Serializer):
+    """The answer of POST .../predict/ when the worker answered within `wait` seconds (200)."""
+
     outputs = serializers.ListField(
         child=serializers.ListField(child=serializers.FloatField()),
         help_text="The head's outputs: one row of output_width numbers per input row.",
@@ -81,6 +93,79 @@ class PredictionOutputSerializer(serializers.Serializer):
     task_id = serializers.IntegerField()
     output_width = serializers.IntegerField()
     labels = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    prediction = serializers.IntegerField(help_text="The prediction's id (GET .../predictions/{pid}/ shows it again).")
+    status = serializers.ChoiceField(choices=["succeeded"])
+
+
+class PredictionPendingSerializer(serializers.Serializer):
+    """The answer of POST .../predict/ when no worker answered within `wait` seconds (202)."""
+
+    prediction = serializers.IntegerField(help_text="The prediction's id.")
+    status = serializers.ChoiceField(choices=["queued", "running"])
+    poll = serializers.CharField(help_text="GET this path until status is 'succeeded' or 'failed'.")
+
+
+# Inline: a named enum of these four values would collide with ImportStatusEnum (the same set).
+@extend_schema_field({"type": "string", "enum": Prediction.Status.values})
+class PredictionStatusField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=Prediction.Status.choices, **kwargs)
+
+
+class PredictionDetailSerializer(serializers.Serializer):
+    """A trial prediction: its status and, once a worker answered, its outputs or its error."""
+
+    prediction = serializers.IntegerField(source="pk")
+    status = PredictionStatusField()
+    poll = serializers.CharField(help_text="This prediction's path.")
+    task = serializers.CharField()
+    task_id = serializers.IntegerField()
+    output_width = serializers.IntegerField()
+    labels = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    outputs = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        allow_null=True,
+        help_text="When succeeded: the head's outputs, one row of output_width numbers per input row; else null.",
+    )
+    error = serializers.CharField(allow_null=True, help_text="When failed: what went wrong in the worker; else null.")
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class WaitField(serializers.FloatField):
+    """Seconds a predict request may wait for its answer: a finite number in [0, MAX_WAIT_SECONDS]."""
+
+    def __init__(self, **kwargs):
+        help_text = (
+            f"Seconds to wait for the worker's answer (default {DEFAULT_WAIT_SECONDS:g}, at most "
+            f"{MAX_WAIT_SECONDS:g}). Answered in time: 200 with the outputs; else 202 with a prediction id "
+            "to poll. 0 answers 202 at once."
+        )
+        super().__init__(required=False, min_value=0, max_value=MAX_WAIT_SECONDS, help_text=help_text, **kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            if isinstance(data, bool):
+                raise TypeError
+            value = float(data)
+        except (TypeError, ValueError, OverflowError):
+            value = math.nan
+        if not (math.isfinite(value) and 0 <= value <= MAX_WAIT_SECONDS):
+            shown = repr(data) if len(repr(data)) <= 40 else repr(data)[:37] + "..."
+            raise serializers.ValidationError(
+                f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}; received {shown}. Leave it out "
+                f"to wait up to {DEFAULT_WAIT_SECONDS:g} s, or send 0 to get a prediction id to poll at once."
+            )
+        return value
+
+
+def prediction_poll_path(prediction: Prediction) -> str:
+    """Return the API path where a prediction can be polled."""
+    return reverse("api:assembly-prediction", kwargs={"pk": prediction.assembly_id, "pid": prediction.pk})
+
+
+def _head_entry(assembly: Assembly, task_id: int) -> dict:
+    return next(e for e in assembly.manifest["heads"] if e["task_id"] == task_id)
 
 
 class AssemblyListCreateApi(APIView):
@@ -89,6 +174,13 @@ class AssemblyListCreateApi(APIView):
         backbone = serializers.IntegerField()
         heads = serializers.ListField(child=serializers.IntegerField(), required=False, allow_null=True)
         name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+        task_signatures = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Also add one signature per task slug. Off by default: serving_default(inputs, task_id) and "
+            "serving_by_task(inputs, task) serve every task, and each per-task signature adds ~62 KB and ~0.4 s "
+            "of build per task (MobileNetV2).",
+        )
 
         class Meta:
             ref_name = "AssemblyCreate"
@@ -117,6 +209,7 @@ class AssemblyListCreateApi(APIView):
             backbone_id=values["backbone"],
             head_ids=values.get("heads"),
             name=values["name"],
+            task_signatures=values["task_signatures"],
         )
         body = dict(AssemblyOutputSerializer(assembly).data, existing=existed)
         return Response(body, status=status.HTTP_200_OK if existed else status.HTTP_202_ACCEPTED)
@@ -147,11 +240,13 @@ class AssemblyDownloadApi(APIView):
 
 
 class AssemblyPredictApi(APIView):
-    """Try an assembly: {"task": slug | "task_id": n, "inputs": ...} -> {"outputs": ...}.
+    """Try an assembly: {"task": slug | "task_id": n, "inputs": ..., "wait": seconds} -> {"outputs": ...}.
 
     `inputs` follows the manifest's backbone inputs: a nested list for a single input (numbers,
     or strings for a text model), an object by input name for several inputs. One example
-    without the batch axis, or up to 256 rows.
+    without the batch axis, or up to 256 rows. The request waits at most `wait` seconds (body or
+    query string; default 5, at most 30) for a worker's answer, then answers 202 with the
+    prediction's id to poll at GET /api/assemblies/{id}/predictions/{pid}/.
     """
 
     class InputSerializer(serializers.Serializer):
@@ -164,6 +259,7 @@ class AssemblyPredictApi(APIView):
                 "Names, shapes and dtypes: manifest.backbone.inputs."
             )
         )
+        wait = WaitField()
 
         def validate(self, attrs):
             if ("task" in attrs) == ("task_id" in attrs):
@@ -173,24 +269,38 @@ class AssemblyPredictApi(APIView):
         class Meta:
             ref_name = "Predict"
 
+    class QuerySerializer(serializers.Serializer):
+        wait = WaitField()
+
     @extend_schema(
         request=InputSerializer,
+        parameters=[QuerySerializer],
         examples=[
-            OpenApiExample("One row", value={"task": "sentiment", "inputs": [[0.1, 0.2, 0.3]]}, request_only=True)
+            OpenApiExample("One row", value={"task": "sentiment", "inputs": [[0.1, 0.2, 0.3]]}, request_only=True),
+            OpenApiExample(
+                "Do not wait", value={"task": "sentiment", "inputs": [[0.1, 0.2, 0.3]], "wait": 0}, request_only=True
+            ),
         ],
         responses={
-            200: PredictionOutputSerializer,
+            200: OpenApiResponse(PredictionOutputSerializer, description="The worker answered within `wait` seconds."),
+            202: OpenApiResponse(
+                PredictionPendingSerializer,
+                description="No answer within `wait` seconds: poll the `poll` path (the prediction goes on).",
+            ),
             400: error_response("The worker could not run the prediction (code prediction_failed)."),
             409: error_response("The assembly is not ready: predictions need status 'ready'."),
-            504: error_response(
-                "No worker answered within MODELHUB_PREDICT_TIMEOUT seconds (code prediction_timeout). Try again."
-            ),
         },
     )
     def post(self, request, pk: int):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        if "wait" in values and "wait" in query.validated_data:
+            message = "Give 'wait' once, in the body or in the query string, not in both."
+            raise ValidationError(f"wait: {message}", detail={"wait": [message]})
+        wait = values.get("wait", query.validated_data.get("wait", DEFAULT_WAIT_SECONDS))
         assembly = assembly_get(user=request.user, pk=pk)
         prediction = prediction_run_and_wait(
             assembly=assembly,
@@ -198,10 +308,21 @@ class AssemblyPredictApi(APIView):
             task=values.get("task"),
             task_id=values.get("task_id"),
             inputs=values["inputs"],
+            wait=wait,
         )
+        poll = prediction_poll_path(prediction)
+        if not prediction_is_finished(prediction):
+            return Response(
+                {"prediction": prediction.pk, "status": prediction.status, "poll": poll},
+                status=status.HTTP_202_ACCEPTED,
+            )
         if prediction.status != prediction.Status.SUCCEEDED:
-            raise ApplicationError(f"The prediction failed in the worker: {prediction.error}", code="prediction_failed")
-        entry = next(e for e in assembly.manifest["heads"] if e["task_id"] == prediction.task_id)
+            raise ApplicationError(
+                f"The prediction failed in the worker: {prediction.error}",
+                code="prediction_failed",
+                detail={"prediction": prediction.pk, "poll": poll},
+            )
+        entry = _head_entry(assembly, prediction.task_id)
         return Response(
             {
                 "outputs": prediction.outputs,
@@ -209,5 +330,31 @@ class AssemblyPredictApi(APIView):
                 "task_id": entry["task_id"],
                 "output_width": entry["output_width"],
                 "labels": entry["labels"],
+                "prediction": prediction.pk,
+                "status": prediction.status,
             }
         )
+
+
+class AssemblyPredictionDetailApi(APIView):
+    """A trial prediction of an assembly, polled after POST .../predict/ answered 202."""
+
+    @extend_schema(responses=PredictionDetailSerializer)
+    def get(self, request, pk: int, pid: int):
+        prediction = prediction_get(user=request.user, assembly_pk=pk, pk=pid)
+        entry = _head_entry(prediction.assembly, prediction.task_id)
+        succeeded = prediction.status == Prediction.Status.SUCCEEDED
+        body = {
+            "pk": prediction.pk,
+            "status": prediction.status,
+            "poll": prediction_poll_path(prediction),
+            "task": entry["task"],
+            "task_id": entry["task_id"],
+            "output_width": entry["output_width"],
+            "labels": entry["labels"],
+            "outputs": prediction.outputs if succeeded else None,
+            "error": prediction.error if prediction.status == Prediction.Status.FAILED else None,
+            "created_at": prediction.created_at,
+            "finished_at": prediction.finished_at,
+        }
+        return Response(PredictionDetailSerializer(body).data)

@@ -3,6 +3,10 @@
 The web side only checks input names, shapes and dtypes with NumPy against the manifest; the
 worker loads the verified SavedModel (cached per sha256) with plain TensorFlow and calls its
 serving_default signature with every backbone input by its serving name, plus task_id.
+
+A web request waits for the answer only a bounded time (``wait`` seconds, see
+prediction_wait); after that the prediction is polled by id, so slow predictions never hold
+web threads for long.
 """
 
 import json
@@ -19,7 +23,7 @@ from django.db import transaction
 
 from modelhub.artifacts.services import blob_fetch_verified
 from modelhub.assemblies.models import Assembly, Prediction
-from modelhub.core.errors import ApplicationError, ConflictError, ValidationError
+from modelhub.core.errors import ConflictError, ValidationError
 from modelhub.core.tracked_work import queue_on_commit, row_finish, run_tracked
 
 MAX_ROWS = 256
@@ -29,9 +33,13 @@ EXAMPLE_TEXTS = ("a great movie", "not good at all")
 MAX_HINT_VALUES = 16
 
 
-class PredictionTimeoutError(ApplicationError):
-    status_code = 504
-    code = "prediction_timeout"
+# POST /api/assemblies/{id}/predict/ waits this long for the answer unless asked otherwise ("wait"),
+# at most MAX_WAIT_SECONDS (and never longer than the MODELHUB_PREDICT_MAX_WAIT setting), then answers 202.
+DEFAULT_WAIT_SECONDS = 5.0
+MAX_WAIT_SECONDS = 30.0
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.5
+FINISHED_STATUSES = (Prediction.Status.SUCCEEDED, Prediction.Status.FAILED)
 
 
 def manifest_inputs(manifest: dict) -> list[dict]:
@@ -332,10 +340,10 @@ def _numeric_array(value, spec: dict, *, label: str) -> np.ndarray:
     return array
 
 
-def prediction_run_and_wait(
+def prediction_create(
     *, assembly: Assembly, user: AbstractBaseUser, task: str | None, task_id: int | None, inputs
 ) -> Prediction:
-    """Queue a prediction for a worker and wait for its answer (MODELHUB_PREDICT_TIMEOUT seconds)."""
+    """Check the inputs against the manifest, store a queued prediction and queue it for a worker."""
     if assembly.status != Assembly.Status.READY:
         raise ConflictError(f"Assembly {assembly.pk} is '{assembly.status}'; predictions need a ready assembly.")
     entry = resolve_task(assembly, task=task, task_id=task_id)
@@ -345,16 +353,45 @@ def prediction_run_and_wait(
             assembly=assembly, task_id=entry["task_id"], inputs=rows, created_by=user
         )
         queue_on_commit("assemblies.predict", prediction.pk)
-    deadline = time.monotonic() + settings.MODELHUB_PREDICT_TIMEOUT
-    while time.monotonic() < deadline:
-        prediction.refresh_from_db()
-        if prediction.status in (Prediction.Status.SUCCEEDED, Prediction.Status.FAILED):
-            return prediction
-        time.sleep(0.1)
-    raise PredictionTimeoutError(
-        f"No worker answered within {settings.MODELHUB_PREDICT_TIMEOUT}s (prediction {prediction.pk}); the "
-        "assembly workers may be busy. Try again, or download the model and run it locally."
-    )
+    return prediction
+
+
+def prediction_is_finished(prediction: Prediction) -> bool:
+    """Return whether a worker has answered (succeeded or failed)."""
+    return prediction.status in FINISHED_STATUSES
+
+
+def prediction_wait(*, prediction: Prediction, seconds: float) -> Prediction:
+    """Wait at most `seconds` (capped by MODELHUB_PREDICT_MAX_WAIT) for a worker to finish the prediction.
+
+    Reads only the row's status, first every 50 ms and then less often (up to every 0.5 s), so
+    that a waiting request costs a few cheap queries a second. Return the row, refreshed once it
+    finished or the time is up; its status may still be queued or running.
+    """
+    seconds = max(0.0, min(float(seconds), float(settings.MODELHUB_PREDICT_MAX_WAIT)))
+    deadline = time.monotonic() + seconds
+    interval = FIRST_POLL_SECONDS
+    while True:
+        status = Prediction.objects.filter(pk=prediction.pk).values_list("status", flat=True).first()
+        left = deadline - time.monotonic()
+        if status in FINISHED_STATUSES or left <= 0:
+            break
+        time.sleep(min(interval, left))
+        interval = min(interval * 2, MAX_POLL_SECONDS)
+    prediction.refresh_from_db()
+    return prediction
+
+
+def prediction_run_and_wait(
+    *, assembly: Assembly, user: AbstractBaseUser, task: str | None, task_id: int | None, inputs, wait: float
+) -> Prediction:
+    """Queue a prediction for a worker and wait at most `wait` seconds for its answer.
+
+    Return the prediction: finished (succeeded or failed) when the worker answered in time, else
+    still queued or running, to be polled (GET /api/assemblies/{id}/predictions/{pid}/).
+    """
+    prediction = prediction_create(assembly=assembly, user=user, task=task, task_id=task_id, inputs=inputs)
+    return prediction_wait(prediction=prediction, seconds=wait)
 
 
 def _saved_model_dir(assembly: Assembly) -> Path:

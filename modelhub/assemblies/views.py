@@ -7,15 +7,19 @@ process never imports TensorFlow.
 """
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
+from django.db import connection
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Collate
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from heads.models import HeadVersion
-from heads.selectors import head_list
+from heads.selectors import head_is_latest_approved, head_latest_approved_list, head_list
 from modelhub.assemblies.forms import AssemblyBuildForm, TryItForm
 from modelhub.assemblies.models import Assembly
 from modelhub.assemblies.predicting import (
@@ -25,17 +29,22 @@ from modelhub.assemblies.predicting import (
     example_dims,
     example_row,
     manifest_inputs,
+    prediction_is_finished,
     prediction_run_and_wait,
 )
-from modelhub.assemblies.selectors import assembly_get, assembly_list
-from modelhub.assemblies.services import assembly_create, heads_in_task_order, latest_approved_heads
+from modelhub.assemblies.selectors import assembly_get, assembly_list, prediction_get
+from modelhub.assemblies.services import assembly_create, heads_in_task_order
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_list
 from modelhub.core.errors import ApplicationError
+from modelhub.core.pagination import TwoStepPaginator
 from modelhub.dashboard.context_processors import current_membership
 from modelhub.dashboard.shortcuts import object_or_404, paginate
 
 PENDING_STATUSES = (Assembly.Status.QUEUED, Assembly.Status.BUILDING, Assembly.Status.VERIFYING)
+# "Try it" answers on the page when the worker answers within this many seconds; otherwise the page
+# polls the prediction, so a slow worker never holds a web thread for long.
+TRY_IT_WAIT_SECONDS = 2.0
 # The tolerance modelhub.ml.assemble verifies against (VERIFY_ATOL, relative to max(1, max |output|));
 # not imported: it pulls in TensorFlow.
 VERIFY_ATOL = 1e-5
@@ -70,21 +79,29 @@ def assembly_list_view(request):
     return render(request, "assemblies/list.html", {"page": paginate(request, assemblies), "membership": membership})
 
 
-def size_comparison(*, backbone: BackboneVersion, heads: list[HeadVersion]) -> dict:
+def size_comparison(*, backbone: BackboneVersion, num_heads: int, heads_bytes: int) -> dict:
     """Estimate one merged model against N separate models from the stored blob sizes."""
     backbone_bytes = backbone.blob.size_bytes
-    head_bytes = [head.blob.size_bytes for head in heads]
-    merged = backbone_bytes + sum(head_bytes)
-    separate = len(heads) * backbone_bytes + sum(head_bytes)
+    merged = backbone_bytes + heads_bytes
+    separate = num_heads * backbone_bytes + heads_bytes
     return {
-        "num_heads": len(heads),
+        "num_heads": num_heads,
         "backbone_bytes": backbone_bytes,
-        "heads_bytes": sum(head_bytes),
+        "heads_bytes": heads_bytes,
         "merged_bytes": merged,
         "separate_bytes": separate,
         "saved_bytes": separate - merged,
         "ratio": separate / merged if merged else 0.0,
     }
+
+
+# Up to this many approved heads, the builder lists them all and ticks them in the browser. Above
+# it (10,000 heads on one backbone), it offers "the latest approved version of every task" as one
+# tick box, counted and summed in SQL, and lists one page of heads at a time with a server search.
+BUILDER_MAX_ROWS = 200
+BUILDER_PAGE_SIZE = 50
+# The task_id table shows this many rows of an "every task" choice, then how many more.
+MAX_TASK_ID_ROWS = 20
 
 
 @login_required
@@ -97,56 +114,132 @@ def assembly_builder_view(request):
     )
     data = request.POST if request.method == "POST" else None
     backbone = _chosen_backbone(backbones, (data or request.GET).get("backbone"))
-    candidates = (
-        heads_in_task_order(
-            head_list(
-                user=request.user,
-                filters={"team": membership.team.slug, "backbone": backbone.pk, "status": HeadVersion.Status.APPROVED},
-            )
+    approved = (
+        head_list(
+            user=request.user,
+            filters={"team": membership.team.slug, "backbone": backbone.pk, "status": HeadVersion.Status.APPROVED},
         )
         if backbone
-        else []
+        else HeadVersion.objects.none()
     )
+    totals = _approved_totals(approved) if backbone else {"num_approved": 0}
+    many = totals["num_approved"] > BUILDER_MAX_ROWS
+    candidates = [] if many or not backbone else heads_in_task_order(approved)
     form = AssemblyBuildForm(
-        data, backbones=backbones, heads=candidates, initial={"backbone": backbone.pk if backbone else None}
+        data,
+        backbones=backbones,
+        heads=approved if many else candidates,
+        initial={"backbone": backbone.pk if backbone else None, "all_latest": many},
     )
     if data is not None and form.is_valid():
         values = form.cleaned_data
+        head_ids = None if values["all_latest"] else values["heads"]
         try:
             assembly, existed = assembly_create(
                 team=membership.team, user=request.user, backbone_id=values["backbone"].pk,
-                head_ids=values["heads"], name=values["name"],
+                head_ids=head_ids, name=values["name"], task_signatures=values["task_signatures"],
             )  # fmt: skip
         except ApplicationError as exc:
             messages.error(request, exc.message)
         else:
+            num_heads = assembly.entries.count() if head_ids is None else len(head_ids)
             if existed:
                 messages.info(request, f"These heads on {backbone.label} are already assembled; showing that build.")
             else:
-                messages.success(request, f"Assembly queued: {len(values['heads'])} heads on {backbone.label}.")
+                messages.success(request, f"Assembly queued: {num_heads} heads on {backbone.label}.")
             return redirect("assemblies:detail", pk=assembly.pk)
     elif data is not None:
         for errors in form.errors.values():
             for error in errors:
                 messages.error(request, error)
+    # A backbone is chosen whenever the team has a ready one (_chosen_backbone falls back to the newest).
+    context = {"membership": membership, "form": form, "backbone": backbone, "has_backbones": backbone is not None}
+    if many:
+        context.update(_many_heads_context(request, backbone=backbone, approved=approved, totals=totals, data=data))
+        return render(request, "assemblies/builder.html", context)
     if data is not None:
         selected_ids = {int(pk) for pk in data.getlist("heads") if pk.isdigit()}
-    else:
-        selected_ids = {head.pk for head in latest_approved_heads(backbone=backbone)} if backbone else set()
+    else:  # the latest approved version of each task, as assemblies.services.latest_approved_heads chooses
+        latest = {}
+        for head in candidates:  # in task order: a task's last version wins
+            latest[head.task_id] = head
+        selected_ids = {head.pk for head in latest.values()}
     selected = [head for head in candidates if head.pk in selected_ids]
-    return render(
-        request,
-        "assemblies/builder.html",
+    context.update(
         {
-            "membership": membership,
-            "form": form,
-            "backbone": backbone,
-            "has_backbones": backbones.exists(),
             "candidates": [(index, head, head.pk in selected_ids) for index, head in enumerate(candidates)],
             "selected": list(enumerate(selected)),
-            "sizes": size_comparison(backbone=backbone, heads=selected) if backbone else None,
-        },
+            "sizes": _sizes_of(backbone, selected) if backbone else None,
+        }
     )
+    return render(request, "assemblies/builder.html", context)
+
+
+def _sizes_of(backbone: BackboneVersion, heads: list[HeadVersion]) -> dict:
+    return size_comparison(
+        backbone=backbone, num_heads=len(heads), heads_bytes=sum(head.blob.size_bytes for head in heads)
+    )
+
+
+def _approved_totals(approved) -> dict:
+    """Count the approved heads, and the latest approved version of each task and its bytes, in one query."""
+    is_latest = Q(head_is_latest_approved())
+    totals = approved.aggregate(
+        num_approved=Count("pk"),
+        num_latest=Count("pk", filter=is_latest),
+        latest_bytes=Sum("blob__size_bytes", filter=is_latest),
+    )
+    return {**totals, "latest_bytes": totals["latest_bytes"] or 0}
+
+
+def _task_order(queryset):
+    """Order heads as assemblies.services.heads_in_task_order does (task slug by code point, then version).
+
+    Slugs are lowercase ASCII, so a binary collation gives Python's order; PostgreSQL's default
+    (language) collation would not (it skips hyphens).
+    """
+    collation = "C" if connection.vendor == "postgresql" else "BINARY"
+    return queryset.order_by(Collate("task__slug", collation), "version")
+
+
+def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals: dict, data) -> dict:
+    """The builder's context when the backbone has more approved heads than BUILDER_MAX_ROWS.
+
+    A constant number of queries whatever the number of heads: one page of the (searched)
+    approved heads and the first rows of the "every task" task_id table (the counts and byte
+    sum come from _approved_totals).
+    """
+    search = request.GET.get("q", "").strip()
+    shown = approved.filter(task__slug__icontains=search) if search else approved
+    paginator = TwoStepPaginator(_task_order(shown), BUILDER_PAGE_SIZE)
+    if not search:
+        paginator.count = totals["num_approved"]  # known already: no second COUNT
+    page = paginator.get_page(request.GET.get("page"))
+    all_latest = data is None or bool(data.get("all_latest"))
+    ticked = {int(pk) for pk in data.getlist("heads") if pk.isdigit()} if data is not None else set()
+    latest_rows = list(_task_order(head_latest_approved_list(heads=approved))[:MAX_TASK_ID_ROWS])
+    if all_latest:
+        selected = latest_rows
+        sizes = size_comparison(backbone=backbone, num_heads=totals["num_latest"], heads_bytes=totals["latest_bytes"])
+    else:  # a POST of hand-ticked heads came back with an error
+        chosen = list(_task_order(approved.filter(pk__in=ticked)))
+        selected = chosen[:MAX_TASK_ID_ROWS]
+        sizes = _sizes_of(backbone, chosen)
+    offset = (page.number - 1) * BUILDER_PAGE_SIZE
+    return {
+        "many_heads": True,
+        "num_approved": totals["num_approved"],
+        "latest_totals": {"num_heads": totals["num_latest"], "heads_bytes": totals["latest_bytes"]},
+        "all_latest": all_latest,
+        "search": search,
+        "page": page,
+        "query": urlencode({"backbone": backbone.pk, **({"q": search} if search else {})}),
+        "candidates": [(offset + index, head, head.pk in ticked) for index, head in enumerate(page.object_list)],
+        "selected": list(enumerate(selected)),
+        "latest_rows": list(enumerate(latest_rows)),
+        "num_latest_hidden": max(0, totals["num_latest"] - len(latest_rows)),
+        "sizes": sizes,
+    }
 
 
 def _chosen_backbone(backbones, raw_id) -> BackboneVersion | None:
@@ -178,16 +271,41 @@ def assembly_try_view(request, pk: int):
         values = form.cleaned_data
         try:
             prediction = prediction_run_and_wait(
-                assembly=assembly, user=request.user, task=None, task_id=values["task_id"], inputs=values["inputs"]
+                assembly=assembly,
+                user=request.user,
+                task=None,
+                task_id=values["task_id"],
+                inputs=values["inputs"],
+                wait=TRY_IT_WAIT_SECONDS,
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
+            if not prediction_is_finished(prediction):
+                # Not answered yet: the trial page polls it (static/js/status_poll.js) instead of a held thread.
+                return redirect(reverse("assemblies:trial", kwargs={"pk": pk, "pid": prediction.pk}) + "#try-it")
             if prediction.status == prediction.Status.SUCCEEDED:
                 trial = _trial_result(assembly, task_id=prediction.task_id, outputs=prediction.outputs)
             else:
                 form.add_error(None, f"The prediction failed in the worker: {prediction.error}")
     return render(request, "assemblies/detail.html", _detail_context(assembly, try_form=form, trial=trial))
+
+
+@login_required
+def assembly_trial_view(request, pk: int, pid: int):
+    """The detail page with one trial prediction: its outputs, its error, or a poller while it runs."""
+    prediction = object_or_404(prediction_get, user=request.user, assembly_pk=pk, pk=pid)
+    assembly = prediction.assembly
+    can_try = _can_try(assembly)
+    form = TryItForm(manifest=assembly.manifest, initial={"task_id": prediction.task_id}) if can_try else None
+    trial = None
+    if prediction.status == prediction.Status.SUCCEEDED:
+        trial = _trial_result(assembly, task_id=prediction.task_id, outputs=prediction.outputs)
+    context = _detail_context(assembly, try_form=form, trial=trial)
+    context["trial_prediction"] = prediction
+    if prediction.status == prediction.Status.FAILED:
+        context["trial_error"] = f"The prediction failed in the worker: {prediction.error}"
+    return render(request, "assemblies/detail.html", context)
 
 
 def _can_try(assembly: Assembly) -> bool:
@@ -280,6 +398,7 @@ def usage_snippets(assembly: Assembly) -> dict:
     example = heads[1] if len(heads) > 1 else heads[0]  # a task_id other than 0 shows that it matters
     task, task_id = example["task"], example["task_id"]
     task_ids = f"task_id=tf.constant([{task_id}, {task_id}], tf.int32)"
+    by_task = f'task=tf.constant(["{task}", "{task}"])'
     if len(specs) == 1:
         call = f"    inputs=tf.constant(x), {task_ids}\n"
         inputs = f"x = {_python_value(specs[0], num_rows=2)}  # {describe_input(specs[0], with_name=False)}\n"
@@ -303,10 +422,20 @@ def usage_snippets(assembly: Assembly) -> dict:
         f"{call}"
         ")\n"
         'width = int(result["output_width"][0])\n'
-        f'{task.replace("-", "_")} = result["outputs"][:, :width]  # zero-padded to the widest head\n\n'
-        "# or call one task's own signature\n"
-        f'outputs = model.signatures["{task}"]({single_call})["outputs"]\n'
+        f'{task.replace("-", "_")} = result["outputs"][:, :width]  # zero-padded to the widest head\n'
     )
+    if "serving_by_task" in (assembly.signatures or []):
+        python += (
+            "\n# serving_by_task: the same, with task slugs (an unknown slug raises an error naming it)\n"
+            'result = model.signatures["serving_by_task"](\n'
+            f"{call.replace(task_ids, by_task)}"
+            ")\n"
+        )
+    if assembly.task_signatures:
+        python += (
+            "\n# or call one task's own signature (this assembly has them)\n"
+            f'outputs = model.signatures["{task}"]({single_call})["outputs"]\n'
+        )
     rows = {spec["name"]: example_row(spec, max_values=MAX_INLINE_VALUES) for spec in specs}
     body = {
         "signature_name": "serving_default",
@@ -326,9 +455,15 @@ def usage_snippets(assembly: Assembly) -> dict:
             f'print(json.dumps({{"signature_name": "serving_default", '
             f'"inputs": {{**x, "task_id": [{task_id}]}}}}))\' > body.json'
         )
+    by_task_body = None
+    if "serving_by_task" in (assembly.signatures or []) and None not in rows.values():
+        by_task_body = json.dumps(
+            {"signature_name": "serving_by_task", "inputs": {**{n: [r] for n, r in rows.items()}, "task": [task]}}
+        )
     return {
         "python": python,
         "rest_body": rest,
+        "rest_by_task": by_task_body,
         "rest_generator": rest_note,
         "task": task,
         "task_id": task_id,

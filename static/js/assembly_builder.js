@@ -3,7 +3,10 @@
  *
  * The server renders the rows in the order assemblies.services gives task ids (by task
  * slug, then version), so the task_id of a ticked head is its rank among ticked rows.
- * Sizes come from the rows' data-bytes (stored blob sizes). No dependencies.
+ * Sizes come from the rows' data-bytes (stored blob sizes). With very many approved heads the
+ * server offers "the latest approved version of every task" (#id_all_latest) with its count and
+ * byte sum, and lists one page of heads; while it is ticked, the row boxes are off and the
+ * task_id table shows the server's rows. No dependencies.
  */
 (function () {
   "use strict";
@@ -14,6 +17,8 @@
   var selectAll = document.getElementById("select-all");
   var rows = Array.prototype.slice.call(form.querySelectorAll("#head-table tbody tr"));
   var backboneBytes = Number(form.getAttribute("data-backbone-bytes")) || 0;
+  var allLatest = document.getElementById("id_all_latest");
+  var latestBody = document.getElementById("task-id-latest");
 
   function box(row) { return row.querySelector("input[name=heads]"); }
   function shown(row) { return !row.hidden; }
@@ -35,13 +40,18 @@
   }
 
   function update() {
-    var ticked = rows.filter(function (row) { return box(row).checked; });
+    var latest = Boolean(allLatest && allLatest.checked);
+    rows.forEach(function (row) { box(row).disabled = latest; });
+    if (selectAll) selectAll.disabled = latest;
+    var body = document.getElementById("task-id-ticked");
+    body.hidden = latest;
+    if (latestBody) latestBody.hidden = !latest;
+    var ticked = latest ? [] : rows.filter(function (row) { return box(row).checked; });
     ticked.sort(function (a, b) { return Number(a.dataset.order) - Number(b.dataset.order); });
-    var body = document.querySelector("#task-id-table tbody");
     body.textContent = "";
     var tasks = {};
     var duplicate = false;
-    var headsBytes = 0;
+    var headsBytes = latest ? Number(allLatest.dataset.headsBytes) || 0 : 0;
     ticked.forEach(function (row, taskId) {
       var tr = document.createElement("tr");
       tr.appendChild(cell(String(taskId), "mono"));
@@ -57,7 +67,7 @@
       tasks[row.dataset.task] = true;
       headsBytes += Number(row.dataset.bytes) || 0;
     });
-    var count = ticked.length;
+    var count = latest ? Number(allLatest.dataset.numHeads) || 0 : ticked.length;
     var merged = backboneBytes + headsBytes;
     var separate = count * backboneBytes + headsBytes;
     setBytes("merged", merged);
@@ -113,5 +123,6 @@
     });
   }
   rows.forEach(function (row) { box(row).addEventListener("change", update); });
-  if (rows.length) update();
+  if (allLatest) allLatest.addEventListener("change", update);
+  if (rows.length || allLatest) update();
 })();

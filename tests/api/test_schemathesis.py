@@ -43,7 +43,7 @@ LIVE_LIMITS = {
     "MODELHUB_MAX_HIDDEN_UNITS": "32",
     "MODELHUB_MAX_HIDDEN_LAYERS": "2",
     "MODELHUB_MAX_GROWTH_UNITS": "32",
-    "MODELHUB_PREDICT_TIMEOUT": "10",
+    "MODELHUB_PREDICT_MAX_WAIT": "10",
 }
 # Token ids are small sequential numbers, and fuzzing DELETE /api/tokens/{id}/ with small ids would
 # revoke the run's own token half-way (then everything is a correct but useless 401).

@@ -27,16 +27,22 @@ manifest = json.load(open(sys.argv[1] + "/assets/manifest.json"))
 for entry in manifest["heads"]:
     tid = entry["task_id"]
     res = model.signatures["serving_default"](inputs=tf.constant(x), task_id=tf.fill([x.shape[0]], tid))
-    single = model.signatures[entry["task"]](inputs=tf.constant(x))
+    by_task = model.signatures["serving_by_task"](inputs=tf.constant(x), task=tf.fill([x.shape[0]], entry["task"]))
     out[entry["task"]] = {
         "outputs": res["outputs"].numpy().tolist(), "width": res["output_width"].numpy().tolist(),
-        "single": single["outputs"].numpy().tolist(),
+        "by_task": by_task["outputs"].numpy().tolist(),
     }
 try:
     model.signatures["serving_default"](inputs=tf.constant(x[:1]), task_id=tf.constant([99], tf.int32))
     out["bad_task_id"] = "no error"
 except Exception as exc:
     out["bad_task_id"] = type(exc).__name__
+try:
+    model.signatures["serving_by_task"](inputs=tf.constant(x[:2]), task=tf.constant(["topic", "no-such-task"]))
+    out["bad_task"] = "no error"
+except tf.errors.InvalidArgumentError as exc:
+    out["bad_task"] = exc.message
+out["signatures"] = sorted(model.signatures)
 out["modules"] = sorted(m for m in ("django", "modelhub", "heads") if m in sys.modules)
 print(json.dumps(out))
 """
@@ -60,7 +66,8 @@ def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tm
         (2, "topic", 5),
     ]
     assert all(h["max_abs_diff"] <= 1e-5 for h in assembly["verification"]["heads"])
-    assert assembly["signatures"] == ["serving_default", "box", "sentiment", "topic"]
+    assert assembly["signatures"] == ["serving_default", "serving_by_task"]
+    assert assembly["task_signatures"] is False and assembly["manifest"]["serving"]["per_head_signatures"] is False
 
     again = author.post("/api/assemblies/", {"team": "vision", "backbone": imported["backbone"]}, format="json")
     assert (again.status_code, again.json()["id"], again.json()["existing"]) == (200, assembly["id"], True)
@@ -83,6 +90,8 @@ def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tm
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
     assert outputs["modules"] == [] and outputs["bad_task_id"] != "no error"
+    assert "unknown task slug" in outputs["bad_task"] and "no-such-task" in outputs["bad_task"]
+    assert outputs["signatures"] == ["serving_by_task", "serving_default"]
     files = {"sentiment": "full_sentiment", "topic": "full_topic", "box": "full_box"}
     max_width = 5
     for task, key in files.items():
@@ -93,7 +102,7 @@ def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tm
         np.testing.assert_allclose(got[:, :width], expected, atol=1e-5)
         assert np.all(got[:, width:] == 0)
         assert outputs[task]["width"] == [width] * 5
-        np.testing.assert_allclose(np.asarray(outputs[task]["single"]), expected, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(outputs[task]["by_task"]), got)
 
     predicted = author.post(
         f"/api/assemblies/{assembly['id']}/predict/", {"task": "topic", "inputs": x[:2].tolist()}, format="json"
@@ -135,6 +144,40 @@ def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tm
     )
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert "output_width" in cli.stdout
+    np.savez(npz, inputs=x[:2], task=np.array([b"topic", b"nope"]))
+    unknown = subprocess.run(
+        [
+            str(__import__("pathlib").Path(sys.executable).parent / "saved_model_cli"),
+            "run",
+            "--dir",
+            str(model_dir),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_by_task",
+            "--inputs",
+            f"inputs={npz}[inputs];task={npz}[task]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert unknown.returncode != 0 and "unknown task slug" in unknown.stderr and "nope" in unknown.stderr
+
+    # Per-task signatures on request: another assembly of the same heads, with one signature per task.
+    with_signatures = author.post(
+        "/api/assemblies/",
+        {"team": "vision", "backbone": imported["backbone"], "task_signatures": True},
+        format="json",
+    )
+    assert with_signatures.status_code == 202 and with_signatures.json()["id"] != assembly["id"]
+    built = wait_status(
+        author, f"/api/assemblies/{with_signatures.json()['id']}/", pending=("queued", "building", "verifying")
+    )
+    assert built["status"] == "ready", built
+    assert built["signatures"] == ["serving_default", "serving_by_task", "box", "sentiment", "topic"]
+    assert built["manifest"]["serving"]["per_head_signatures"] is True
+    assert "3 per-task signatures" in built["verification"]["checked"]
 
 
 def test_only_approved_heads_on_that_backbone_are_accepted(api_client_for, model_files, celery_worker):

@@ -8,6 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from modelhub.assemblies import views as assembly_views
 from tests.registry_helpers import import_and_approve
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -19,7 +20,9 @@ def task_rows(page) -> list[str]:
     return [" ".join(row.split()) for row in page.locator("#task-id-table tbody tr").all_inner_texts()]
 
 
-def test_build_try_and_download_an_assembly(logged_in_page, live_server, model_files, celery_worker, api_client_for):
+def test_build_try_and_download_an_assembly(
+    logged_in_page, live_server, model_files, celery_worker, api_client_for, monkeypatch
+):
     author = api_client_for("alice")
     reviewer = api_client_for("rita", role="reviewer")
     imported = import_and_approve(author, reviewer, model_files)
@@ -68,10 +71,13 @@ def test_build_try_and_download_an_assembly(logged_in_page, live_server, model_f
     expect(page.locator("#task-table")).to_contain_text("sentiment")
     expect(page.locator("#rest-body")).to_contain_text('"task_id": [1]')
 
-    # Try it: a seeded random example through a worker; outputs by index with the argmax marked.
+    # Try it: a seeded random example through a worker; outputs by index with the argmax marked. The
+    # request does not wait for the worker: the page follows the prediction and shows it when done.
+    monkeypatch.setattr(assembly_views, "TRY_IT_WAIT_SECONDS", 0)
     page.select_option("#id_task_id", "2")
     page.check("input[name=source][value=random]")
     page.click("#btn-try")
+    page.wait_for_url(re.compile(r"/assemblies/\d+/try/\d+/#try-it$"))
     outputs = page.locator("#trial-outputs")
     expect(outputs).to_be_visible(timeout=90_000)
     expect(page.locator("#trial-result")).to_contain_text("Outputs of topic")

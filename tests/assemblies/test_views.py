@@ -134,6 +134,18 @@ def test_builder_post_creates_the_assembly_and_a_duplicate_redirects_to_it(clien
     assert Assembly.objects.count() == 1
 
 
+def test_builder_task_signatures_box_is_off_by_default_and_makes_another_assembly(client, alice, registry):
+    backbone, _, heads = registry
+    client.force_login(alice)
+    page = client.get(f"/assemblies/new/?backbone={backbone.pk}").content.decode()
+    assert 'name="task_signatures"' in page and "62 KB" in page and "0.4 s" in page
+    assert 'name="task_signatures" checked' not in page
+    chosen = [heads["topic"].pk]
+    client.post("/assemblies/new/", {"backbone": backbone.pk, "heads": chosen})
+    client.post("/assemblies/new/", {"backbone": backbone.pk, "heads": chosen, "task_signatures": "on"})
+    assert sorted(Assembly.objects.values_list("task_signatures", flat=True)) == [False, True]
+
+
 def test_builder_shows_service_and_form_errors_as_flash(client, alice, registry):
     backbone, _, heads = registry
     client.force_login(alice)
