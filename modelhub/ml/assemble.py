@@ -11,6 +11,7 @@ build is verified against the component models before it is offered.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -54,6 +55,10 @@ PER_ROW_GATHER_MAX_FLOATS = 4 * 1024 * 1024
 # need more, it covers a spread of them end to end and every task through the saved
 # head_stage (the function serving_default calls) on the backbone's features.
 END_TO_END_MAX_ROWS = 256
+# Stacked head weights are copied into their variables this many heads at a time.
+STACK_CHUNK_HEADS = 256
+# serving_by_task is checked on this many rows of that batch (its table on every slug).
+BY_TASK_CHECK_ROWS = 32
 SIGNATURE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
@@ -130,6 +135,7 @@ def build_assembly(
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
         del module, signatures  # the stacked head variables; the verification loads its own copy
+        gc.collect()
         (staging / "assets").mkdir(exist_ok=True)
         (staging / MANIFEST_PATH).write_text(_manifest_json(manifest))
         if export_dir.exists():
@@ -334,6 +340,7 @@ def verify_assembly(
         record(task_id, check_close(expected, got[:, :width], what=what, error=AssemblyVerificationError, rtol=rtol))
 
     # 1. serving_default end to end on one mixed batch (and 3. the same batch by task slug).
+    # Every probe row for every task while that fits; else one row per task, probe rows in turn.
     rows_per_task = num_rows if num_heads * num_rows <= END_TO_END_MAX_ROWS else 1
     covered = _spread_tasks(heads, max(1, END_TO_END_MAX_ROWS // rows_per_task))
     rng = np.random.default_rng(0)
@@ -347,21 +354,39 @@ def verify_assembly(
     mixed_features = np.asarray(reference_backbone(_probe_for_keras(backbone, mixed)))
     call_inputs = {name: tf.constant(array) for name, array in mixed.items()}
     by_id = loaded.signatures[SERVING_KEY](**call_inputs, task_id=tf.constant(task_of_row))
-    slugs = np.array([entries[int(t)]["task"] for t in task_of_row], dtype=object)
-    by_slug = None
-    if BY_TASK_KEY in loaded.signatures:
-        by_slug = loaded.signatures[BY_TASK_KEY](**call_inputs, task=tf.constant(slugs.astype(bytes)))
     for task_id in covered:
         rows = np.flatnonzero(task_of_row == task_id)
         expected = _reference(heads[task_id], mixed_features[rows])
         check_task(task_id, expected, by_id[OUTPUTS_KEY].numpy()[rows], by_id[WIDTH_KEY].numpy()[rows], SERVING_KEY)
-        if by_slug is not None:
-            check_task(
-                task_id, expected, by_slug[OUTPUTS_KEY].numpy()[rows], by_slug[WIDTH_KEY].numpy()[rows], BY_TASK_KEY
-            )
     checked.append(f"{SERVING_KEY} on {len(task_of_row)} rows over {len(covered)} tasks")
-    if by_slug is not None:
-        checked.append(f"{BY_TASK_KEY} on the same rows")
+
+    # 3. serving_by_task: every slug maps to its task id (the stored table, no backbone needed),
+    #    and the first rows of the mixed batch give the same answers by slug.
+    if BY_TASK_KEY in loaded.signatures:
+        slugs = [entry["task"] for entry in entries]
+        mapped = loaded.task_ids(tf.constant(slugs)).numpy()
+        wrong = np.flatnonzero(mapped != np.arange(num_heads))
+        if wrong.size:
+            first = int(wrong[0])
+            raise AssemblyVerificationError(
+                f"Expected {BY_TASK_KEY} to map task '{slugs[first]}' to task_id {first}, it maps it to "
+                f"{int(mapped[first])}."
+            )
+        head_rows = np.arange(min(len(task_of_row), BY_TASK_CHECK_ROWS))
+        by_slug = loaded.signatures[BY_TASK_KEY](
+            **{name: tf.constant(array[head_rows]) for name, array in mixed.items()},
+            task=tf.constant([slugs[int(t)] for t in task_of_row[head_rows]]),
+        )
+        for task_id in sorted(set(task_of_row[head_rows].tolist())):
+            rows = np.flatnonzero(task_of_row[head_rows] == task_id)
+            check_task(
+                task_id,
+                _reference(heads[task_id], mixed_features[rows]),
+                by_slug[OUTPUTS_KEY].numpy()[rows],
+                by_slug[WIDTH_KEY].numpy()[rows],
+                BY_TASK_KEY,
+            )
+        checked.append(f"{BY_TASK_KEY}: every slug's task_id, and {len(head_rows)} rows of the batch")
 
     # 2. Every task through the saved head stage, on the probe rows' features.
     head_stage_tasks = 0
@@ -547,32 +572,34 @@ class _DenseChain:
         for step in dense_steps:
             shapes.append((width, step[1]))
             width = step[1]
-        # Preallocated and filled one head at a time: each head's weights are read once and
-        # dropped, so the build holds the stacked arrays and not a second copy of every head.
-        kernels = [np.empty((len(members), *shape), np.float32) for shape in shapes]
-        biases = [
-            np.empty((len(members), shape[1]), np.float32) if step[2] else None
-            for shape, step in zip(shapes, dense_steps, strict=True)
-        ]
-        for position, member in enumerate(members):
-            chain = member.load() if isinstance(member, PackedDenseHead) else dense_chain_of(member)
-            for dense_index, kernel in enumerate(chain.kernels):
-                kernels[dense_index][position] = kernel
-                if biases[dense_index] is not None:
-                    biases[dense_index][position] = chain.biases[dense_index]
+
+        # The variables are made first and filled a chunk of heads at a time, each head read once:
+        # the build holds one copy of the stacked weights (10,000 Dense(10) heads: 512 MB), not
+        # a stacked array plus the variable plus every head's own arrays.
+        def variable(shape: tuple, name: str) -> tf.Variable:
+            return tf.Variable(tf.zeros((len(members), *shape), tf.float32), trainable=False, name=name)
+
         self.kernels: list[tf.Variable] = []
         self.biases: list[tf.Variable | None] = []
-        for dense_index in range(len(dense_steps)):
-            self.kernels.append(
-                tf.Variable(kernels[dense_index], trainable=False, name=f"group{index}_dense{dense_index}_kernel")
-            )
-            kernels[dense_index] = None
-            bias = biases[dense_index]
-            self.biases.append(
-                None
-                if bias is None
-                else tf.Variable(bias, trainable=False, name=f"group{index}_dense{dense_index}_bias")
-            )
+        for dense_index, (shape, step) in enumerate(zip(shapes, dense_steps, strict=True)):
+            self.kernels.append(variable(shape, f"group{index}_dense{dense_index}_kernel"))
+            self.biases.append(variable(shape[1:], f"group{index}_dense{dense_index}_bias") if step[2] else None)
+        chunk = min(len(members), STACK_CHUNK_HEADS)
+        kernel_buffers = [np.empty((chunk, *shape), np.float32) for shape in shapes]
+        bias_buffers = [np.empty((chunk, shape[1]), np.float32) for shape in shapes]
+        for start in range(0, len(members), chunk):
+            count = min(chunk, len(members) - start)
+            for offset, member in enumerate(members[start : start + count]):
+                chain = member.load() if isinstance(member, PackedDenseHead) else dense_chain_of(member)
+                for dense_index, kernel in enumerate(chain.kernels):
+                    kernel_buffers[dense_index][offset] = kernel
+                    if chain.biases[dense_index] is not None:
+                        bias_buffers[dense_index][offset] = chain.biases[dense_index]
+            rows = tf.range(start, start + count)
+            for dense_index, kernel in enumerate(self.kernels):
+                kernel.scatter_update(tf.IndexedSlices(kernel_buffers[dense_index][:count], rows))
+                if self.biases[dense_index] is not None:
+                    self.biases[dense_index].scatter_update(tf.IndexedSlices(bias_buffers[dense_index][:count], rows))
         self.per_row_floats = sum(int(np.prod(shape)) for shape in shapes)
         setattr(module, f"group{index}_kernels", self.kernels)
         setattr(module, f"group{index}_biases", [b for b in self.biases if b is not None])
@@ -761,10 +788,15 @@ def _build_module(
         default_value=-1,
     )
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, TASK_KEY)])
+    def task_ids(task: tf.Tensor) -> tf.Tensor:
+        """The task_id of each slug, -1 for an unknown one."""
+        return module.task_table.lookup(task)
+
     @tf.function(input_signature=[*input_specs, tf.TensorSpec([None], tf.string, TASK_KEY)])
     def serving_by_task(*args: tf.Tensor) -> dict[str, tf.Tensor]:
         task = args[-1]
-        task_id = module.task_table.lookup(task)
+        task_id = task_ids(task)
         unknown = tf.boolean_mask(task, task_id < 0)
         # Unknown slugs fail the call and are named in the error; they never map to a head.
         check = tf.debugging.Assert(
@@ -782,6 +814,7 @@ def _build_module(
 
     module.features = features_fn
     module.head_stage = head_stage
+    module.task_ids = task_ids
     signatures: dict[str, Any] = {SERVING_KEY: serving_default, BY_TASK_KEY: serving_by_task}
 
     if not manifest["serving"]["per_head_signatures"]:
