@@ -25,6 +25,7 @@ from modelhub.artifacts.services import blob_store_path, blob_store_uploaded_fil
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.services import check_backbone_name, check_keras_filename
 from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
+from modelhub.core.events import change_check, event_emit
 from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 from modelhub.teams.selectors import membership_get
@@ -243,6 +244,8 @@ def head_transition(*, head: HeadVersion, user: AbstractBaseUser, action: str, c
                 detail={"current_status": locked.status},
                 code="invalid_transition",
             )
+        if action == "archive":  # an alias pointing at it refuses (modelhub.releases)
+            change_check(team_id=head.task.team_id, change="head.archive", data={"head_version": locked.pk})
         old_status = locked.status
         locked.status = new_status
         fields = ["status"]
@@ -253,6 +256,21 @@ def head_transition(*, head: HeadVersion, user: AbstractBaseUser, action: str, c
         _event(locked, actor=user, action=event_action, old=old_status, new=new_status, comment=comment)
         if comment:
             HeadComment.objects.create(head=locked, author=user, body=comment)
+        event_emit(
+            team_id=head.task.team_id,
+            event="head.status_changed",
+            data={
+                "head_version": locked.pk,
+                "task": head.task.slug,
+                "version": locked.version,
+                "backbone": locked.backbone_id,
+                "old_status": old_status,
+                "new_status": new_status,
+                "action": action,
+                "actor": user.get_username(),
+                "comment": comment,
+            },
+        )
     return locked
 
 

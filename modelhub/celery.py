@@ -23,13 +23,16 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 
 def route_task(name, args, kwargs, options, task=None, **kw):
-    """Send training.* tasks to the training queue, assembly tasks to assembly, rest to default."""
+    """Send training.* tasks to the training queue, assembly tasks to assembly, webhooks.* to the
+    webhook queue (default unless MODELHUB_WEBHOOK_QUEUE says otherwise), the rest to default."""
     from django.conf import settings
 
     if name.startswith("training."):
         return {"queue": settings.MODELHUB_TRAINING_QUEUE}
     if name.startswith("assemblies."):
         return {"queue": settings.MODELHUB_ASSEMBLY_QUEUE}
+    if name.startswith("webhooks."):
+        return {"queue": settings.MODELHUB_WEBHOOK_QUEUE}
     return {"queue": settings.MODELHUB_DEFAULT_QUEUE}
 
 

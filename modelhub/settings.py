@@ -146,6 +146,7 @@ INSTALLED_APPS = [
     "heads",
     "modelhub.assemblies",
     "training",
+    "modelhub.releases",
     "modelhub.dashboard",
 ]
 
@@ -387,6 +388,13 @@ MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
 # The longest a request may hold a web thread waiting for a trial prediction: POST
 # /api/assemblies/{id}/predict/ waits min("wait", this) seconds, then answers 202 with an id to poll.
 MODELHUB_PREDICT_MAX_WAIT = env_int("MODELHUB_PREDICT_MAX_WAIT", 30)
+# Webhooks (modelhub.releases): deliveries go to public addresses only, unless a host name or a
+# CIDR is listed here (e.g. "127.0.0.1" or "hooks.internal,10.0.0.0/8" for a receiver inside).
+MODELHUB_WEBHOOK_ALLOWED_HOSTS = env_list("MODELHUB_WEBHOOK_ALLOWED_HOSTS", [])
+MODELHUB_WEBHOOK_TIMEOUT_SECONDS = env_float("MODELHUB_WEBHOOK_TIMEOUT_SECONDS", 5.0)
+# A failed delivery is tried again after base, 4 x base, 16 x base, ... seconds (5 tries in all).
+MODELHUB_WEBHOOK_RETRY_BASE_SECONDS = env_float("MODELHUB_WEBHOOK_RETRY_BASE_SECONDS", 10.0)
+MODELHUB_WEBHOOK_QUEUE = env_str("MODELHUB_WEBHOOK_QUEUE", "default")
 CELERY_TASK_ALWAYS_EAGER = False
 
 # --- Cache and login throttling -------------------------------------------------------------

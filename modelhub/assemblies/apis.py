@@ -48,6 +48,7 @@ class AssemblyOutputSerializer(serializers.ModelSerializer):
             "verification",
             "signatures",
             "task_signatures",
+            "resolved_from",
             "manifest",
             "created_at",
             "started_at",
@@ -173,6 +174,12 @@ class AssemblyListCreateApi(APIView):
         team = serializers.CharField()
         backbone = serializers.IntegerField()
         heads = serializers.ListField(child=serializers.IntegerField(), required=False, allow_null=True)
+        alias = serializers.CharField(
+            required=False,
+            max_length=63,
+            help_text="Instead of 'heads': take each task's head that this alias (e.g. 'champion') points to on the "
+            "backbone. The assembly's resolved_from records the alias and the versions.",
+        )
         name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
         task_signatures = serializers.BooleanField(
             required=False,
@@ -195,7 +202,8 @@ class AssemblyListCreateApi(APIView):
         examples=[
             OpenApiExample(
                 "Latest approved heads", value={"team": "vision", "backbone": 1, "name": "vision-v1"}, request_only=True
-            )
+            ),
+            OpenApiExample("By alias", value={"team": "vision", "backbone": 1, "alias": "champion"}, request_only=True),
         ],
     )
     def post(self, request):
@@ -210,6 +218,7 @@ class AssemblyListCreateApi(APIView):
             head_ids=values.get("heads"),
             name=values["name"],
             task_signatures=values["task_signatures"],
+            alias=values.get("alias"),
         )
         body = dict(AssemblyOutputSerializer(assembly).data, existing=existed)
         return Response(body, status=status.HTTP_200_OK if existed else status.HTTP_202_ACCEPTED)

@@ -12,6 +12,7 @@ from heads.models import HeadWeights
 from modelhub.artifacts.services import blob_discard_stored, blob_store_path
 from modelhub.assemblies.models import Assembly
 from modelhub.backbones.loading import load_backbone, load_model_blob
+from modelhub.core.events import event_emit
 from modelhub.core.tracked_work import row_finish, run_tracked, work_heartbeat
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,25 @@ def zip_directory(directory: Path, destination: Path, *, root: str = "model") ->
 
 
 def assembly_build(*, assembly_id: int) -> None:
-    """Build the SavedModel; verify it against backbone + head per task; store it zipped."""
-    run_tracked(Assembly, assembly_id, _build)
+    """Build the SavedModel; verify it against backbone + head per task; store it zipped.
+
+    Announces assembly.ready or assembly.failed (modelhub.core.events) once the row is finished.
+    """
+    assembly = run_tracked(Assembly, assembly_id, _build)
+    if assembly is not None and assembly.status in (Assembly.Status.READY, Assembly.Status.FAILED):
+        event_emit(
+            team_id=assembly.team_id,
+            event=f"assembly.{assembly.status}",
+            data={
+                "assembly": assembly.pk,
+                "name": assembly.name,
+                "backbone": assembly.backbone_id,
+                "status": assembly.status,
+                "error": assembly.error,
+                "heads": list(assembly.entries.values_list("head_id", flat=True)),
+                "resolved_from": assembly.resolved_from,
+            },
+        )
 
 
 def _build(assembly: Assembly) -> None:

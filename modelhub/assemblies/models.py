@@ -29,6 +29,8 @@ class Assembly(TrackedWork):
     # One extra signature per task slug (opt-in: each costs ~62 KB of graph and ~0.4 s of build
     # on MobileNetV2). Assemblies built before this choice existed had them: the migration sets True.
     task_signatures = models.BooleanField(default=False)
+    # Set when the heads were chosen by alias: {"alias": name, "heads": {task slug: head version id}}.
+    resolved_from = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

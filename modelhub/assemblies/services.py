@@ -12,6 +12,7 @@ from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_get
 from modelhub.core.errors import ValidationError
 from modelhub.core.tracked_work import queue_on_commit
+from modelhub.releases.selectors import alias_heads_resolve
 from modelhub.teams.models import Team
 
 
@@ -75,10 +76,13 @@ def assembly_create(
     head_ids: list[int] | None,
     name: str = "",
     task_signatures: bool = False,
+    alias: str | None = None,
 ) -> tuple[Assembly, bool]:
     """Create (or find) the assembly of these heads on this backbone; return (assembly, existed).
 
     The same heads with and without per-task signatures are two assemblies (two SavedModels).
+    With `alias` (instead of `head_ids`), each task's head that alias points to on the backbone
+    is taken, and the assembly records the alias and the versions it resolved to.
     """
     backbone = backbone_get(user=user, pk=backbone_id)
     if backbone.team_id != team.pk:
@@ -87,7 +91,15 @@ def assembly_create(
         )
     if backbone.status != BackboneVersion.Status.READY:
         raise ValidationError(f"{backbone.label} is '{backbone.status}', expected 'ready'.")
-    heads = heads_in_task_order(_choose_heads(backbone=backbone, head_ids=head_ids))
+    if alias is not None and head_ids is not None:
+        message = "Give either 'heads' or 'alias', not both."
+        raise ValidationError(message, detail={"alias": [message]})
+    if alias is not None:
+        heads = heads_in_task_order(alias_heads_resolve(backbone=backbone, name=alias))
+        resolved_from = {"alias": alias, "heads": {head.task.slug: head.pk for head in heads}}
+    else:
+        heads = heads_in_task_order(_choose_heads(backbone=backbone, head_ids=head_ids))
+        resolved_from = {}
     key = heads_key([h.pk for h in heads])
     with transaction.atomic():
         # Locked, so that concurrent requests re-queue a failed build once: a second message for a
@@ -112,6 +124,7 @@ def assembly_create(
                 name=name,
                 created_by=user,
                 task_signatures=task_signatures,
+                resolved_from=resolved_from,
             )
             AssemblyHead.objects.bulk_create(
                 [AssemblyHead(assembly=assembly, task_id=index, head=head) for index, head in enumerate(heads)]

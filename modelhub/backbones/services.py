@@ -12,6 +12,7 @@ from modelhub.artifacts.models import Blob
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.core.errors import ConflictError, ValidationError
+from modelhub.core.events import event_emit
 from modelhub.core.tracked_work import queue_on_commit
 from modelhub.teams.models import Team
 
@@ -80,10 +81,23 @@ def backbone_version_create(
                 )
                 version.full_clean()
                 version.save()
+                if status == BackboneVersion.Status.READY:  # imported, grown or fine-tuned
+                    event_emit(team_id=team.pk, event="backbone.ready", data=backbone_event_data(version))
                 return version
         except IntegrityError:
             continue
     raise ValidationError(f"Could not number a new version of '{name}': too many concurrent uploads. Retry.")
+
+
+def backbone_event_data(version: BackboneVersion) -> dict:
+    """Return the data of a backbone.ready event (modelhub.core.events)."""
+    return {
+        "backbone": version.pk,
+        "name": version.name,
+        "version": version.version,
+        "parent": version.parent_id,
+        "origin": version.origin,
+    }
 
 
 def backbone_upload(

@@ -6,6 +6,8 @@ from django.db import transaction
 
 from modelhub.backbones.loading import fetch_blob_to, load_backbone_file
 from modelhub.backbones.models import BackboneVersion
+from modelhub.backbones.services import backbone_event_data
+from modelhub.core.events import event_emit
 from modelhub.core.tracked_work import row_finish, run_tracked
 
 logger = logging.getLogger(__name__)
@@ -17,7 +19,10 @@ def backbone_validate(*, backbone_id: int) -> BackboneVersion | None:
     A redelivered message finds the row claimed and records "worker lost" instead of running
     twice (modelhub.core.tracked_work); validation only reads the file.
     """
-    return run_tracked(BackboneVersion, backbone_id, _validate)
+    version = run_tracked(BackboneVersion, backbone_id, _validate)
+    if version is not None and version.status == BackboneVersion.Status.READY:
+        event_emit(team_id=version.team_id, event="backbone.ready", data=backbone_event_data(version))
+    return version
 
 
 def _validate(version: BackboneVersion) -> None:
