@@ -15,12 +15,13 @@ from django.views.decorators.http import require_POST
 
 from heads.models import HeadVersion
 from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.selectors import backbone_get, backbone_lineage, backbone_list
+from modelhub.backbones.selectors import backbone_get, backbone_list
 from modelhub.core.errors import ApplicationError
 from modelhub.dashboard.context_processors import current_membership
 from modelhub.dashboard.shortcuts import object_or_404, paginate, query_without_page
 from modelhub.teams.selectors import membership_get
 from training.forms import JOB_FORMS, DatasetUploadForm
+from training.lineage import backbone_family_graph, family_root
 from training.models import Dataset, ForgettingReport, Job
 from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get
 from training.services import dataset_upload, job_cancel, job_create, job_retry, report_decide
@@ -285,8 +286,9 @@ def origin_summary(version: BackboneVersion) -> dict:
 @login_required
 def backbone_lineage_view(request, pk: int):
     backbone = object_or_404(backbone_get, user=request.user, pk=pk)
-    root = backbone_lineage(backbone=backbone)[0]
     family = list(BackboneVersion.objects.filter(team=backbone.team).select_related("created_by"))
+    by_pk = {version.pk: version for version in family}
+    root = family_root(by_pk.get(backbone.pk, backbone), by_pk)  # in memory: no query per ancestor
     children: dict[int | None, list[BackboneVersion]] = {}
     for version in sorted(family, key=lambda v: (v.created_at, v.pk)):
         children.setdefault(version.parent_id, []).append(version)
@@ -301,6 +303,7 @@ def backbone_lineage_view(request, pk: int):
         }
 
     tree = node(root)
+    graph = backbone_family_graph(backbone=backbone)
     count = 0
     stack = [tree]
     while stack:
@@ -310,7 +313,7 @@ def backbone_lineage_view(request, pk: int):
     return render(
         request,
         "training/lineage.html",
-        {"backbone": backbone, "root": root, "tree": tree, "count": count},
+        {"backbone": backbone, "root": root, "tree": tree, "count": count, "graph": graph},
     )
 
 
