@@ -196,3 +196,36 @@ class HeadWeights(models.Model):
 
     def __str__(self) -> str:
         return f"weights of {self.source_id}" + ("" if self.packed_id else " (not a Dense chain)")
+
+
+class HeadEvaluation(models.Model):
+    """A head version's metrics on one dataset, measured through one backbone version by a job.
+
+    The evaluate_head job writes it (training.runners.evaluate_head). `outputs` holds the head's
+    outputs on the evaluated rows (an .npz of float32 ``outputs`` [rows, width]), so two head
+    versions evaluated on the same dataset can be compared row by row without a worker.
+    """
+
+    head = models.ForeignKey(HeadVersion, on_delete=models.CASCADE, related_name="evaluations")
+    dataset = models.ForeignKey("training.Dataset", on_delete=models.CASCADE, related_name="head_evaluations")
+    backbone = models.ForeignKey("backbones.BackboneVersion", on_delete=models.PROTECT, related_name="+")
+    split = models.CharField(max_length=16, help_text="'validation' (x_val, y_val) or 'all' (x, y).")
+    num_examples = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)
+    outputs = models.ForeignKey(
+        "artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="head_evaluations"
+    )
+    num_output_rows = models.PositiveIntegerField(
+        default=0, help_text="Rows kept in `outputs` (the first ones; capped by MODELHUB_EVALUATION_MAX_OUTPUT_VALUES)."
+    )
+    job = models.ForeignKey(
+        "training.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="head_evaluations"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["head", "dataset"])]
+
+    def __str__(self) -> str:
+        return f"evaluation {self.pk} of head {self.head_id} on dataset {self.dataset_id}"

@@ -1,4 +1,4 @@
-"""REST endpoints for datasets, training jobs (cancel, retry) and forgetting reports."""
+"""REST endpoints for datasets, training jobs (cancel, retry), head evaluations and forgetting reports."""
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -6,12 +6,15 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from heads.selectors import head_get
+from modelhub.backbones.selectors import backbone_get
 from modelhub.core.api import paginated_response
 from modelhub.core.schema import JsonSchemaBody, error_response
 from modelhub.teams.selectors import membership_get
+from training.lineage import backbone_family_graph
 from training.models import Dataset, ForgettingReport, Job
 from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get
-from training.services import dataset_upload, job_cancel, job_create, job_retry, report_decide
+from training.services import dataset_upload, head_evaluate, job_cancel, job_create, job_retry, report_decide
 from training.specs import JOB_SPECS, JobSpecError, Spec, job_spec_parse
 
 
@@ -274,3 +277,76 @@ class ReportDecisionApi(APIView):
     def post(self, request, pk: int):
         report = report_decide(report=report_get(user=request.user, pk=pk), user=request.user, accept=self.accept)
         return Response(ReportOutputSerializer(report).data)
+
+
+class HeadEvaluateApi(APIView):
+    """Queue an evaluate_head job: the head version's metrics on a dataset (stored with the version)."""
+
+    parser_classes = [JSONParser]
+
+    class InputSerializer(serializers.Serializer):
+        dataset = serializers.IntegerField(
+            min_value=1,
+            help_text="Dataset id (ready, in the head's team). Its validation split is used, or all of it "
+            "when it has none.",
+        )
+
+        class Meta:
+            ref_name = "HeadEvaluate"
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            202: JobOutputSerializer,
+            400: error_response(
+                "The dataset cannot evaluate this head: not ready, inputs not fitting the head's backbone, labels "
+                "not fitting the head's outputs, or the head is not validated. The message says what to change."
+            ),
+            404: error_response("The head version is not in your teams."),
+        },
+        examples=[OpenApiExample("Evaluate on a dataset", value={"dataset": 2}, request_only=True)],
+    )
+    def post(self, request, pk: int):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        head = head_get(user=request.user, pk=pk)
+        job = head_evaluate(head=head, dataset_id=data.validated_data["dataset"], user=request.user)
+        return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class LineageNodeSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text='"<kind>:<id>", e.g. "backbone:3", "head:12", "heads:3" (a "+N heads" group).')
+    kind = serializers.ChoiceField(choices=["backbone", "head", "head_group", "dataset", "job", "import", "assembly"])
+    label = serializers.CharField()
+    url = serializers.CharField(help_text="The node's dashboard page.")
+    detail = serializers.CharField(allow_blank=True)
+
+
+class LineageEdgeSerializer(serializers.Serializer):
+    source = serializers.CharField()
+    target = serializers.CharField()
+    kind = serializers.ChoiceField(
+        choices=["parent", "made", "input", "head", "trained_on", "trained_by", "assembly"],
+        help_text="parent: backbone -> child version; made: job or import -> backbone; input: dataset -> job; "
+        "head: backbone -> head (or group); trained_on / trained_by: head -> dataset / job; assembly: backbone -> "
+        "assembly.",
+    )
+
+
+class LineageSerializer(serializers.Serializer):
+    root = serializers.IntegerField(help_text="The upload or import that started the family.")
+    num_versions = serializers.IntegerField()
+    nodes = LineageNodeSerializer(many=True)
+    edges = LineageEdgeSerializer(many=True)
+
+
+class BackboneLineageApi(APIView):
+    """The family graph of a backbone version: versions, parents, heads, datasets, jobs, assemblies.
+
+    Heads beyond the newest few of a version are one "head_group" node with their count.
+    """
+
+    @extend_schema(responses={200: LineageSerializer, 404: error_response("Not a backbone version of your teams.")})
+    def get(self, request, pk: int):
+        backbone = backbone_get(user=request.user, pk=pk)
+        return Response(LineageSerializer(backbone_family_graph(backbone=backbone).as_json()).data)

@@ -53,6 +53,7 @@ class Job(TrackedWork):
         TRAIN_HEADS = "train_heads", "Train several heads"
         FINE_TUNE = "fine_tune", "Fine-tune"
         GROW_BACKBONE = "grow_backbone", "Grow a backbone"
+        EVALUATE_HEAD = "evaluate_head", "Evaluate a head"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

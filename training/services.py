@@ -14,6 +14,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
+from heads.models import HeadVersion
 from heads.services import heads_carry
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
@@ -23,6 +24,7 @@ from modelhub.teams.models import Team
 from modelhub.teams.selectors import membership_get
 from training.models import Dataset, ForgettingReport, Job
 from training.specs import (
+    EvaluateHeadSpec,
     FineTuneSpec,
     GrowBackboneSpec,
     HeadSpec,
@@ -176,12 +178,67 @@ def _check_layer(backbone: BackboneVersion, name: str) -> None:
         )
 
 
+EVALUABLE_HEAD_STATUSES = (
+    HeadVersion.Status.DRAFT,
+    HeadVersion.Status.IN_REVIEW,
+    HeadVersion.Status.CHANGES_REQUESTED,
+    HeadVersion.Status.APPROVED,
+    HeadVersion.Status.ARCHIVED,
+)
+
+
+def _evaluated_head_and_dataset(team: Team, spec: EvaluateHeadSpec) -> tuple[HeadVersion, Dataset]:
+    """Check an evaluate_head job: a validated head of the team, a ready dataset fitting it.
+
+    The dataset's inputs must fit the head's backbone, and its class ids the head's outputs.
+    """
+    head = HeadVersion.objects.select_related("task", "backbone").filter(task__team=team, pk=spec.head).first()
+    if head is None:
+        raise JobCheckFailed(f"Head version {spec.head} is not in team '{team.slug}'. Pick one of its heads.")
+    if head.status not in EVALUABLE_HEAD_STATUSES:
+        raise JobCheckFailed(
+            f"Head '{head.task.slug}' v{head.version} is '{head.status}'; only validated head versions can be "
+            "evaluated. Wait for validation, or upload a fixed version."
+        )
+    backbone = _ready_backbone(team, head.backbone_id)
+    dataset = _ready_dataset(team, spec.dataset, backbone)
+    width = head.output_width
+    if dataset.target == "classes" and width is not None and (dataset.num_classes or 0) > width:
+        raise JobCheckFailed(
+            f"Labels of dataset '{dataset.name}' range over {dataset.num_classes} classes "
+            f"(0..{dataset.num_classes - 1}), but head '{head.task.slug}' v{head.version} has {width} outputs. "
+            f"Evaluate it on a dataset with at most {width} classes."
+        )
+    # Value targets: the row width of y is not stored; the worker checks it against the outputs.
+    return head, dataset
+
+
+def head_evaluate(*, head: HeadVersion, dataset_id: int, user: AbstractBaseUser, batch_size: int = 64) -> Job:
+    """Queue an evaluate_head job: the head's metrics on a dataset, stored as a HeadEvaluation.
+
+    Refuses (400, saying what to change) a head that is not validated or a dataset that is not
+    ready, whose inputs do not fit the head's backbone, or whose labels do not fit its outputs;
+    nothing is stored then.
+    """
+    team = head.task.team
+    membership_get(user=user, team_slug=team.slug)
+    spec = EvaluateHeadSpec(head=head.pk, dataset=dataset_id, batch_size=batch_size)
+    try:
+        _evaluated_head_and_dataset(team, spec)
+    except JobCheckFailed as exc:
+        raise ValidationError(str(exc), code="evaluation_refused") from None
+    return job_create(team=team, user=user, spec=spec)
+
+
 def job_check(*, team: Team, spec: JobSpec) -> JobSpec:
     """Check a job's spec against the database; return it completed (heads sized from their datasets).
 
     Raises JobCheckFailed saying what to change when the backbone or a dataset is missing, not
     ready or does not fit, labels outgrow the head, or a named layer does not exist.
     """
+    if isinstance(spec, EvaluateHeadSpec):
+        _evaluated_head_and_dataset(team, spec)
+        return spec
     backbone = _ready_backbone(team, spec.backbone)
     if isinstance(spec, TrainHeadSpec | FineTuneSpec):
         dataset = _ready_dataset(team, spec.dataset, backbone)

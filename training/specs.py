@@ -502,7 +502,7 @@ def _head() -> Any:
 
 @dataclass(frozen=True)
 class JobSpec(Spec):
-    """Base of the four job specs: every job runs on a backbone version."""
+    """Base of the job specs: every job runs on a backbone version (evaluate_head: the head's)."""
 
     kind: ClassVar[str] = ""
 
@@ -681,8 +681,25 @@ class GrowBackboneSpec(JobSpec):
         return [self.train.dataset] if self.train else []
 
 
+@dataclass(frozen=True)
+class EvaluateHeadSpec(JobSpec):
+    """evaluate_head: a head version's metrics on a dataset, through the head's backbone."""
+
+    kind: ClassVar[str] = "evaluate_head"
+
+    head: int = _id("Head version id (in the job's team, validated).")
+    dataset: int = _id(
+        "Dataset id (ready, in the job's team, inputs fitting the head's backbone, labels fitting the head's "
+        "outputs). Its validation split is used, or all of it when it has none."
+    )
+    batch_size: int = spec_field(Integer(1, "MODELHUB_MAX_BATCH_SIZE"), 64, doc="Examples per forward pass.")
+
+    def dataset_ids(self) -> list[int]:
+        return [self.dataset]
+
+
 JOB_SPECS: dict[str, type[JobSpec]] = {
-    spec.kind: spec for spec in (TrainHeadSpec, TrainHeadsSpec, FineTuneSpec, GrowBackboneSpec)
+    spec.kind: spec for spec in (TrainHeadSpec, TrainHeadsSpec, FineTuneSpec, GrowBackboneSpec, EvaluateHeadSpec)
 }
 
 

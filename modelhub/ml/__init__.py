@@ -45,6 +45,7 @@ Public API (keyword-only where marked ``*``):
     fine_tune(*, backbone, head, x, y, ...) -> dict          # returns the new backbone
     train_grown_backbone(*, backbone, x, y, num_classes, epochs, ...) -> dict
     evaluate_head(backbone, head, x, y, *, batch_size=64) -> dict
+    evaluate_head_outputs(backbone, head, x, y, *, batch_size=64, cache_dir=None) -> (dict, np.ndarray)
     head_validation_metrics(head, features, y) -> dict       # val_loss, val_accuracy | val_mae
     make_trainable(model) -> None
 

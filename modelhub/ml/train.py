@@ -356,9 +356,43 @@ def evaluate_head(
     Example:
         >>> evaluate_head(new_backbone, head, x_val, y_val)["accuracy"]
     """
+    return evaluate_head_outputs(backbone, head, x, y, batch_size=batch_size)[0]
+
+
+def evaluate_head_outputs(
+    backbone: keras.Model,
+    head: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Evaluate ``head`` through a frozen ``backbone`` on ``(x, y)``; return its metrics and outputs.
+
+    Args:
+        backbone, head: the models (the backbone runs in inference mode).
+        x, y: inputs and targets (class ids, one-hot rows, or values of the head's width).
+        batch_size: rows per forward pass.
+        cache_dir: when given, backbone features are read from / written to this feature cache.
+
+    Returns:
+        ``(metrics, outputs)``: metrics as :func:`evaluate_head` returns them, and the head's
+        float32 outputs ``[len(x), width]``.
+
+    Example:
+        >>> metrics, outputs = evaluate_head_outputs(bb, head, x_val, y_val)
+        >>> metrics["accuracy"] == np.mean(outputs.argmax(1) == y_val)
+    """
     _check_xy(x, y)
-    features = compute_features(backbone, x, batch_size=batch_size)
-    predictions = np.asarray(head.predict(features, batch_size=batch_size, verbose=0), np.float64)
+    if cache_dir is not None:
+        features = cached_features(backbone, x, cache_dir=cache_dir, batch_size=batch_size)[0]
+    else:
+        features = compute_features(backbone, x, batch_size=batch_size)
+    outputs = np.asarray(head.predict(features, batch_size=batch_size, verbose=0), np.float32)
+    outputs = outputs.reshape(len(x), -1)
+    _check_targets(outputs, np.asarray(y))
+    predictions = outputs.astype(np.float64)
     loss_name = infer_loss(head, y)
     loss_value = float(np.mean(np.asarray(keras.losses.get(loss_name)(y, predictions))))
     result: dict[str, float] = {"loss": loss_value, "num_examples": int(len(x))}
@@ -370,7 +404,24 @@ def evaluate_head(
         result["accuracy"] = float(np.mean((predictions > 0.5) == (np.asarray(y).reshape(predictions.shape) > 0.5)))
     else:
         result["mae"] = float(np.mean(np.abs(predictions - np.asarray(y).reshape(predictions.shape))))
-    return result
+    return result, outputs
+
+
+def _check_targets(outputs: np.ndarray, y: np.ndarray) -> None:
+    """Raise unless targets fit a head's outputs: class ids below its width, or rows of its width."""
+    width = outputs.shape[1]
+    if np.issubdtype(y.dtype, np.integer) and y.ndim == 1:
+        if width > 1 and (y.min() < 0 or y.max() >= width):
+            raise InvalidDatasetError(
+                f"Expected class ids in 0..{width - 1} for a head with {width} outputs, received labels "
+                f"{int(y.min())}..{int(y.max())}. Evaluate it on a dataset with at most {width} classes."
+            )
+        return
+    if y.reshape(len(y), -1).shape[1] != width:
+        raise InvalidDatasetError(
+            f"Expected targets of {width} values per row for a head with {width} outputs, received "
+            f"{y.reshape(len(y), -1).shape[1]}. Evaluate it on a dataset whose targets match its outputs."
+        )
 
 
 def head_validation_metrics(head: keras.Model, features: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -150,7 +150,7 @@ def test_uploads_are_binary_files_in_the_request_schema(schema):
 def test_job_request_body_follows_the_job_specs(schema, settings):
     body = schema["paths"]["/api/jobs/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     kinds = set(body["discriminator"]["mapping"])
-    assert kinds == {"train_head", "train_heads", "fine_tune", "grow_backbone"}
+    assert kinds == {"train_head", "train_heads", "fine_tune", "grow_backbone", "evaluate_head"}
     train_head = schema["components"]["schemas"]["TrainHeadJobRequest"]
     assert set(train_head["required"]) == {"team", "kind", "backbone", "dataset", "task"}
     assert train_head["properties"]["epochs"]["maximum"] == settings.MODELHUB_MAX_EPOCHS

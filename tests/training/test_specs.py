@@ -168,7 +168,9 @@ def test_cross_field_rules():
 
 def test_unknown_kinds_and_non_objects_are_refused_by_name():
     assert errors("train_everything", {}) == {
-        "kind": ["must be one of train_head, train_heads, fine_tune, grow_backbone; got 'train_everything'"]
+        "kind": [
+            "must be one of train_head, train_heads, fine_tune, grow_backbone, evaluate_head; got 'train_everything'"
+        ]
     }
     assert errors("train_head", [1, 2]) == {"non_field_errors": ["must be an object (JSON {...}); got [1, 2]"]}
     assert describe_errors({"head": {"dropout": ["bad."]}, "tasks": {1: {"task": ["x."]}}}) == (
