@@ -59,6 +59,10 @@ END_TO_END_MAX_ROWS = 256
 STACK_CHUNK_HEADS = 256
 # serving_by_task is checked on this many rows of that batch (its table on every slug).
 BY_TASK_CHECK_ROWS = 32
+# The verification batch goes through the backbone this many rows per call (a MobileNetV2 at
+# 96x96 holds ~2 MB of activations per row), and through the head stage this many per call.
+VERIFY_CHUNK_ROWS = 64
+HEAD_STAGE_CHUNK_ROWS = 256
 SIGNATURE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
@@ -314,7 +318,7 @@ def verify_assembly(
         raise AssemblyVerificationError(f"Expected {num_heads} heads in the manifest, found {len(entries)}.")
     # The reference runs as a graph, as a SavedModel always does: on CPU, graph-mode op fusions
     # round differently from eager execution (EfficientNetB0: 1.7e-5 relative, the model alone).
-    reference_backbone = tf.function(lambda inputs: backbone(inputs, training=False))
+    reference_backbone = _graph_backbone(backbone)
     figures_of: dict[int, dict[str, float]] = {}
     checked = []
 
@@ -351,13 +355,23 @@ def verify_assembly(
     permutation = rng.permutation(len(task_of_row))
     task_of_row, probe_row = task_of_row[permutation], probe_row[permutation]
     mixed = {name: array[probe_row] for name, array in by_name.items()}
-    mixed_features = np.asarray(reference_backbone(_probe_for_keras(backbone, mixed)))
-    call_inputs = {name: tf.constant(array) for name, array in mixed.items()}
-    by_id = loaded.signatures[SERVING_KEY](**call_inputs, task_id=tf.constant(task_of_row))
+    mixed_features = _in_chunks(
+        len(task_of_row),
+        VERIFY_CHUNK_ROWS,
+        lambda rows: np.asarray(reference_backbone(_probe_for_keras(backbone, {n: a[rows] for n, a in mixed.items()}))),
+    )
+    chunks = [
+        loaded.signatures[SERVING_KEY](
+            **{name: tf.constant(array[rows]) for name, array in mixed.items()},
+            task_id=tf.constant(task_of_row[rows]),
+        )
+        for rows in _chunk_slices(len(task_of_row), VERIFY_CHUNK_ROWS)
+    ]
+    by_id = {key: np.concatenate([chunk[key].numpy() for chunk in chunks]) for key in (OUTPUTS_KEY, WIDTH_KEY)}
     for task_id in covered:
         rows = np.flatnonzero(task_of_row == task_id)
         expected = _reference(heads[task_id], mixed_features[rows])
-        check_task(task_id, expected, by_id[OUTPUTS_KEY].numpy()[rows], by_id[WIDTH_KEY].numpy()[rows], SERVING_KEY)
+        check_task(task_id, expected, by_id[OUTPUTS_KEY][rows], by_id[WIDTH_KEY][rows], SERVING_KEY)
     checked.append(f"{SERVING_KEY} on {len(task_of_row)} rows over {len(covered)} tasks")
 
     # 3. serving_by_task: every slug maps to its task id (the stored table, no backbone needed),
@@ -396,9 +410,17 @@ def verify_assembly(
         order = rng.permutation(len(all_tasks))
         stage_tasks = all_tasks[order]
         stage_rows = np.tile(np.arange(num_rows), num_heads)[order]
-        stage_out = loaded.head_stage(tf.constant(probe_features[stage_rows]), tf.constant(stage_tasks)).numpy()
+        stage_out = _in_chunks(
+            len(stage_tasks),
+            HEAD_STAGE_CHUNK_ROWS,
+            lambda rows: loaded.head_stage(
+                tf.constant(probe_features[stage_rows[rows]]), tf.constant(stage_tasks[rows])
+            ).numpy(),
+        )
+        by_task = np.argsort(stage_tasks, kind="stable")
+        starts = np.searchsorted(stage_tasks[by_task], np.arange(num_heads + 1))
         for task_id in range(num_heads):
-            rows = np.flatnonzero(stage_tasks == task_id)
+            rows = by_task[starts[task_id] : starts[task_id + 1]]
             expected = _reference(heads[task_id], probe_features[stage_rows[rows]])
             check_task(task_id, expected, stage_out[rows], None, "head_stage")
         head_stage_tasks = num_heads
@@ -436,6 +458,25 @@ def verify_assembly(
         "head_stage_tasks": head_stage_tasks,
         "checked": checked,
     }
+
+
+def _graph_backbone(backbone: keras.Model) -> Callable[[Any], tf.Tensor]:
+    """The backbone as one graph for any batch size (traced once: chunks of other sizes reuse it)."""
+    entries = serving_inputs(backbone)
+    specs = [tf.TensorSpec(entry["shape"], tf.as_dtype(entry["dtype"])) for entry in entries]
+    if len(entries) == 1:
+        return tf.function(lambda inputs: backbone(inputs, training=False), input_signature=specs)
+    signature = [{entry["keras_name"]: spec for entry, spec in zip(entries, specs, strict=True)}]
+    return tf.function(lambda inputs: backbone(inputs, training=False), input_signature=signature)
+
+
+def _chunk_slices(num_rows: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, num_rows)) for start in range(0, num_rows, size)]
+
+
+def _in_chunks(num_rows: int, size: int, compute: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """Compute rows ``size`` at a time (bounds the backbone's activations) and concatenate."""
+    return np.concatenate([compute(rows) for rows in _chunk_slices(num_rows, size)])
 
 
 def _reference(head: keras.Model | PackedDenseHead, features: np.ndarray) -> np.ndarray:

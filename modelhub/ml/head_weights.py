@@ -248,7 +248,35 @@ def _step(raw, what: str) -> Step:
     raise InvalidModelFileError(f"Expected Dense or Activation steps in {what}, received {raw!r}.")
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    shifted = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return shifted / np.sum(shifted, axis=-1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+# Keras's definitions, in NumPy (float64): no TensorFlow call per head in a reference of 10,000.
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+NUMPY_ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "softmax": _softmax,
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+    "softplus": lambda x: np.logaddexp(0.0, x),
+    "silu": lambda x: x * _sigmoid(x),
+    "swish": lambda x: x * _sigmoid(x),
+}
+
+
 def _numpy_activation(name: str, values: np.ndarray) -> np.ndarray:
-    if name == "linear":
-        return values
+    function = NUMPY_ACTIVATIONS.get(name)
+    if function is not None:
+        return function(values)
+    # gelu (erf-based in Keras 3): computed by Keras on float32 values.
     return np.asarray(keras.activations.get(name)(values.astype(np.float32)), np.float64)

@@ -9,7 +9,14 @@ import tensorflow as tf
 import modelhub.ml.assemble as assemble_module
 from modelhub.ml.assemble import AssemblyHead, build_assembly, verify_assembly
 from modelhub.ml.errors import AssemblyVerificationError, InvalidModelFileError
-from modelhub.ml.head_weights import PackedDenseHead, dense_chain_of, pack, unpack, unpack_steps
+from modelhub.ml.head_weights import (
+    STACKABLE_ACTIVATIONS,
+    PackedDenseHead,
+    dense_chain_of,
+    pack,
+    unpack,
+    unpack_steps,
+)
 from tests.ml.conftest import image_batch, make_backbone, make_branchy_head, make_dense_head, make_mlp_head
 
 
@@ -99,3 +106,10 @@ def test_many_tasks_are_verified_through_the_head_stage(tmp_path, monkeypatch):
 
 def _spread(heads):
     return set(assemble_module._spread_tasks([h.model for h in heads], assemble_module.END_TO_END_MAX_ROWS))
+
+
+@pytest.mark.parametrize("activation", sorted(STACKABLE_ACTIVATIONS))
+def test_numpy_reference_matches_keras_for_every_stackable_activation(activation):
+    model = make_dense_head(4, activation=activation, seed=7)
+    features = np.random.default_rng(1).standard_normal((5, 6)).astype("float32") * 3
+    np.testing.assert_allclose(dense_chain_of(model).apply(features), np.asarray(model(features)), atol=2e-6)
