@@ -1,5 +1,5 @@
 """Dashboard pages for heads: list, detail (model card, review panel, history), uploads,
-imports of many full models, and the review queue.
+imports of many full models, the review queue, comparing two versions and a task's metrics.
 
 Thin: read through heads.selectors, write through heads.services, show ApplicationError
 messages as flash messages or form errors, render templates.
@@ -7,11 +7,12 @@ messages as flash messages or form errors, render templates.
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseBadRequest
+from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from heads.compare import card_diff, head_compare, task_metric_charts
 from heads.forms import MAX_TASK_CHOICES, HeadFilterForm, HeadUploadForm, ImportForm
 from heads.models import HeadVersion, ModelImport
 from heads.selectors import (
@@ -233,3 +234,50 @@ def review_queue_view(request):
         return render(request, "dashboard/no_team.html")
     page = paginate(request, review_queue(user=request.user, team_slug=membership.team.slug))
     return render(request, "heads/review_queue.html", {"page": page, "membership": membership})
+
+
+# --- Compare two versions, metrics across versions ---------------------------------------------
+
+
+@login_required
+def head_compare_view(request):
+    """Compare head versions ?a= and ?b=: metrics, weights, outputs, model cards, the task's trend."""
+    a_id, b_id = request.GET.get("a", ""), request.GET.get("b", "")
+    if not (a_id.isdigit() and b_id.isdigit()):
+        messages.error(request, "Pick two versions to compare (a and b) in a head's version list.")
+        return redirect(reverse("heads:detail", args=[int(a_id)]) if a_id.isdigit() else reverse("heads:list"))
+    a = object_or_404(head_get, user=request.user, pk=int(a_id))
+    b = object_or_404(head_get, user=request.user, pk=int(b_id))
+    versions = list(head_list(user=request.user, filters={"team": a.task.team.slug, "task": a.task.slug}))
+    return render(
+        request,
+        "heads/compare.html",
+        {
+            "a": a,
+            "b": b,
+            "comparison": head_compare(a=a, b=b),
+            "card": card_diff(a=a, b=b),
+            "charts": task_metric_charts(versions=versions),
+            "versions": versions,
+        },
+    )
+
+
+@login_required
+def task_metrics_view(request, slug: str):
+    """The metrics of every version of a task of the current team, one chart per metric."""
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "dashboard/no_team.html")
+    versions = list(head_list(user=request.user, filters={"team": membership.team.slug, "task": slug}))
+    if not versions:
+        raise Http404(f"Task '{slug}' has no head versions in team '{membership.team.slug}'.")
+    return render(
+        request,
+        "heads/task_metrics.html",
+        {
+            "task": versions[0].task,
+            "rows": list(zip(versions, [*versions[1:], None], strict=True)),
+            "charts": task_metric_charts(versions=versions),
+        },
+    )
