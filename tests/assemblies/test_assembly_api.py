@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +47,12 @@ out["signatures"] = sorted(model.signatures)
 out["modules"] = sorted(m for m in ("django", "modelhub", "heads") if m in sys.modules)
 print(json.dumps(out))
 """
+
+
+def _saved_model_cli(model_dir, signature: str, inputs: str) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    command = [str(cli), "run", "--dir", str(model_dir), "--tag_set", "serve", "--signature_def", signature]
+    return subprocess.run([*command, "--inputs", inputs], capture_output=True, text=True, timeout=180)
 
 
 def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tmp_path):
@@ -125,43 +132,11 @@ def test_seed_scenario_end_to_end(api_client_for, model_files, celery_worker, tm
 
     npz = tmp_path / "in.npz"
     np.savez(npz, inputs=x, task_id=np.array([0, 1, 2, 1, 0], dtype=np.int32))
-    cli = subprocess.run(
-        [
-            str(__import__("pathlib").Path(sys.executable).parent / "saved_model_cli"),
-            "run",
-            "--dir",
-            str(model_dir),
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_default",
-            "--inputs",
-            f"inputs={npz}[inputs];task_id={npz}[task_id]",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    cli = _saved_model_cli(model_dir, "serving_default", f"inputs={npz}[inputs];task_id={npz}[task_id]")
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert "output_width" in cli.stdout
     np.savez(npz, inputs=x[:2], task=np.array([b"topic", b"nope"]))
-    unknown = subprocess.run(
-        [
-            str(__import__("pathlib").Path(sys.executable).parent / "saved_model_cli"),
-            "run",
-            "--dir",
-            str(model_dir),
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_by_task",
-            "--inputs",
-            f"inputs={npz}[inputs];task={npz}[task]",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    unknown = _saved_model_cli(model_dir, "serving_by_task", f"inputs={npz}[inputs];task={npz}[task]")
     assert unknown.returncode != 0 and "unknown task slug" in unknown.stderr and "nope" in unknown.stderr
 
     # Per-task signatures on request: another assembly of the same heads, with one signature per task.
