@@ -54,7 +54,7 @@ class AliasListCreateApi(APIView):
     """GET the team's aliases with their current head; POST sets or moves one (reviewers and admins)."""
 
     class QuerySerializer(serializers.Serializer):
-        team = serializers.CharField()
+        team = serializers.CharField(required=False, help_text="A team's slug; left out: all your teams.")
         task = serializers.CharField(required=False, help_text="Only this task's aliases (a slug).")
 
     class InputSerializer(serializers.Serializer):
@@ -71,7 +71,8 @@ class AliasListCreateApi(APIView):
     def get(self, request):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        team = membership_get(user=request.user, team_slug=query.validated_data["team"]).team
+        slug = query.validated_data.get("team")
+        team = membership_get(user=request.user, team_slug=slug).team if slug else None
         aliases = alias_list(user=request.user, team=team, task_slug=query.validated_data.get("task"))
         return paginated_response(request, aliases, AliasOutputSerializer, view=self)
 

@@ -17,10 +17,15 @@ def _aliases() -> QuerySet[Alias]:
     return Alias.objects.select_related("task", "task__team", "head", "head__created_by", "updated_by")
 
 
-def alias_list(*, user: AbstractBaseUser, team: Team, task_slug: str | None = None) -> QuerySet[Alias]:
-    """Return the team's current aliases (deleted ones are left out), by task and name."""
-    membership_get(user=user, team_slug=team.slug)
-    aliases = _aliases().filter(task__team=team, head__isnull=False)
+def alias_list(*, user: AbstractBaseUser, team: Team | None = None, task_slug: str | None = None) -> QuerySet[Alias]:
+    """Return the current aliases (not deleted ones) of `team`, or of all the user's teams, by task and name."""
+    if team is not None:
+        membership_get(user=user, team_slug=team.slug)
+        aliases = _aliases().filter(task__team=team, head__isnull=False)
+    elif user.is_authenticated:
+        aliases = _aliases().filter(task__team__memberships__user=user, head__isnull=False)
+    else:
+        aliases = Alias.objects.none()
     if task_slug:
         aliases = aliases.filter(task__slug=task_slug)
     return aliases

@@ -151,15 +151,14 @@ def alias_guard_change(sender, *, team_id: int, change: str, data: dict, **kwarg
     """Refuse to archive a head version an alias points to (a modelhub.core.events subscriber)."""
     if change != "head.archive":
         return
-    names = [
-        f"'{alias.name}'"
-        for alias in Alias.objects.filter(head_id=data["head_version"]).select_related("task").order_by("name")
-    ]
-    if names:
+    aliases = list(Alias.objects.filter(head_id=data["head_version"]).select_related("task", "head").order_by("name"))
+    if aliases:
+        head = aliases[0].head
+        names = ", ".join(f"'{alias.name}'" for alias in aliases)
         raise ConflictError(
-            f"Head version {data['head_version']} is what alias {', '.join(names)} points to, so it cannot be "
-            "archived. Move or delete the alias first.",
-            detail={"aliases": [name.strip("'") for name in names]},
+            f"{head.task.slug} v{head.version} (head version {head.pk}) is what alias {names} points to, so it "
+            "cannot be archived. Move the alias to another version or delete it first.",
+            detail={"aliases": [alias.name for alias in aliases]},
             code="aliased",
         )
 
