@@ -101,3 +101,19 @@ def test_version_list_links_to_compare_and_task_metrics(client, alice, tmp_path,
     client.force_login(olga)
     assert client.get(f"/heads/compare/?a={a.pk}&b={b.pk}").status_code == 404
     assert client.get("/heads/tasks/quadrant/metrics/").status_code == 404
+
+
+def test_an_evaluate_job_page_and_list_render(client, alice, tmp_path):
+    from training.services import head_evaluate
+
+    backbone = backbone_row(alice)
+    head = keras_head_row(alice, backbone, tmp_path, seed=1)
+    job = head_evaluate(head=head, dataset_id=dataset_row(alice, name="holdout").pk, user=alice)
+    assert (job.kind, job.status, job.params) == (
+        "evaluate_head",
+        "queued",
+        {"head": head.pk, "dataset": job.params["dataset"], "batch_size": 64},
+    )
+    client.force_login(alice)
+    assert "holdout" in client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "Evaluate a head" in client.get("/jobs/").content.decode()
