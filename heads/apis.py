@@ -1,4 +1,4 @@
-"""REST endpoints for heads, the review workflow, comments, history and imports."""
+"""REST endpoints for heads, the review workflow, comments, history, imports and comparisons."""
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -6,6 +6,7 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from heads.compare import head_compare
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport
 from heads.selectors import head_get, head_history, head_list, import_get, import_list
 from heads.services import head_comment_add, head_transition, head_upload, import_create
@@ -145,7 +146,8 @@ class HeadTransitionApi(APIView):
             ),
             409: error_response(
                 "The action is not allowed from the head's current status (code invalid_transition; "
-                "detail.current_status names it)."
+                "detail.current_status names it), or archive of a version an alias points to (code aliased; "
+                "detail.aliases names them)."
             ),
         },
     )
@@ -318,3 +320,96 @@ class ImportDetailApi(APIView):
     @extend_schema(responses=ImportOutputSerializer)
     def get(self, request, pk: int):
         return Response(ImportOutputSerializer(import_get(user=request.user, pk=pk)).data)
+
+
+class HeadSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    task = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=HeadVersion.Status.values)
+    backbone = serializers.IntegerField()
+    backbone_name = serializers.CharField()
+    backbone_version = serializers.IntegerField()
+    output_width = serializers.IntegerField(allow_null=True)
+    labels = serializers.ListField(child=serializers.CharField())
+    description = serializers.CharField(allow_blank=True)
+    metrics = serializers.DictField(help_text="The metrics recorded with the version (training), without history.")
+    url = serializers.CharField(help_text="The version's dashboard page.")
+
+
+class EvaluationSideSerializer(serializers.Serializer):
+    evaluation = serializers.IntegerField()
+    backbone = serializers.IntegerField(help_text="The backbone version the head was evaluated through.")
+    job = serializers.IntegerField(allow_null=True, help_text="The evaluate_head job that measured it.")
+    metrics = serializers.DictField(help_text='E.g. {"loss", "accuracy", "num_examples"} or {"loss", "mae", ...}.')
+    created_at = serializers.DateTimeField()
+
+
+class CompareMetricsSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField()
+    dataset_name = serializers.CharField()
+    split = serializers.ChoiceField(choices=["validation", "all"])
+    num_examples = serializers.IntegerField()
+    a = EvaluationSideSerializer(help_text="a's newest evaluation on this dataset.")
+    b = EvaluationSideSerializer(help_text="b's newest evaluation on this dataset.")
+    delta = serializers.DictField(child=serializers.FloatField(), help_text="b - a per numeric metric.")
+
+
+class WeightChangeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    shape = serializers.ListField(child=serializers.IntegerField())
+    relative_l2_change = serializers.FloatField(allow_null=True, help_text="||wb - wa|| / ||wa||; null if wa is 0.")
+
+
+class LayerChangeSerializer(serializers.Serializer):
+    layer = serializers.CharField(help_text="The layer's name (path) in a.")
+    layer_b = serializers.CharField(help_text="Its counterpart's name in b.")
+    class_name = serializers.CharField()
+    relative_l2_change = serializers.FloatField(allow_null=True, help_text="Over all of the layer's weights.")
+    weights = WeightChangeSerializer(many=True)
+
+
+class CompareWeightsSerializer(serializers.Serializer):
+    same_architecture = serializers.BooleanField(allow_null=True, help_text="null: the files could not be read.")
+    difference = serializers.CharField(allow_null=True, help_text="How the architectures differ (or why unread).")
+    relative_l2_change = serializers.FloatField(allow_null=True, help_text="Over all weights of the head.")
+    layers = LayerChangeSerializer(many=True, help_text="Per layer with weights, in a's graph order.")
+
+
+class CompareOutputsSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField()
+    dataset_name = serializers.CharField()
+    split = serializers.ChoiceField(choices=["validation", "all"])
+    num_rows = serializers.IntegerField(help_text="Rows compared (the rows both evaluations kept).")
+    max_abs_diff = serializers.FloatField(allow_null=True, help_text="null when the output widths differ.")
+    num_top_class_differs = serializers.IntegerField()
+    top_class_differs_fraction = serializers.FloatField()
+
+
+class HeadCompareSerializer(serializers.Serializer):
+    a = HeadSummarySerializer()
+    b = HeadSummarySerializer()
+    metrics = CompareMetricsSerializer(many=True, help_text="One row per dataset both versions were evaluated on.")
+    weights = CompareWeightsSerializer()
+    outputs = CompareOutputsSerializer(
+        allow_null=True, help_text="Agreement on the newest shared evaluation dataset; null when there is none."
+    )
+
+
+class HeadCompareApi(APIView):
+    """Compare two head versions of your teams: metrics per shared dataset, weights, outputs."""
+
+    class FilterSerializer(serializers.Serializer):
+        a = serializers.IntegerField(min_value=1, help_text="Head version id (the reference).")
+        b = serializers.IntegerField(min_value=1, help_text="Head version id (compared with a).")
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={200: HeadCompareSerializer, 404: error_response("a or b is not a head version of your teams.")},
+    )
+    def get(self, request):
+        query = self.FilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        a = head_get(user=request.user, pk=query.validated_data["a"])
+        b = head_get(user=request.user, pk=query.validated_data["b"])
+        return Response(HeadCompareSerializer(head_compare(a=a, b=b)).data)

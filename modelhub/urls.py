@@ -13,6 +13,7 @@ from modelhub.artifacts import apis as artifact_apis
 from modelhub.assemblies import apis as assembly_apis
 from modelhub.backbones import apis as backbone_apis
 from modelhub.core import apis as core_apis
+from modelhub.releases import apis as release_apis
 from modelhub.teams import apis as team_apis
 from modelhub.teams.login_throttle import login_throttled
 from training import apis as training_apis
@@ -29,8 +30,11 @@ api_patterns = [
     path("backbones/", backbone_apis.BackboneListCreateApi.as_view(), name="backbone-list"),
     path("backbones/<int:pk>/", backbone_apis.BackboneDetailApi.as_view(), name="backbone-detail"),
     path("backbones/<int:pk>/download/", backbone_apis.BackboneDownloadApi.as_view(), name="backbone-download"),
+    path("backbones/<int:pk>/lineage/", training_apis.BackboneLineageApi.as_view(), name="backbone-lineage"),
     path("heads/", head_apis.HeadListCreateApi.as_view(), name="head-list"),
+    path("heads/compare/", head_apis.HeadCompareApi.as_view(), name="head-compare"),
     path("heads/<int:pk>/", head_apis.HeadDetailApi.as_view(), name="head-detail"),
+    path("heads/<int:pk>/evaluate/", training_apis.HeadEvaluateApi.as_view(), name="head-evaluate"),
     path("heads/<int:pk>/download/", head_apis.HeadDownloadApi.as_view(), name="head-download"),
     path("heads/<int:pk>/submit/", head_apis.HeadTransitionApi.as_view(action="submit"), name="head-submit"),
     path("heads/<int:pk>/approve/", head_apis.HeadTransitionApi.as_view(action="approve"), name="head-approve"),
@@ -53,6 +57,13 @@ api_patterns = [
         assembly_apis.AssemblyPredictionDetailApi.as_view(),
         name="assembly-prediction",
     ),
+    path("aliases/", release_apis.AliasListCreateApi.as_view(), name="alias-list"),
+    path("aliases/<int:pk>/", release_apis.AliasDetailApi.as_view(), name="alias-detail"),
+    path("aliases/<int:pk>/history/", release_apis.AliasHistoryApi.as_view(), name="alias-history"),
+    path("webhooks/", release_apis.WebhookListCreateApi.as_view(), name="webhook-list"),
+    path("webhooks/<int:pk>/", release_apis.WebhookDetailApi.as_view(), name="webhook-detail"),
+    path("webhooks/<int:pk>/deliveries/", release_apis.WebhookDeliveriesApi.as_view(), name="webhook-deliveries"),
+    path("webhooks/<int:pk>/test/", release_apis.WebhookTestApi.as_view(), name="webhook-test"),
     path("datasets/", training_apis.DatasetListCreateApi.as_view(), name="dataset-list"),
     path("datasets/<int:pk>/", training_apis.DatasetDetailApi.as_view(), name="dataset-detail"),
     path("jobs/", training_apis.JobListCreateApi.as_view(), name="job-list"),
@@ -92,6 +103,7 @@ urlpatterns = [
     path("backbones/", include("modelhub.backbones.urls")),
     path("assemblies/", include("modelhub.assemblies.urls")),
     path("", include("training.urls")),
+    path("", include("modelhub.releases.urls")),
     path("", include("heads.urls")),
     path("", include("modelhub.dashboard.urls")),
 ]

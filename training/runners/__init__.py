@@ -9,17 +9,19 @@ backbone or head, and a succeeded job always has its results.
     progress.py     progress, metrics, log and heartbeat on the job row; cancel checks
     common.py       load inputs, build heads, store artifacts, register rows, finish
     forgetting.py   the parent's approved heads through the old and the new backbone
-    train_head.py, train_heads.py, fine_tune.py, grow_backbone.py   one per job kind
+    train_head.py, train_heads.py, fine_tune.py, grow_backbone.py, evaluate_head.py   one per job kind
 """
 
 import logging
 from collections.abc import Callable
 
+from modelhub.core.events import event_emit
 from modelhub.core.tracked_work import row_finish, run_tracked
 from modelhub.ml.errors import MLError, TrainingCancelled
 from training.datasets import DatasetError
 from training.models import Job
 from training.runners.common import JobLost
+from training.runners.evaluate_head import run_evaluate_head
 from training.runners.fine_tune import run_fine_tune
 from training.runners.grow_backbone import run_grow_backbone
 from training.runners.train_head import run_train_head
@@ -33,12 +35,17 @@ RUNNERS: dict[str, Callable[[Job, JobSpec], dict]] = {
     Job.Kind.TRAIN_HEADS: run_train_heads,
     Job.Kind.FINE_TUNE: run_fine_tune,
     Job.Kind.GROW_BACKBONE: run_grow_backbone,
+    Job.Kind.EVALUATE_HEAD: run_evaluate_head,
 }
 
 
 def job_run(*, job_id: int) -> Job | None:
-    """Claim the job, run it by kind, record succeeded / cancelled / failed on the row."""
-    return run_tracked(Job, job_id, job_run_claimed)
+    """Claim the job, run it by kind, record succeeded / cancelled / failed on the row; announce job.finished."""
+    job = run_tracked(Job, job_id, job_run_claimed)
+    if job is not None and job.finished_at is not None:
+        data = {"job": job.pk, "kind": job.kind, "status": job.status, "error": job.error, "result": job.result}
+        event_emit(team_id=job.team_id, event="job.finished", data=data)
+    return job
 
 
 def job_run_claimed(job: Job) -> None:
