@@ -19,6 +19,7 @@ lint:
 bench:
 	@scripts/venv.sh requirements-dev.txt
 	.venv/bin/python bench/assembly.py --heads 200
+	.venv/bin/python bench/assembly.py --heads 10000  # slow: ~4 min to write the heads, ~4 min to measure
 	.venv/bin/python bench/training.py --heads 10
 	.venv/bin/python bench/grow.py
 	.venv/bin/python bench/import.py --models 200
