@@ -59,6 +59,18 @@ def test_a_reviewer_moves_an_alias_from_the_review_panel(logged_in_page, live_se
     ]
     page.goto(f"{live_server.url}/heads/?task=sentiment")
     expect(page.locator("#head-table")).to_contain_text("@champion")
+
+    # The same reviewer then compares the two versions and opens the backbone's lineage graph.
+    page.goto(f"{live_server.url}/heads/{second.pk}/")
+    page.select_option("#compare-picker select[name=a]", str(first.pk))
+    page.select_option("#compare-picker select[name=b]", str(second.pk))
+    page.click("#compare-picker button[type=submit]")
+    page.wait_for_url(re.compile(rf"/heads/compare/\?a={first.pk}&b={second.pk}$"))
+    expect(page.locator("#card-diff .diff-added")).to_contain_text("v2")
+    page.goto(f"{live_server.url}/backbones/{first.backbone_id}/")
+    page.click("#lineage-link")
+    page.wait_for_url(re.compile(rf"/lineage/{first.backbone_id}/$"))
+    expect(page.locator(f'#lineage-graph svg a[data-node="head:{second.pk}"]')).to_be_visible()
     assert errors == []
 
 
