@@ -30,7 +30,7 @@ from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_list
 from modelhub.core.errors import ApplicationError
 from modelhub.dashboard.context_processors import current_membership
-from modelhub.dashboard.shortcuts import object_or_404, paginate, query_without_page
+from modelhub.dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
 from modelhub.teams.models import Membership
 from modelhub.teams.selectors import membership_get
 
@@ -242,12 +242,12 @@ def review_queue_view(request):
 @login_required
 def head_compare_view(request):
     """Compare head versions ?a= and ?b=: metrics, weights, outputs, model cards, the task's trend."""
-    a_id, b_id = request.GET.get("a", ""), request.GET.get("b", "")
-    if not (a_id.isdigit() and b_id.isdigit()):
+    a_id, b_id = parse_id(request.GET.get("a")), parse_id(request.GET.get("b"))
+    if a_id is None or b_id is None:
         messages.error(request, "Pick two versions to compare (a and b) in a head's version list.")
-        return redirect(reverse("heads:detail", args=[int(a_id)]) if a_id.isdigit() else reverse("heads:list"))
-    a = object_or_404(head_get, user=request.user, pk=int(a_id))
-    b = object_or_404(head_get, user=request.user, pk=int(b_id))
+        return redirect(reverse("heads:detail", args=[a_id]) if a_id is not None else reverse("heads:list"))
+    a = object_or_404(head_get, user=request.user, pk=a_id)
+    b = object_or_404(head_get, user=request.user, pk=b_id)
     versions = list(head_list(user=request.user, filters={"team": a.task.team.slug, "task": a.task.slug}))
     return render(
         request,

@@ -102,6 +102,9 @@ def running_worker(log_path: Path, *, name: str, queues: str = "default,training
 
     The process carries `log_path` and `worker_name` attributes.
     """
+    import kombu.exceptions
+    import redis.exceptions
+
     from modelhub.celery import app
 
     log = open(log_path, "w")
@@ -134,7 +137,13 @@ def running_worker(log_path: Path, *, name: str, queues: str = "default,training
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 pytest.fail(f"Celery worker exited early:\n{log_path.read_text()[-4000:]}")
-            replies = app.control.ping(destination=[name], timeout=1.0) or []
+            # A fresh broker connection per ping: a pooled one may have been closed by a Redis
+            # restart earlier in the session (tests/faults).
+            try:
+                with app.connection_for_write() as connection:
+                    replies = app.control.ping(destination=[name], timeout=1.0, connection=connection) or []
+            except (OSError, kombu.exceptions.OperationalError, redis.exceptions.ConnectionError):
+                replies = []
             if replies:
                 break
         else:

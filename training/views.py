@@ -18,7 +18,7 @@ from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_get, backbone_list
 from modelhub.core.errors import ApplicationError
 from modelhub.dashboard.context_processors import current_membership
-from modelhub.dashboard.shortcuts import object_or_404, paginate, query_without_page
+from modelhub.dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
 from modelhub.teams.selectors import membership_get
 from training.forms import JOB_FORMS, DatasetUploadForm
 from training.lineage import backbone_family_graph, family_root
@@ -148,7 +148,7 @@ def job_create_view(request):
     team_slug = membership.team.slug
     backbones = backbone_list(user=request.user, filters={"team": team_slug, "status": BackboneVersion.Status.READY})
     datasets = dataset_list(user=request.user, team_slug=team_slug).filter(status=Dataset.Status.READY)
-    initial = {"backbone": request.GET["backbone"]} if request.GET.get("backbone", "").isdigit() else None
+    initial = {"backbone": parse_id(request.GET.get("backbone"))} if parse_id(request.GET.get("backbone")) else None
     form = JOB_FORMS[kind](request.POST or None, datasets=datasets, backbones=backbones, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:

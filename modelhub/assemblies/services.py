@@ -110,10 +110,17 @@ def assembly_create(
             .first()
         )
         if existing is not None:
+            fields = []
+            if resolved_from and existing.resolved_from != resolved_from:
+                # The same heads asked for by an alias: record the latest alias that resolved to them.
+                existing.resolved_from = resolved_from
+                fields.append("resolved_from")
             if existing.status == Assembly.Status.FAILED:
                 existing.status, existing.error = Assembly.Status.QUEUED, ""
-                existing.save(update_fields=["status", "error"])
+                fields += ["status", "error"]
                 queue_on_commit("assemblies.build", existing.pk)
+            if fields:
+                existing.save(update_fields=fields)
             return existing, True
     try:
         with transaction.atomic():

@@ -39,7 +39,7 @@ from modelhub.backbones.selectors import backbone_list
 from modelhub.core.errors import ApplicationError
 from modelhub.core.pagination import TwoStepPaginator
 from modelhub.dashboard.context_processors import current_membership
-from modelhub.dashboard.shortcuts import object_or_404, paginate
+from modelhub.dashboard.shortcuts import object_or_404, paginate, parse_id
 
 PENDING_STATUSES = (Assembly.Status.QUEUED, Assembly.Status.BUILDING, Assembly.Status.VERIFYING)
 # "Try it" answers on the page when the worker answers within this many seconds; otherwise the page
@@ -158,7 +158,7 @@ def assembly_builder_view(request):
         context.update(_many_heads_context(request, backbone=backbone, approved=approved, totals=totals, data=data))
         return render(request, "assemblies/builder.html", context)
     if data is not None:
-        selected_ids = {int(pk) for pk in data.getlist("heads") if pk.isdigit()}
+        selected_ids = {pk for pk in map(parse_id, data.getlist("heads")) if pk is not None}
     else:  # the latest approved version of each task, as assemblies.services.latest_approved_heads chooses
         latest = {}
         for head in candidates:  # in task order: a task's last version wins
@@ -216,7 +216,7 @@ def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals:
         paginator.count = totals["num_approved"]  # known already: no second COUNT
     page = paginator.get_page(request.GET.get("page"))
     all_latest = data is None or bool(data.get("all_latest"))
-    ticked = {int(pk) for pk in data.getlist("heads") if pk.isdigit()} if data is not None else set()
+    ticked = {pk for pk in map(parse_id, data.getlist("heads")) if pk is not None} if data is not None else set()
     latest_rows = list(_task_order(head_latest_approved_list(heads=approved))[:MAX_TASK_ID_ROWS])
     if all_latest:
         selected = latest_rows
@@ -244,8 +244,8 @@ def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals:
 
 def _chosen_backbone(backbones, raw_id) -> BackboneVersion | None:
     """Return the backbone named by `raw_id` among `backbones`, else the newest one."""
-    if raw_id and str(raw_id).isdigit():
-        chosen = backbones.filter(pk=int(raw_id)).first()
+    if parse_id(raw_id) is not None:
+        chosen = backbones.filter(pk=parse_id(raw_id)).first()
         if chosen is not None:
             return chosen
     return backbones.order_by("-created_at").first()

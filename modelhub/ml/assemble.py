@@ -131,8 +131,9 @@ def build_assembly(
         raise AssemblyError(
             f"Expected an empty or missing export directory, '{export_dir}' has files. Pass a fresh directory."
         )
-    manifest = build_manifest(backbone=backbone, heads=heads, backbone_info=backbone_info)
-    manifest["serving"]["per_head_signatures"] = per_head_signatures
+    manifest = build_manifest(
+        backbone=backbone, heads=heads, backbone_info=backbone_info, per_head_signatures=per_head_signatures
+    )
     module, signatures = _build_module(backbone, heads, manifest)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".assembly-", dir=export_dir.parent))
@@ -160,7 +161,11 @@ def build_assembly(
 
 
 def build_manifest(
-    *, backbone: keras.Model, heads: Sequence[AssemblyHead], backbone_info: dict[str, Any]
+    *,
+    backbone: keras.Model,
+    heads: Sequence[AssemblyHead],
+    backbone_info: dict[str, Any],
+    per_head_signatures: bool = False,
 ) -> dict[str, Any]:
     """Return the manifest for an assembly, after checking the heads fit the backbone.
 
@@ -182,9 +187,12 @@ def build_manifest(
     seen: set[str] = set()
     entries = []
     for task_id, head in enumerate(heads):
-        if not SIGNATURE_KEY_PATTERN.fullmatch(head.task) or head.task in (SERVING_KEY, BY_TASK_KEY):
+        # A per-task signature is named after its task: those slugs may not shadow the shared ones.
+        clashes = per_head_signatures and head.task in (SERVING_KEY, BY_TASK_KEY)
+        if not SIGNATURE_KEY_PATTERN.fullmatch(head.task) or clashes:
             raise AssemblyError(
-                f"Expected a task slug of letters, digits, '-' and '_' (not '{SERVING_KEY}' or '{BY_TASK_KEY}'), "
+                f"Expected a task slug of letters, digits, '-' and '_' (with per-task signatures, not "
+                f"'{SERVING_KEY}' or '{BY_TASK_KEY}'), "
                 f"received '{head.task}'. Rename the task."
             )
         if head.task in seen:
@@ -220,6 +228,7 @@ def build_manifest(
             "inputs": [entry["name"] for entry in described] + [TASK_ID_KEY],
             "outputs": [OUTPUTS_KEY, WIDTH_KEY],
             "max_width": max(entry["output_width"] for entry in entries),
+            "per_head_signatures": per_head_signatures,
             "by_task": {
                 "signature": BY_TASK_KEY,
                 "inputs": [entry["name"] for entry in described] + [TASK_KEY],

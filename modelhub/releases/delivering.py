@@ -4,12 +4,14 @@ The destination is checked again here, after DNS resolution, and the connection 
 address the check approved (see modelhub.releases.destinations). Redirects are not followed.
 """
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import logging
 import socket
 import ssl
+import threading
 import time
 from datetime import timedelta
 
@@ -64,20 +66,39 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def _post(destination: Destination, *, body: bytes, headers: dict[str, str]) -> int:
-    """POST `body` to the destination's first address; return the response status."""
+    """POST `body` to the destination's first address; return the response status.
+
+    MODELHUB_WEBHOOK_TIMEOUT_SECONDS bounds the whole exchange, not each socket read: a receiver
+    that answers one byte at a time is cut off at the deadline (the socket is shut down), so a
+    slow receiver cannot hold a worker.
+    """
+    total = settings.MODELHUB_WEBHOOK_TIMEOUT_SECONDS
     connection_class = _PinnedHTTPSConnection if destination.scheme == "https" else _PinnedHTTPConnection
-    connection = connection_class(
-        destination.host,
-        destination.port,
-        address=destination.addresses[0],
-        timeout=settings.MODELHUB_WEBHOOK_TIMEOUT_SECONDS,
-    )
+    connection = connection_class(destination.host, destination.port, address=destination.addresses[0], timeout=total)
+    expired = threading.Event()
+
+    def cut_off() -> None:
+        expired.set()
+        if connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+
+    deadline = threading.Timer(total, cut_off)
+    deadline.daemon = True
+    deadline.start()
     try:
         connection.request("POST", destination.path, body=body, headers=headers)
         response = connection.getresponse()
         response.read(RESPONSE_EXCERPT_BYTES)
+        if expired.is_set():
+            raise TimeoutError(f"no complete answer within {total:g} s")
         return response.status
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise TimeoutError(f"no complete answer within {total:g} s") from exc
+        raise
     finally:
+        deadline.cancel()
         connection.close()
 
 
@@ -111,6 +132,7 @@ def _deliver(delivery: WebhookDelivery) -> None:
             retry = _transient(status_code)
     except ValidationError as exc:
         error = f"Not sent: {exc.message}"
+        retry = exc.code == "destination_unresolvable"  # a resolver hiccup may pass; a refusal will not
     except (OSError, http.client.HTTPException) as exc:
         error = f"Could not deliver to {webhook.url}: {type(exc).__name__}: {exc}".strip()
         retry = True

@@ -38,10 +38,20 @@ def _allowed(entries: list[str]) -> tuple[set[str], list[ipaddress.IPv4Network |
     return names, networks
 
 
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _why_refused(address: IPAddress) -> str | None:
     """Return why `address` is not a public destination, or None when it is one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:
+            return "site-local"
+        if address in NAT64_PREFIX:
+            return "NAT64 (an embedded IPv4 address)"
+        # IPv4 carried inside IPv6 (mapped, 6to4, Teredo) is judged as that IPv4 address.
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is not None:
+            address = embedded
     for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")

@@ -349,6 +349,16 @@ def test_a_corrupt_download_leaves_no_file(hub, server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_redirected_download_is_refused_and_leaves_no_file(hub, server, tmp_path):
+    data = b"the real bytes"
+    server.on("GET", "/api/assemblies/3/", ready_assembly(data))
+    server.on("GET", "/api/assemblies/3/download/", httpx.Response(302, headers={"Location": "https://cdn.example/x"}))
+    with pytest.raises(ModelHubError) as raised:
+        hub.download(3, tmp_path / "model.zip")
+    assert raised.value.code == "redirect" and "cdn.example" in raised.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_download_of_an_assembly_not_ready_says_so(hub, server, tmp_path):
     server.on("GET", "/api/assemblies/3/", {"id": 3, "status": "building", "download_url": None})
     with pytest.raises(ModelHubError) as raised:

@@ -30,6 +30,7 @@ def test_every_worker_tracked_model_shares_the_lifecycle_fields():
         "training.Job",
         "assemblies.Assembly",
         "assemblies.Prediction",
+        "releases.WebhookDelivery",
         "core.WorkerProbe",
     }
     for model in tracked_models():

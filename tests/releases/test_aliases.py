@@ -156,6 +156,13 @@ def test_assembly_by_alias_records_what_it_resolved(team, webhook_settings, rece
     assert body["event"] == "assembly.ready" and body["team"] == "vision"
     assert body["data"]["assembly"] == assembly["id"] and body["data"]["resolved_from"] == assembly["resolved_from"]
 
+    # Another alias naming the same heads answers with that assembly, and records this alias.
+    for task in ("box", "sentiment"):
+        assert _set(rita, task, heads[task], name="release-7").status_code == 201
+    same = ava.post("/api/assemblies/", {"team": "vision", "backbone": backbone, "alias": "release-7"}, format="json")
+    assert (same.status_code, same.json()["id"], same.json()["existing"]) == (200, assembly["id"], True)
+    assert same.json()["resolved_from"]["alias"] == "release-7"
+
 
 def test_alias_moves_reach_webhooks_signed(team, webhook_settings, webhook_worker, receiver):
     clients, heads, _ = team

@@ -218,6 +218,10 @@ def test_delivery_checks_the_destination_again(api_client_for, settings, receive
         ("240.0.0.1", "reserved"),
         ("0.0.0.0", "unspecified"),
         ("::ffff:10.0.0.1", "private"),
+        ("2002:7f00:1::", "loopback"),  # 6to4 around 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo, client 127.0.0.1
+        ("fec0::1", "site-local"),
+        ("64:ff9b::a00:1", "NAT64 (an embedded IPv4 address)"),
         ("100.64.0.1", "non-public"),
         ("8.8.8.8", None),
         ("2606:4700:4700::1111", None),
@@ -227,3 +231,44 @@ def test_address_rules(address, reason):
     from modelhub.releases.destinations import _why_refused
 
     assert _why_refused(ipaddress.ip_address(address)) == reason
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline(settings):
+    """The timeout bounds the whole exchange: headers dribbled every 0.3 s cannot hold the worker."""
+    import socket
+    import threading
+    import time
+
+    from modelhub.releases.delivering import _post
+    from modelhub.releases.destinations import Destination
+
+    settings.MODELHUB_WEBHOOK_TIMEOUT_SECONDS = 1.0
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def dribble():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.is_set():
+                try:
+                    connection.sendall(b"X: a\r\n")
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    destination = Destination(scheme="http", host="127.0.0.1", port=port, path="/", addresses=("127.0.0.1",))
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match="no complete answer within 1 s"):
+            _post(destination, body=b"{}", headers={"Content-Type": "application/json"})
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 3

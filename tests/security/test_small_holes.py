@@ -98,3 +98,17 @@ def test_names_with_a_trailing_newline_are_refused(slug):
         check_task_slug(slug)
     with pytest.raises(ValidationError):
         check_backbone_name(slug)
+
+
+@pytest.mark.parametrize("raw", ["²", "٣", "99999999999999999999999", "-1", "1e3"])
+def test_ids_in_query_strings_that_are_not_plain_digits_never_cause_a_500(logged_in, raw):
+    """"²".isdigit() is True but int("²") fails; a 23-digit id overflows the database's key."""
+    for path in (
+        f"/heads/compare/?a={raw}&b=1",
+        f"/assemblies/new/?backbone={raw}",
+        f"/jobs/new/?backbone={raw}",
+    ):
+        response = logged_in.get(path)
+        assert response.status_code in (200, 302), (path, response.status_code)
+    response = logged_in.post("/assemblies/new/", {"backbone": "1", "heads": [raw]})
+    assert response.status_code in (200, 302)

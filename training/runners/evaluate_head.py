@@ -27,6 +27,7 @@ DEFAULT_MAX_OUTPUT_VALUES = 4_000_000
 
 def outputs_npz(outputs: np.ndarray, *, max_values: int) -> tuple[bytes, int]:
     """Return the first rows of ``outputs`` (at most ``max_values`` values) as .npz bytes, and their count."""
+    outputs = np.asarray(outputs).reshape(len(outputs), -1)  # a head may output [rows] or [rows, ...]
     width = max(int(outputs.shape[1]), 1)
     num_rows = min(len(outputs), max(max_values // width, 0))
     buffer = io.BytesIO()

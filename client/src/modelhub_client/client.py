@@ -194,6 +194,11 @@ class Client:
             raise ModelHubError.from_transport(exc, f"{self.url}{path}") from exc
         if response.status_code >= 400:
             raise ModelHubError.from_response(response)
+        self._refuse_redirect(method, path, response)
+        return response
+
+    def _refuse_redirect(self, method: str, path: str, response: httpx.Response) -> None:
+        """Raise on a redirect: following it could send the token elsewhere, or save a redirect page."""
         if response.is_redirect:
             raise ModelHubError(
                 f"{method} {self.url}{path} was redirected to {response.headers.get('location')}. Use the "
@@ -201,7 +206,6 @@ class Client:
                 status=response.status_code,
                 code="redirect",
             )
-        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
@@ -575,6 +579,7 @@ class Client:
         with self._http.stream("GET", obj.download_url, headers={"Accept": "*/*"}) as response:
             if response.status_code >= 400:
                 raise ModelHubError.from_response(response)
+            self._refuse_redirect("GET", obj.download_url, response)
             if target.is_dir():
                 target = target / _filename_from(response, f"{type(obj).__name__.lower()}-{obj.id}")
             expected = obj.sha256 or response.headers.get("x-checksum-sha256")
