@@ -37,6 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from modelhub.ml.assemble import directory_bytes  # noqa: E402
+
 IMAGE = (96, 96, 3)
 FEATURES = 1280
 MIXED_BATCH = 256
@@ -287,9 +289,7 @@ def serving_report(work: Path, num_heads: int, repeats: int, separate: int) -> d
         }
         report["separate_models_speedup"] = medians["separate_models"] / medians["assembled"]
         one_model = directory_bytes(work / "separate" / "task-0")
-        report["separate_models_bytes_ratio"] = (
-            len(distinct) * one_model / directory_bytes(work / "out" / "assembly")
-        )
+        report["separate_models_bytes_ratio"] = len(distinct) * one_model / directory_bytes(work / "out" / "assembly")
     return report
 
 
@@ -360,10 +360,6 @@ WIDE_MEMORY = textwrap.dedent(
 
 
 # --------------------------------------------------------------------------- main
-
-
-def directory_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ build is verified against the component models before it is offered.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -411,10 +412,13 @@ def verify_assembly(
             )
         checked.append(f"{BY_TASK_KEY}: every slug's task_id, and {len(head_rows)} rows of the batch")
 
+    # The backbone's features of the probe rows, for steps 2 and 4 (computed once, when needed).
+    probe_features_once = functools.cache(lambda: np.asarray(reference_backbone(_probe_for_keras(backbone, by_name))))
+
     # 2. Every task through the saved head stage, on the probe rows' features.
     head_stage_tasks = 0
     if len(covered) < num_heads:
-        probe_features = np.asarray(reference_backbone(_probe_for_keras(backbone, by_name)))
+        probe_features = probe_features_once()
         all_tasks = np.repeat(np.arange(num_heads, dtype=np.int32), num_rows)
         order = rng.permutation(len(all_tasks))
         stage_tasks = all_tasks[order]
@@ -437,7 +441,7 @@ def verify_assembly(
 
     # 4. Per-task signatures, only when the assembly has them.
     if manifest["serving"].get("per_head_signatures", True):
-        probe_features = np.asarray(reference_backbone(_probe_for_keras(backbone, by_name)))
+        probe_features = probe_features_once()
         probe = {name: tf.constant(array) for name, array in by_name.items()}
         for task_id, entry in enumerate(entries):
             single = loaded.signatures[entry["signature"]](**probe)[OUTPUTS_KEY].numpy()
@@ -514,7 +518,7 @@ def _spread_tasks(heads: Sequence[keras.Model | PackedDenseHead], limit: int) ->
         if len(chosen) >= limit:
             break
         chosen[task_id] = None
-    return sorted(chosen)[:limit] if len(chosen) > limit else sorted(chosen)
+    return sorted(chosen)[:limit]
 
 
 def serving_inputs(backbone: keras.Model) -> list[dict[str, Any]]:

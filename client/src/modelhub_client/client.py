@@ -231,6 +231,12 @@ class Client:
                 return items
             page += 1
 
+    def _byte_bar(self, total: int | None, name: str) -> tqdm:
+        """A progress bar of bytes for one file (hidden unless progress is on)."""
+        return tqdm(
+            total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, disable=not self.progress, leave=False
+        )
+
     def _send_file(self, path: str, file_path: PathLike, fields: dict, *, field: str = "file") -> httpx.Response:
         """POST a multipart form with one file, streamed from disk behind a progress bar."""
         file_path = Path(file_path)
@@ -238,15 +244,7 @@ class Client:
         size = file_path.stat().st_size
         with (
             open(file_path, "rb") as stream,
-            tqdm(
-                total=size,
-                desc=file_path.name,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                disable=not self.progress,
-                leave=False,
-            ) as bar,
+            self._byte_bar(size, file_path.name) as bar,
         ):
             reader = _ProgressReader(stream, bar)
             return self.request("POST", path, data=form, files={field: (file_path.name, reader)})
@@ -589,15 +587,7 @@ class Client:
             try:
                 with (
                     open(partial, "wb") as stream,
-                    tqdm(
-                        total=size,
-                        desc=target.name,
-                        unit="B",
-                        unit_scale=True,
-                        unit_divisor=1024,
-                        disable=not self.progress,
-                        leave=False,
-                    ) as bar,
+                    self._byte_bar(size, target.name) as bar,
                 ):
                     for chunk in response.iter_bytes(CHUNK_BYTES):
                         digest.update(chunk)
