@@ -43,6 +43,7 @@ class HeadOutputSerializer(serializers.ModelSerializer):
             "size_bytes",
             "filename",
             "output_width",
+            "branch",
             "labels",
             "metrics",
             "description",

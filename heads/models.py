@@ -48,6 +48,19 @@ class HeadVersion(TrackedWork):
     source_blob = models.ForeignKey(
         "artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="head_sources"
     )
+    branch_blob = models.ForeignKey(
+        "artifacts.Blob",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="head_branches",
+        help_text="The backbone layers this head owns above its branch point (a Keras model), or none.",
+    )
+    branch = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='{"after_layer": last shared backbone layer, "layers": [owned backbone layers], "params": n}',
+    )
     filename = models.CharField(max_length=255, blank=True)
     description = models.TextField(blank=True)
     labels = models.JSONField(default=list, blank=True)
@@ -146,8 +159,11 @@ class ModelImport(TrackedWork):
     # Blank on creation means "the worker picks the deepest layer the models share"; the worker
     # then writes the chosen layer's name here.
     feature_layer = models.CharField(max_length=200, blank=True)
-    # Stored for a later issue (heads that own the top layers of the backbone); not used yet.
+    # True: models whose top backbone layers differ from the reference keep them as a branch
+    # (heads that own the top of the backbone); False: any difference fails the import.
     branches = models.BooleanField(default=False)
+    # The least share of the backbone's parameters the trunk every model shares must hold.
+    min_shared_fraction = models.FloatField(default=0.5)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     report = models.JSONField(default=list, blank=True)
     # What the worker decided for the whole import: {"feature_layer", "reason", "verification"}.

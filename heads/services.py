@@ -91,8 +91,16 @@ def head_version_create(
     source_blob: Blob | None = None,
     action: str = HeadEvent.Action.UPLOAD,
     dataset=None,
+    branch_blob: Blob | None = None,
+    branch: dict | None = None,
 ) -> HeadVersion:
-    """Create the next version of `task`'s head (numbered safely under concurrency)."""
+    """Create the next version of `task`'s head (numbered safely under concurrency).
+
+    A head that owns the top of its backbone passes its branch artifact and its
+    ``{"after_layer", "layers", "params"}`` (both or neither).
+    """
+    if (branch_blob is None) != (branch is None):
+        raise ValueError("Pass branch_blob and branch together, or neither.")
     for _ in range(5):
         try:
             with transaction.atomic():
@@ -113,6 +121,8 @@ def head_version_create(
                     origin=origin or {"kind": "upload"},
                     created_by=user,
                     dataset=dataset,
+                    branch_blob=branch_blob,
+                    branch=branch,
                 )
                 head.full_clean()
                 head.save()
@@ -138,7 +148,9 @@ def heads_carry(
     in its origin. Used when a growth preserved the function exactly, and when a reviewer
     accepts a forgetting report. Call it inside the transaction that registers `backbone`.
     """
-    heads = HeadVersion.objects.filter(backbone=parent, status=S.APPROVED).select_related("task", "blob", "dataset")
+    heads = HeadVersion.objects.filter(backbone=parent, status=S.APPROVED).select_related(
+        "task", "blob", "dataset", "branch_blob"
+    )
     if head_ids is not None:
         heads = heads.filter(pk__in=head_ids)
     carried = []
@@ -159,6 +171,8 @@ def heads_carry(
                 origin={**reason, "from_head_version": head.pk},
                 action=HeadEvent.Action.CARRY,
                 dataset=head.dataset,
+                branch_blob=head.branch_blob,
+                branch=head.branch,
             )
         )
     return carried

@@ -841,6 +841,21 @@ def build_submodel(
     return model
 
 
+def submodel_layer_names(
+    graph: FlatGraph, output: TensorRef, *, start: TensorRef | None = None, start_name: str = "features"
+) -> dict[int, str]:
+    """Return node index -> that node's layer name in ``build_submodel(archive, output, start=...)``.
+
+    Nodes of inputs (and of ``start`` and before) are left out. Nothing is deserialised.
+    """
+    needed = graph.ancestors(output[0])
+    if start is not None:
+        needed -= graph.ancestors(start[0])
+    _, key_of_name = _submodel_config(graph, output, needed, start, start_name, "model")
+    name_of_key = {key: name for name, key in key_of_name.items()}
+    return {index: name_of_key[graph.nodes[index].layer_key] for index in needed if not graph.nodes[index].is_input}
+
+
 def load_layer_states(archive: KerasArchive, model: Any, key_of_name: dict[str, str]) -> None:
     """Load each named layer's weights and assets from the archive paths given."""
     from keras.src.saving import saving_lib
@@ -997,4 +1012,5 @@ __all__ = [
     "parse_config",
     "read_config",
     "require_identical_backbone",
+    "submodel_layer_names",
 ]
