@@ -222,6 +222,7 @@ class ImportOutputSerializer(serializers.ModelSerializer):
             "backbone_name",
             "feature_layer",
             "branches",
+            "min_shared_fraction",
             "status",
             "error",
             "report",
@@ -248,7 +249,21 @@ class ImportListCreateApi(APIView):
             help_text="Last layer of the shared backbone. Optional with two or more files: the worker "
             "then picks the deepest layer the models share and records it here.",
         )
-        branches = serializers.BooleanField(required=False, default=False)
+        branches = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Let models differ from the first one in the top of the backbone: each keeps the layers "
+            "above its own branch point as a branch (a head version that owns them). Off: any backbone "
+            "difference fails the whole import.",
+        )
+        min_shared_fraction = serializers.FloatField(
+            required=False,
+            default=0.5,
+            min_value=0.0,
+            max_value=1.0,
+            help_text="With branches: the least share of the backbone's parameters that the trunk every model "
+            "shares bit for bit must hold, else the import is refused with the numbers.",
+        )
 
     class ImportFromUploadsInputSerializer(ImportFieldsSerializer):
         uploads = serializers.ListField(
@@ -312,6 +327,7 @@ class ImportListCreateApi(APIView):
             feature_layer=values["feature_layer"],
             tasks=values.get("tasks"),
             branches=values["branches"],
+            min_shared_fraction=values["min_shared_fraction"],
             **sources,
         )
         return Response(ImportOutputSerializer(model_import).data, status=status.HTTP_202_ACCEPTED)

@@ -103,6 +103,21 @@ class ImportForm(forms.Form):
         help_text="Optional: one task slug per file, in file order, comma-separated or a JSON list.",
         widget=forms.TextInput(attrs={"placeholder": "sentiment, topic, spam", "autocomplete": "off"}),
     )
+    branches = forms.BooleanField(
+        required=False,
+        label="Keep fine-tuned top layers as branches",
+        help_text="For models that fine-tuned the top of the backbone: each keeps the layers above its branch "
+        "point as a branch and shares everything below. Off: any backbone difference fails the import.",
+    )
+    min_shared_fraction = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        label="Least shared fraction",
+        help_text="With branches: the least share of the backbone's parameters every model must share "
+        "bit for bit (default 0.5).",
+        widget=forms.NumberInput(attrs={"placeholder": "0.5", "step": "0.05"}),
+    )
 
     def clean_tasks(self) -> list[str] | None:
         tasks = split_list(self.cleaned_data.get("tasks", ""))

@@ -45,11 +45,15 @@ def _run(model_import: ModelImport) -> None:
 
     head_blobs: dict[int, object] = {}
     head_specs: dict[int, dict] = {}
+    branches: dict[int, tuple[object, dict]] = {}
 
-    def on_head(index: int, head) -> None:
+    def on_head(index: int, head, branch) -> None:
         report[index]["output_width"] = head_output_width(head)
         head_specs[index] = inspect_model(head)
         head_blobs[index] = save_head_as_blob(head, name=files[index].task_slug)
+        if branch is not None:
+            model, info = branch
+            branches[index] = (save_model_as_blob(model, name=f"{files[index].task_slug}-branch"), info.as_dict())
 
     sources = [ModelSource(label=f.filename, fetch=fetcher(f), head_name=f"{f.task_slug}_head") for f in files]
     try:
@@ -60,6 +64,8 @@ def _run(model_import: ModelImport) -> None:
                 on_head=on_head,
                 check_file=check_model_file,
                 backbone_name=model_import.backbone_name,
+                branches=model_import.branches,
+                min_shared_fraction=model_import.min_shared_fraction,
             )
         except FamilySplitError as exc:
             for index, message in exc.errors.items():
@@ -89,6 +95,8 @@ def _run(model_import: ModelImport) -> None:
         backbone_spec = dict(inspect_model(backbone), weights_sha256=fingerprint)
         backbone_blob = save_model_as_blob(backbone, name="backbone")
         summary = {"feature_layer": split.feature_layer, "reason": split.reason, "verification": split.verification}
+        if split.trunk is not None:
+            summary["trunk"] = split.trunk
         with transaction.atomic():
             version = (
                 BackboneVersion.objects.filter(
@@ -124,6 +132,8 @@ def _run(model_import: ModelImport) -> None:
                     spec=head_specs[index],
                     origin={"kind": "import", "import": model_import.pk},
                     action=HeadEvent.Action.IMPORT,
+                    branch_blob=branches[index][0] if index in branches else None,
+                    branch=branches[index][1] if index in branches else None,
                 )
                 report[index].update(ok=True, head_version=head.pk)
             row_finish(

@@ -378,6 +378,7 @@ def import_create(
     upload_ids: list[int] | None = None,
     tasks: list[str] | str | None = None,
     branches: bool = False,
+    min_shared_fraction: float = 0.5,
     queue: bool = True,
 ) -> ModelImport:
     """Record K full-model files and queue their all-or-nothing import.
@@ -391,7 +392,10 @@ def import_create(
         files: (filename, uploaded file or local path) pairs.
         upload_ids: ids of the team's staged uploads, one per file, in file order.
         tasks: optional list (or JSON list) of task slugs, one per file; else from file names.
-        branches: stored for later use (heads that own the top of the backbone).
+        branches: let models own the top of the backbone as branches (else any backbone
+            difference fails the import).
+        min_shared_fraction: with branches, the least share of the backbone's parameters the
+            trunk every model shares must hold (0..1).
 
     Returns:
         The queued ModelImport, with one ModelImportFile per file.
@@ -401,6 +405,10 @@ def import_create(
     """
     if (files is None) == (upload_ids is None):
         raise TypeError("import_create() takes exactly one of files= or upload_ids=.")
+    if not 0.0 <= min_shared_fraction <= 1.0:
+        raise _invalid(
+            "min_shared_fraction", f"Expected min_shared_fraction between 0 and 1, received {min_shared_fraction}."
+        )
     field = "files" if files is not None else "uploads"
     with _errors_name_field("backbone_name"):
         check_backbone_name(backbone_name)
@@ -447,7 +455,12 @@ def import_create(
     blobs = [_import_blob(source) for _, source in sources]
     with transaction.atomic():
         model_import = ModelImport(
-            team=team, backbone_name=backbone_name, feature_layer=feature_layer, branches=branches, created_by=user
+            team=team,
+            backbone_name=backbone_name,
+            feature_layer=feature_layer,
+            branches=branches,
+            min_shared_fraction=min_shared_fraction,
+            created_by=user,
         )
         model_import.full_clean()
         model_import.save()

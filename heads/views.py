@@ -198,7 +198,8 @@ def import_create_view(request):
             model_import = import_create(
                 team=membership.team, user=request.user, backbone_name=values["backbone_name"],
                 feature_layer=values["feature_layer"], files=[(f.name, f) for f in values["files"]],
-                tasks=values["tasks"],
+                tasks=values["tasks"], branches=values["branches"],
+                min_shared_fraction=0.5 if values["min_shared_fraction"] is None else values["min_shared_fraction"],
             )  # fmt: skip
         except ApplicationError as exc:
             field = next(iter(exc.detail), None) if isinstance(exc.detail, dict) else None

@@ -70,7 +70,9 @@ class FamilySplit:
         reason: why that layer (chosen or named).
         reports: one dict per file: ``feature_layer``, ``head_layers``, ``head_params``.
         verification: max abs / relative diff of the reference's full model vs
-            head(backbone(x)).
+            head(backbone(x)) (and, with branches, the largest over the branched models).
+        trunk: with branches, ``{"after_layer", "params", "fraction"}``: the deepest layer
+            every model shares bit for bit and the share of the backbone's parameters below it.
     """
 
     backbone: Any
@@ -78,16 +80,18 @@ class FamilySplit:
     reason: str
     reports: list[dict[str, Any]]
     verification: dict[str, float] = field(default_factory=dict)
+    trunk: dict[str, Any] | None = None
 
 
 def split_family(
     sources: Sequence[ModelSource],
     *,
     feature_layer: str | None,
-    on_head: Callable[[int, Any], None],
+    on_head: Callable[[int, Any, Any], None],
     check_file: Callable[[Path], None],
     min_shared_fraction: float = DEFAULT_MIN_SHARED_FRACTION,
     backbone_name: str = "backbone",
+    branches: bool = False,
 ) -> FamilySplit:
     """Split K full models into one backbone and K heads, streaming.
 
@@ -97,12 +101,18 @@ def split_family(
             nested model at any depth, or a nested model's name); None to choose the
             deepest layer at which every model computes the same thing with
             bit-identical weights (needs K >= 2).
-        on_head: called as ``on_head(index, head_model)`` for each head, in order,
-            once every file has been checked.
+        on_head: called as ``on_head(index, head_model, branch)`` for each head, in order,
+            once every file has been checked; ``branch`` is None or ``(branch_model,
+            BranchInfo)`` (see :mod:`modelhub.ml.branches`).
         check_file: safety check run on each file before it is read (raises MLError).
         min_shared_fraction: when choosing the layer, the least fraction of the
-            reference's parameters the shared backbone must hold.
+            reference's parameters the shared backbone must hold; with ``branches``, the
+            least fraction of the backbone's parameters the trunk every model shares must hold.
         backbone_name: the backbone model's name.
+        branches: let models differ from the reference in the top of the backbone. The
+            backbone is the reference's, up to the feature layer; each model whose layers
+            above some branch point differ keeps them as a branch (cut at the deepest point
+            up to which it is bit-identical to the reference). Off: any difference fails.
 
     Returns:
         A :class:`FamilySplit`.
@@ -124,7 +134,9 @@ def split_family(
         )
     with tempfile.TemporaryDirectory(prefix="modelhub-split-") as tmp:
         work = Path(tmp)
-        return _Splitter(sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work).run()
+        splitter = _Splitter(sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work)
+        splitter.branches = branches
+        return splitter.run()
 
 
 @dataclass
@@ -132,6 +144,7 @@ class _Seen:
     graph: graphs.FlatGraph
     alignment: graphs.Alignment | None  # None for the reference
     feature: graphs.TensorRef | None = None
+    point: graphs.TensorRef | None = None  # with branches: the reference tensor it branches after
 
 
 class _Splitter:
@@ -147,6 +160,9 @@ class _Splitter:
         self.seen: dict[int, _Seen] = {}
         self.reference: graphs.KerasArchive | None = None
         self.reference_index: int | None = None
+        self.branches = False
+        self.trunk: dict[str, Any] | None = None
+        self.backbone_names: dict[int, str] = {}
 
     # -- pass 1: check every file against the reference, one at a time
     def run(self) -> FamilySplit:
@@ -158,6 +174,8 @@ class _Splitter:
             feature, reason = self._choose_feature()
             if self.errors:
                 raise self._failure()
+            if self.branches:
+                reason += " " + self._plan_branches(feature)
             return self._extract(feature, reason)
         finally:
             if self.reference is not None:
@@ -223,7 +241,10 @@ class _Splitter:
             return
         label = f"'{self.sources[index].label}'"
         try:
-            graphs.require_identical_backbone(alignment, self.reference.graph, reference_feature, label=label)
+            if self.branches:
+                _require_same_structure(alignment, self.reference.graph, reference_feature, label=label)
+            else:
+                graphs.require_identical_backbone(alignment, self.reference.graph, reference_feature, label=label)
         except BackboneMismatchError as error:
             self.errors[index] = str(error)
             return
@@ -255,6 +276,8 @@ class _Splitter:
                 f"Named by the request: '{self.feature_layer}' (layer '{node.path}', {node.class_name})."
             )
         candidates = {i: s for i, s in self.seen.items() if i != self.reference_index and i not in self.errors}
+        if self.branches:
+            return self._choose_branched_feature(candidates)
         shared = {node.index for node in ref_graph.nodes}
         for seen in candidates.values():
             shared &= seen.alignment.identical
@@ -290,20 +313,130 @@ class _Splitter:
             reason += f" After it, {after}."
         return chosen, reason
 
+    # -- with branches: the feature layer, then each model's branch point
+    def _cuts_everywhere(self, ref: graphs.TensorRef, candidates: dict[int, _Seen]) -> bool:
+        if graphs.cut_error(self.reference.graph, ref):
+            return False
+        for seen in candidates.values():
+            if ref[0] not in seen.alignment.nodes or graphs.cut_error(seen.graph, graphs.map_ref(seen.alignment, ref)):
+                return False
+        return True
+
+    def _choose_branched_feature(self, candidates: dict[int, _Seen]) -> tuple[graphs.TensorRef, str]:
+        """The feature layer when models may own the top of the backbone.
+
+        Heads differ between tasks; backbones have the same structure but may differ in
+        weights above some point, so weights alone cannot tell a branch from a head. In
+        order: the output of the deepest sub-model every model nests in the same place (the
+        backbone, as the Keras transfer-learning guide builds it); else the deepest layer
+        every model has in the same place, provided two models are bit-identical up to it
+        (plain heads confirm where the backbone ends); else the caller must name it.
+        """
+        ref_graph = self.reference.graph
+        structural = {node.index for node in ref_graph.nodes}
+        for seen in candidates.values():
+            structural &= set(seen.alignment.nodes)
+        for name, refs in sorted(ref_graph.aliases.items(), key=lambda item: -max(r[0] for r in item[1])):
+            if len(refs) == 1 and refs[0][0] in structural and self._cuts_everywhere(refs[0], candidates):
+                return self._set_feature(refs[0], candidates), (
+                    f"Chosen automatically: the output of the nested model '{name}', which every model calls in "
+                    "the same place."
+                )
+        deepest = next(
+            (ref for ref in graphs.feature_candidates(ref_graph, structural) if self._cuts_everywhere(ref, candidates)),
+            None,
+        )
+        if deepest is not None:
+            needed = ref_graph.ancestors(deepest[0])
+            twins = [i for i, seen in candidates.items() if needed <= seen.alignment.identical]
+            if twins:
+                return self._set_feature(deepest, candidates), (
+                    f"Chosen automatically: '{ref_graph.nodes[deepest[0]].path}' is the deepest layer every model "
+                    f"has in the same place, and '{self.sources[twins[0]].label}' is bit-identical to "
+                    f"'{self.sources[self.reference_index].label}' up to it."
+                )
+        self.errors[self.reference_index] = (
+            "Expected the models to nest their backbone as a sub-model, or two of them to share the whole "
+            "backbone bit for bit, to tell the backbone's top from the heads; found neither. Pass feature_layer "
+            "(the last backbone layer)."
+        )
+        raise self._failure()
+
+    def _set_feature(self, ref: graphs.TensorRef, candidates: dict[int, _Seen]) -> graphs.TensorRef:
+        for seen in candidates.values():
+            seen.feature = graphs.map_ref(seen.alignment, ref)
+        self.seen[self.reference_index].feature = ref
+        return ref
+
+    def _plan_branches(self, feature: graphs.TensorRef) -> str:
+        """Give each model its branch point; refuse when the shared trunk is too small."""
+        ref_graph = self.reference.graph
+        candidates = {i: s for i, s in self.seen.items() if i != self.reference_index and i not in self.errors}
+        backbone_nodes = ref_graph.ancestors(feature[0])
+        points = [
+            ref
+            for ref in graphs.feature_candidates(ref_graph, backbone_nodes - {feature[0]})
+            if not ref_graph.nodes[ref[0]].is_input and self._cuts_everywhere(ref, candidates)
+        ]  # deepest first
+        self.seen[self.reference_index].point = feature
+        total = self._params(backbone_nodes)
+        for index, seen in candidates.items():
+            identical = seen.alignment.identical
+            if backbone_nodes <= identical:
+                seen.point = feature
+                continue
+            seen.point = next((ref for ref in points if ref_graph.ancestors(ref[0]) <= identical), None)
+            if seen.point is None:
+                self.errors[index] = (
+                    f"Expected '{self.sources[index].label}' to share some bottom part of the backbone with "
+                    f"'{self.sources[self.reference_index].label}' bit for bit, but {seen.alignment.first_difference}"
+                    ". It was not fine-tuned from the same backbone: import it separately."
+                )
+        if self.errors:
+            raise self._failure()
+        trunk = min((seen.point for seen in self.seen.values()), key=lambda ref: ref[0])
+        fraction = self._params(ref_graph.ancestors(trunk[0])) / total if total else 1.0
+        for index, seen in self.seen.items():
+            own = self._params(ref_graph.ancestors(seen.point[0])) / total if total else 1.0
+            if own < self.min_shared_fraction:
+                self.errors[index] = (
+                    f"Expected '{self.sources[index].label}' to share at least {self.min_shared_fraction:.0%} of the "
+                    f"backbone's parameters with '{self.sources[self.reference_index].label}' bit for bit; it shares "
+                    f"{own:.1%} (up to '{ref_graph.nodes[seen.point[0]].path}'). A trunk that small means the models "
+                    "were not fine-tuned from one backbone. Remove it, import it separately, or lower "
+                    "min_shared_fraction."
+                )
+        if self.errors:
+            raise self._failure()
+        node = ref_graph.nodes[trunk[0]]
+        self.backbone_names = graphs.submodel_layer_names(ref_graph, feature)
+        self.trunk = {
+            "after_layer": self.backbone_names.get(trunk[0], node.path),
+            "params": self._params(ref_graph.ancestors(trunk[0])),
+            "fraction": fraction,
+        }
+        branched = sum(1 for seen in self.seen.values() if seen.point != feature)
+        if trunk == feature:
+            return "Every model shares the whole backbone bit for bit: no branches."
+        return (
+            f"The trunk every model shares bit for bit runs up to '{node.path}' ({fraction:.1%} of the backbone's "
+            f"parameters); {branched} of {len(self.sources)} models own the layers above their own branch point."
+        )
+
     def _first_unshared(self, candidates: dict[int, _Seen]) -> str:
         for seen in candidates.values():
             if seen.alignment.first_difference:
                 return seen.alignment.first_difference
         return ""
 
-    def _params(self, nodes: set[int]) -> int:
+    def _params(self, nodes: set[int], *, nbytes: bool = False) -> int:
         keys = {
             node.layer_key
             for node in (self.reference.graph.nodes[i] for i in nodes)
             if node.layer_key and not node.layer_key.startswith(graphs.OPERATION_KEY_PREFIX)
         }
         return sum(
-            int(np.prod(array.shape))
+            int(array.nbytes if nbytes else np.prod(array.shape))
             for key in keys
             for name, array in self.reference.layer_state(key)
             if not name.startswith("assets/")
@@ -324,7 +457,8 @@ class _Splitter:
                     f"Expected '{self.sources[index].label}' to share at least {self.min_shared_fraction:.0%} of "
                     f"the backbone's parameters with '{self.sources[self.reference_index].label}' bit for bit; it "
                     f"shares {best:.1%}: {seen.alignment.first_difference or 'its graph differs'}. Remove it, "
-                    "or import it with its own backbone."
+                    "import it with its own backbone, or (if it fine-tuned the top of this backbone) import with "
+                    "branches on."
                 )
 
     def _failure(self) -> FamilySplitError:
@@ -333,21 +467,30 @@ class _Splitter:
             f"{len(self.errors)} of {len(self.sources)} files cannot be split ({names}).", dict(self.errors)
         )
 
-    # -- pass 2: build the backbone once and each head
+    # -- pass 2: build the backbone once and each head (and branch)
     def _extract(self, feature: graphs.TensorRef, reason: str) -> FamilySplit:
         reference = self.reference
         backbone = graphs.build_submodel(reference, feature, name=self.backbone_name)
+        backbone_names = self.backbone_names
+        backbone_bytes = self._params(reference.graph.ancestors(feature[0]), nbytes=True) if self.branches else 0
         ref_node = reference.graph.nodes[feature[0]]
         reports: list[dict[str, Any]] = []
         reference_head = None
+        worst: dict[str, float] = {}
         for index, source in enumerate(self.sources):
             seen = self.seen[index]
             if index == self.reference_index:
                 opened = reference
             else:
                 opened = self._open(index)
+            branch = None
             try:
                 head = _build_head(opened, seen.feature, name=source.head_name, label=source.label)
+                if self.branches and seen.point != feature:
+                    branch = self._build_branch(opened, seen, feature, backbone_names, source)
+                    figures = _verify_branched(opened.path, backbone, branch, head, label=source.label)
+                    if figures["max_rel_diff"] >= worst.get("max_rel_diff", -1.0):
+                        worst = figures
             except MLError as error:
                 self.errors[index] = str(error)
                 head = None
@@ -360,20 +503,78 @@ class _Splitter:
             if index == self.reference_index:
                 reference_head = head
             node = seen.graph.nodes[seen.feature[0]]
-            reports.append(
-                {
-                    "feature_layer": node.path,
-                    "head_layers": [layer.name for layer in head.layers[1:]],
-                    "head_params": int(head.count_params()),
-                }
-            )
+            report = {
+                "feature_layer": node.path,
+                "head_layers": [layer.name for layer in head.layers[1:]],
+                "head_params": int(head.count_params()),
+            }
+            if self.branches:
+                report.update(self._sharing(seen, branch, head, backbone_names, backbone_bytes))
+            reports.append(report)
             if self.errors:
                 continue
-            self.on_head(index, head)
+            self.on_head(index, head, branch)
         if self.errors:
             raise self._failure()
         verification = _verify_reference(reference.path, backbone, reference_head)
-        return FamilySplit(backbone, ref_node.path, reason, reports, verification)
+        if worst:
+            verification["branched_max_abs_diff"] = worst["max_abs_diff"]
+            verification["branched_max_rel_diff"] = worst["max_rel_diff"]
+        return FamilySplit(backbone, ref_node.path, reason, reports, verification, self.trunk)
+
+    def _build_branch(self, opened, seen: _Seen, feature, backbone_names: dict[int, str], source: ModelSource):
+        from modelhub.ml.branches import BRANCH_INPUT_NAME, BranchInfo
+
+        graph = self.reference.graph
+        start = seen.point if seen.alignment is None else graphs.map_ref(seen.alignment, seen.point)
+        model = graphs.build_submodel(
+            opened, seen.feature, start=start, start_name=BRANCH_INPUT_NAME, name=f"{source.head_name}_branch"
+        )
+        owned = sorted(graph.ancestors(feature[0]) - graph.ancestors(seen.point[0]))
+        info = BranchInfo(
+            after_layer=backbone_names[seen.point[0]],
+            layers=[backbone_names[i] for i in owned if i in backbone_names],
+            params=int(model.count_params()),
+        )
+        return model, info
+
+    def _sharing(self, seen: _Seen, branch, head, backbone_names: dict[int, str], backbone_bytes: int) -> dict:
+        graph = self.reference.graph
+        head_bytes = sum(int(np.asarray(w).nbytes) for w in head.get_weights())
+        if branch is None:
+            return {"branch": None, "shared_bytes": backbone_bytes, "owned_bytes": head_bytes}
+        model, info = branch
+        return {
+            "branch": info.as_dict(),
+            "shared_bytes": self._params(graph.ancestors(seen.point[0]), nbytes=True),
+            "owned_bytes": head_bytes + sum(int(np.asarray(w).nbytes) for w in model.get_weights()),
+        }
+
+
+def _require_same_structure(alignment: graphs.Alignment, graph: graphs.FlatGraph, feature, *, label: str) -> None:
+    """With branches, a model's backbone may differ in weights but not in structure."""
+    missing = graph.ancestors(feature[0]) - set(alignment.nodes)
+    if missing:
+        raise BackboneMismatchError(
+            f"Expected {label} to have the reference's backbone (the same layers, wired the same way; weights may "
+            f"differ above a branch point), but {alignment.first_difference or 'its graph differs'}. Import it "
+            "separately."
+        )
+
+
+def _verify_branched(path: Path, backbone, branch, head, *, label: str) -> dict[str, float]:
+    """Check a branched model numerically: full(x) == head(branch(trunk up to its point(x)))."""
+    from modelhub.ml.branches import trunk_until
+    from modelhub.ml.safe_load import load_keras_model
+
+    model, info = branch
+    full = load_keras_model(path)
+    probe = probe_inputs_for(full)
+    expected = np.asarray(full(probe, training=False), dtype=np.float64)
+    del full
+    trunk = trunk_until(backbone, info.after_layer)
+    got = np.asarray(head(model(trunk(probe, training=False), training=False), training=False), dtype=np.float64)
+    return check_close(expected, got, what=f"'{label}' cut into trunk, branch and head", error=HeadExtractionError)
 
 
 def _cut_message(feature_layer: str, where: str, problem: str) -> str:

@@ -27,7 +27,7 @@
   var staged = {}; // file key -> upload id
   var busy = false;
   // API field -> form field that shows its error.
-  var FIELD_FOR = { uploads: "files", files: "files", tasks: "tasks", backbone_name: "backbone_name", feature_layer: "feature_layer" };
+  var FIELD_FOR = { uploads: "files", files: "files", tasks: "tasks", backbone_name: "backbone_name", feature_layer: "feature_layer", branches: "branches", min_shared_fraction: "min_shared_fraction" };
 
   function fileKey(file) { return [file.name, file.size, file.lastModified].join("\u0000"); }
 
@@ -186,8 +186,11 @@
       team: team,
       backbone_name: form.querySelector("[name=backbone_name]").value.trim(),
       feature_layer: form.querySelector("[name=feature_layer]").value.trim(),
+      branches: form.querySelector("[name=branches]").checked,
       uploads: uploadIds,
     };
+    var fraction = form.querySelector("[name=min_shared_fraction]").value.trim();
+    if (fraction) payload.min_shared_fraction = Number(fraction);
     if (tasks) payload.tasks = tasks;
     return fetch(root.getAttribute("data-imports-url"), {
       method: "POST",

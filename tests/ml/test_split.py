@@ -59,7 +59,7 @@ def _split(paths: list[Path], feature_layer: str | None):
     result = split_family(
         _sources(paths),
         feature_layer=feature_layer,
-        on_head=lambda index, head: heads.__setitem__(index, head),
+        on_head=lambda index, head, branch: heads.__setitem__(index, head),
         check_file=check_keras_archive,
     )
     return result, [heads[i] for i in range(len(paths))]
@@ -149,7 +149,7 @@ def test_one_differing_weight_fails_the_whole_family_and_names_file_and_layer(fa
         split_family(
             _sources([*paths, bad]),
             feature_layer=feature_layer,
-            on_head=lambda i, h: called.append(i),
+            on_head=lambda i, h, b: called.append(i),
             check_file=check_keras_archive,
         )
     assert list(caught.value.errors) == [3]

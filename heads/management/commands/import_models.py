@@ -29,7 +29,16 @@ class Command(BaseCommand):
             "pick the deepest layer the models share",
         )
         parser.add_argument(
-            "--branches", action="store_true", help="record that heads may own top backbone layers (stored only)"
+            "--branches",
+            action="store_true",
+            help="let models own the top of the backbone: each keeps the layers above its branch point as a "
+            "branch; without it any backbone difference fails the import",
+        )
+        parser.add_argument(
+            "--min-shared-fraction",
+            type=float,
+            default=0.5,
+            help="with --branches: the least share of the backbone's parameters every model must share (0..1)",
         )
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -47,6 +56,7 @@ class Command(BaseCommand):
                 feature_layer=options["feature_layer"],
                 files=[(p.name, p) for p in paths],
                 branches=options["branches"],
+                min_shared_fraction=options["min_shared_fraction"],
                 queue=False,
             )
         except ApplicationError as exc:
@@ -57,6 +67,12 @@ class Command(BaseCommand):
         else:
             for entry in model_import.report:
                 outcome = f"head v{entry['head_version']}" if entry.get("ok") else f"FAILED: {entry.get('error', '')}"
+                if entry.get("ok") and entry.get("branch"):
+                    branch = entry["branch"]
+                    outcome += (
+                        f", branches after {branch['after_layer']}: {len(branch['layers'])} layers, "
+                        f"{branch['params']:,} params"
+                    )
                 self.stdout.write(f"{entry['filename']:40} {entry['task']:24} {outcome}")
             self.stdout.write(
                 model_import.error or f"Imported {len(model_import.report)} heads on backbone {model_import.backbone}."

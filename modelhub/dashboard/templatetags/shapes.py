@@ -22,3 +22,12 @@ def shape(value) -> str:
 def status_label(value) -> str:
     """Show a status value the way the badges do: 'changes_requested' -> 'changes requested'."""
     return str(value or "").replace("_", " ")
+
+
+@register.filter
+def thousands(value) -> str:
+    """Group an integer's digits: 1234567 -> "1,234,567" (non-numbers unchanged)."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return str(value)
