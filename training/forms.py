@@ -25,6 +25,10 @@ from training.specs import (
 )
 
 HEAD_TYPES = [("dense", "Dense (softmax / linear)"), ("mlp", "MLP (hidden layers)")]
+FINE_TUNE_OUTPUT_CHOICES = [
+    ("backbone", "A new backbone version, with the head on it"),
+    ("branch", "A head that owns the tuned top layers (a branch) on this backbone"),
+]
 TRAIN_HEADS_ROWS = 4
 
 
@@ -413,7 +417,8 @@ class FineTuneForm(JobForm):
     title = "Fine-tune a backbone"
     intro = (
         "Trains a head, then unfreezes the top of the backbone. The result is a new backbone version (child of "
-        "this one), a head on it, and a forgetting report for the parent's approved heads."
+        "this one), a head on it, and a forgetting report for the parent's approved heads; or, with output "
+        "'branch', only a head on this backbone that owns the tuned top layers as its branch."
     )
     spec_fields = {
         "backbone": ("backbone",),
@@ -427,6 +432,7 @@ class FineTuneForm(JobForm):
         "batch_size": ("batch_size",),
         "learning_rate": ("learning_rate",),
         "finetune_lr_factor": ("finetune_lr_factor",),
+        "output": ("output",),
     }
     more_error_fields = {("head",): "head_type"}
 
@@ -440,6 +446,14 @@ class FineTuneForm(JobForm):
     batch_size = forms.IntegerField()
     learning_rate = forms.FloatField()
     finetune_lr_factor = forms.FloatField(label="Fine-tune LR factor")
+    output = forms.ChoiceField(
+        label="Result",
+        choices=FINE_TUNE_OUTPUT_CHOICES,
+        initial="backbone",
+        widget=forms.RadioSelect,
+        help_text="A branch changes nothing for the backbone's other heads: no new backbone version and no "
+        "forgetting report.",
+    )
 
     def clean_hidden(self):
         return parse_hidden(self.cleaned_data.get("hidden", ""))
@@ -457,6 +471,7 @@ class FineTuneForm(JobForm):
             "batch_size": data["batch_size"],
             "learning_rate": data["learning_rate"],
             "finetune_lr_factor": data["finetune_lr_factor"],
+            "output": data["output"],
         }
 
 

@@ -35,6 +35,7 @@ MAX_SEED = 2**32 - 1
 MAX_KERNEL_SIZE = 15
 MAX_NAME_CHARS = 255
 DEFAULT_MLP_HIDDEN = (64,)
+FINE_TUNE_OUTPUTS = ("backbone", "branch")
 
 Errors = dict[Any, Any]  # field name (or list index) -> [messages] | nested Errors
 SchemaRef = Callable[[type["Spec"]], dict]  # a nested spec -> the schema standing for it (a $ref)
@@ -599,6 +600,13 @@ class FineTuneSpec(JobSpec):
     learning_rate: float = _learning_rate(1e-3, "Adam learning rate of the warm-up.")
     finetune_lr_factor: float = spec_field(
         Number(0, 1, open_min=True), 0.1, doc="Learning rate multiplier while unfrozen, in (0, 1]."
+    )
+    output: str = spec_field(
+        Choice(*FINE_TUNE_OUTPUTS),
+        "backbone",
+        doc="What the tuned top layers become. 'backbone': a new backbone version (child of this one) with the "
+        "head on it, and a forgetting report for this one's approved heads. 'branch': no backbone version; the "
+        "new head version, on this backbone, owns the tuned top layers as its branch (nothing else changes).",
     )
     seed: int | None = _seed()
 

@@ -153,9 +153,12 @@ def point_below(path: str | os.PathLike[str], layer_names: Iterable[str]) -> str
         for ref in reversed(cut_points(graph)):
             if not indices & graph.ancestors(ref[0]):
                 return graph.nodes[ref[0]].path
+        names = sorted(graph.nodes[index].path for index in indices)
         raise BranchError(
-            f"Expected a branch point below the layers to train ({sorted(layer_names)[:4]}...) in '{graph.name}', "
-            "but a skip connection spans the whole backbone. Fine-tune with output 'backbone' instead."
+            f"Expected a branch point below the layers to train ({', '.join(names[:4])}"
+            f"{', ...' if len(names) > 4 else ''}) in '{graph.name}', but none lies below them all: they reach "
+            "down to the backbone's first layer, or a skip connection spans them. Unfreeze fewer layers, or "
+            "fine-tune with output 'backbone'."
         )
 
 
@@ -252,6 +255,127 @@ def trunk_until(backbone: Any, after_layer: str) -> Any:
     return keras.Model(backbone.inputs, layer.output, name=f"{backbone.name}_until_{after_layer}")
 
 
+def fine_tune_branch_point(path: str | os.PathLike[str], backbone: Any, num_layers: int) -> str:
+    """Return where the branch of a fine-tune of the top ``num_layers`` weight-bearing layers starts.
+
+    Call it before training to fail early: raises BranchError when no branch point lies below
+    those layers (see :func:`point_below`).
+
+    Args:
+        path: the backbone's ``.keras`` file.
+        backbone: the same backbone, loaded (its features are the output).
+        num_layers: the fine-tune's ``unfreeze_layers``.
+
+    Example:
+        >>> fine_tune_branch_point("mobilenet.keras", mobilenet, 9)
+        'block_14_add'
+    """
+    from modelhub.ml.freeze import top_weight_layers
+
+    return point_below(path, top_weight_layers(backbone, num_layers))
+
+
+def branch_from_fine_tune(
+    *,
+    parent_path: str | os.PathLike[str],
+    parent: Any,
+    tuned: Any,
+    head: Any,
+    trained_layers: Sequence[str],
+    name: str = "branch",
+    probe: Any = None,
+) -> tuple[Any, BranchInfo, dict[str, Any]]:
+    """Keep what a fine-tune changed as a branch on the parent's unchanged trunk, and check it.
+
+    The branch starts at the deepest branch point below every trained layer
+    (:func:`point_below`); layers between that point and the lowest trained one are carried
+    in the branch unchanged. Two checks make sure nothing is lost: every weight below the
+    point is bit-identical to the parent's, and on the probe rows
+    ``head(branch(trunk(x)))`` (the trunk cut from the parent's file, as an assembly cuts
+    it) equals ``head(tuned(x))`` within 1e-5 scaled.
+
+    Args:
+        parent_path: the parent backbone's ``.keras`` file.
+        parent: the parent backbone as fine-tuned from (its features are the output).
+        tuned: the fine-tuned copy of ``parent`` (same layer names, as ``fine_tune`` returns it).
+        head: the head trained with it, on the features.
+        trained_layers: the layers the fine-tune trained (``result["unfreeze"]["unfrozen_layers"]``).
+        name: the branch model's name.
+        probe: inputs to check on; default a few deterministic rows (:func:`split.probe_inputs_for`).
+
+    Returns:
+        ``(branch, info, verification)``: the branch model (input ``trunk``, output the
+        features), its :class:`BranchInfo`, and ``{"max_abs_diff", "max_rel_diff",
+        "tolerance", "num_probe_rows"}`` of the check.
+
+    Raises:
+        BranchError: no branch point lies below the trained layers, or a check fails.
+
+    Example:
+        >>> result = fine_tune(backbone=bb, head=h, x=x, y=y, phase1_epochs=1, phase2_epochs=1,
+        ...                    unfreeze_layers=2)
+        >>> branch, info, _ = branch_from_fine_tune(parent_path="bb.keras", parent=bb,
+        ...     tuned=result["backbone"], head=h, trained_layers=result["unfreeze"]["unfrozen_layers"])
+        >>> info.after_layer
+        'block_16_project_BN'
+    """
+    import tempfile
+    from pathlib import Path
+
+    from modelhub.ml.split import check_close, probe_inputs_for
+
+    point = point_below(parent_path, trained_layers)
+    with tempfile.TemporaryDirectory(prefix="modelhub-branch-") as tmp:
+        tuned_path = Path(tmp) / "tuned.keras"
+        tuned.save(tuned_path)
+        branch, info = extract_branch(tuned_path, point, name=name)
+    owned = {_leaf_name(layer) for layer in info.layers}
+    missing = [layer for layer in trained_layers if _leaf_name(layer) not in owned]
+    if missing:
+        raise BranchError(
+            f"Expected the branch after '{point}' to hold every trained layer, it lacks {missing}. "
+            "Fine-tune with output 'backbone' instead."
+        )
+    _check_trunk_unchanged(parent, tuned, owned)
+    trunk = cut_backbone(parent_path, [point], include_top=False, name=f"{name}_trunk").segments[0]
+    if probe is None:
+        probe = probe_inputs_for(parent)
+    expected = _numpy(head(tuned(probe, training=False), training=False))
+    got = _numpy(head(branch(trunk(probe, training=False), training=False), training=False))
+    verification = check_close(
+        expected, got, what=f"the parent's trunk, the branch after '{point}' and the head", error=BranchError
+    )
+    return branch, info, {**verification, "num_probe_rows": int(expected.shape[0])}
+
+
+def _leaf_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _check_trunk_unchanged(parent: Any, tuned: Any, owned: set[str]) -> None:
+    """Raise BranchError unless every layer outside the branch kept the parent's weights bit for bit."""
+    from modelhub.ml.inspect import iter_leaf_layers
+
+    parent_layers, tuned_layers = iter_leaf_layers(parent), iter_leaf_layers(tuned)
+    if [layer.name for layer in parent_layers] != [layer.name for layer in tuned_layers]:
+        raise BranchError(f"Expected the tuned backbone to have the layers of '{parent.name}', they differ.")
+    for before, after in zip(parent_layers, tuned_layers, strict=True):
+        if after.name in owned:
+            continue
+        for old, new in zip(before.weights, after.weights, strict=True):
+            if not np.array_equal(_numpy(old), _numpy(new)):
+                raise BranchError(
+                    f"Expected layer '{after.name}' below the branch point to keep the parent's weights, "
+                    f"but '{new.path}' changed. Only the branch may change; fine-tune with output 'backbone'."
+                )
+
+
+def _numpy(value: Any) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
 def _layer_sizes(opened: graphs.KerasArchive) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for node in opened.graph.nodes:
@@ -268,11 +392,13 @@ __all__ = [
     "BranchError",
     "BranchInfo",
     "Trunk",
+    "branch_from_fine_tune",
     "check_branch_fits",
     "cut_backbone",
     "cut_points",
     "describe_points",
     "extract_branch",
+    "fine_tune_branch_point",
     "point_below",
     "point_ref",
     "trunk_until",

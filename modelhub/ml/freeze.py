@@ -52,16 +52,11 @@ def unfreeze_top(model: keras.Model, num_layers: int) -> dict[str, Any]:
         ['Conv_1_bn', 'Conv_1']
     """
     leaves = [layer for layer in iter_leaf_layers(model) if layer.weights]
-    if not 0 <= num_layers <= len(leaves):
-        raise MLError(
-            f"Expected 0 <= num_layers <= {len(leaves)} (the weight-bearing layers of '{model.name}'), "
-            f"received {num_layers}."
-        )
+    chosen = _top_weight_layers(model, leaves, num_layers)
     before = _trainable_params(model)
     model.trainable = True  # containers must be trainable for their children to train
     for layer in iter_leaf_layers(model):
         layer.trainable = False
-    chosen = leaves[len(leaves) - num_layers :] if num_layers else []
     for layer in chosen:
         layer.trainable = True
     after = _trainable_params(model)
@@ -72,6 +67,26 @@ def unfreeze_top(model: keras.Model, num_layers: int) -> dict[str, Any]:
         "trainable_params": after,
         "weight_bearing_layers": len(leaves),
     }
+
+
+def top_weight_layers(model: keras.Model, num_layers: int) -> list[str]:
+    """Return the names of the layers :func:`unfreeze_top` would unfreeze, top first (nothing changes).
+
+    Example:
+        >>> top_weight_layers(backbone, 2)
+        ['Conv_1_bn', 'Conv_1']
+    """
+    leaves = [layer for layer in iter_leaf_layers(model) if layer.weights]
+    return [layer.name for layer in reversed(_top_weight_layers(model, leaves, num_layers))]
+
+
+def _top_weight_layers(model: keras.Model, leaves: list, num_layers: int) -> list:
+    if not 0 <= num_layers <= len(leaves):
+        raise MLError(
+            f"Expected 0 <= num_layers <= {len(leaves)} (the weight-bearing layers of '{model.name}'), "
+            f"received {num_layers}."
+        )
+    return leaves[len(leaves) - num_layers :] if num_layers else []
 
 
 def _trainable_params(model: keras.Model) -> int:

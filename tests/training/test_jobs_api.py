@@ -6,6 +6,7 @@ import pytest
 from heads.models import HeadVersion
 from modelhub.backbones.models import BackboneVersion
 from tests import model_factory as mf
+from tests.registry_helpers import ready_backbone
 from tests.training.helpers import (
     approved_trained_head,
     finished_job,
@@ -145,6 +146,110 @@ def test_fine_tune_makes_a_child_backbone_and_a_forgetting_report(api_client_for
     assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
     carried = author.get(f"/api/heads/?backbone={child['id']}&status=approved").json()["results"]
     assert [h["task"] for h in carried] == ["old-task"]
+
+
+def small_mobilenet(path):
+    """MobileNetV2 (alpha 0.35, 32x32, random weights with calibrated batch statistics), saved; return it."""
+    import keras
+
+    from tests.real_models import calibrate_batch_norm
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, include_top=False, pooling="avg"
+    )
+    calibrate_batch_norm(base, image_rows(32, seed=100))
+    base.save(path)
+    return base
+
+
+def image_rows(num_rows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.0, 255.0, (num_rows, 32, 32, 3)).astype("float32")
+
+
+def image_dataset_npz(path):
+    x, x_val = image_rows(64, seed=1), image_rows(16, seed=2)
+    labels = [(rows[..., 0].mean(axis=(1, 2)) > rows[..., 2].mean(axis=(1, 2))).astype("int64") for rows in (x, x_val)]
+    np.savez(path, x=x, y=labels[0], x_val=x_val, y_val=labels[1])
+    return path
+
+
+def test_fine_tune_to_a_branch_creates_no_backbone_version(api_client_for, celery_worker, tmp_path):
+    """The head owns the tuned top of MobileNetV2 as a branch on the unchanged parent backbone."""
+    import keras
+
+    from modelhub.artifacts.services import blob_fetch_verified
+    from modelhub.ml.branches import trunk_until
+    from modelhub.ml.inspect import copy_model
+    from training.models import ForgettingReport
+
+    client = api_client_for("ana")
+    small_mobilenet(tmp_path / "mobilenet.keras")
+    parent = ready_backbone(client, tmp_path / "mobilenet.keras", name="mobilenet")
+    dataset = ready_dataset(client, image_dataset_npz(tmp_path / "images.npz"), "images")
+    backbones_before = BackboneVersion.objects.count()
+
+    # The top 9 weight-bearing layers end inside residual block 15 (its project_BN): the branch
+    # starts below that block, at block_14_add, and carries block 15's first layers unchanged.
+    job = post_job(
+        client, "fine_tune", backbone=parent["id"], dataset=dataset["id"], task="texture", unfreeze_top=9,
+        warmup_epochs=1, epochs=2, batch_size=16, learning_rate=0.01, finetune_lr_factor=0.5, seed=0,
+        output="branch",
+    )  # fmt: skip
+    assert job["params"]["output"] == "branch"
+    body = finished_job(client, job["id"], timeout=300)
+    assert body["status"] == "succeeded", body
+    assert BackboneVersion.objects.count() == backbones_before and not ForgettingReport.objects.exists()
+    result = body["result"]
+    assert result["backbone_version"] is None and result["forgetting_report"] is None
+    assert body["forgetting_report"] is None
+    assert "No backbone version was created and no forgetting report is needed" in result["note"]
+    assert result["verification"]["max_abs_diff"] <= result["verification"]["tolerance"]
+
+    head = client.get(f"/api/heads/{result['head_versions'][0]}/").json()
+    assert (head["backbone"], head["status"], head["task"]) == (parent["id"], "draft", "texture")
+    branch = head["branch"]
+    assert branch == result["branch"] and set(branch) == {"after_layer", "layers", "params"}
+    assert branch["after_layer"] == "block_14_add" and branch["layers"][0] == "block_15_expand"
+    trained = ["Conv_1_bn", "Conv_1", "block_16_project_BN", "block_16_project", "block_16_depthwise_BN",
+               "block_16_depthwise", "block_16_expand_BN", "block_16_expand", "block_15_project_BN"]  # fmt: skip
+    assert set(trained) <= set(branch["layers"]) and "block_15_project" in branch["layers"]
+
+    # The parent backbone is byte for byte the file uploaded: every other head's trunk is untouched.
+    download = b"".join(client.get(f"/api/backbones/{parent['id']}/download/").streaming_content)
+    assert download == (tmp_path / "mobilenet.keras").read_bytes()
+    row = HeadVersion.objects.select_related("branch_blob").get(pk=head["id"])
+    blob_fetch_verified(blob=row.branch_blob, destination=tmp_path / "branch.keras")
+    (tmp_path / "head.keras").write_bytes(b"".join(client.get(f"/api/heads/{head['id']}/download/").streaming_content))
+    parent_model = keras.saving.load_model(tmp_path / "mobilenet.keras", safe_mode=True)
+    branch_model = keras.saving.load_model(tmp_path / "branch.keras", safe_mode=True)
+    head_model = keras.saving.load_model(tmp_path / "head.keras", safe_mode=True)
+    assert branch_model.count_params() == branch["params"]
+
+    def weights(model, name):
+        return model.get_layer(name).get_weights()
+
+    # Trained layers moved; block 15's layers below the trained ones are carried unchanged; batch
+    # normalization ran in inference mode (moving statistics are the parent's; scale and offset trained).
+    assert not np.array_equal(weights(branch_model, "Conv_1")[0], weights(parent_model, "Conv_1")[0])
+    for name in ("block_15_expand", "block_15_expand_BN", "block_15_depthwise", "block_15_project"):
+        for mine, theirs in zip(weights(branch_model, name), weights(parent_model, name), strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+    gamma, _, mean, variance = weights(branch_model, "Conv_1_bn")
+    parent_gamma, _, parent_mean, parent_variance = weights(parent_model, "Conv_1_bn")
+    assert not np.array_equal(gamma, parent_gamma)
+    np.testing.assert_array_equal(mean, parent_mean)
+    np.testing.assert_array_equal(variance, parent_variance)
+
+    # Independently of how the branch was cut: the parent with the branch's weights put back in
+    # place is the tuned model; parent trunk + branch + head compute what it computes.
+    tuned = copy_model(parent_model)
+    for name in branch["layers"]:
+        tuned.get_layer(name).set_weights(weights(branch_model, name))
+    x = image_rows(8, seed=7)
+    expected = np.asarray(head_model(tuned(x)))
+    got = np.asarray(head_model(branch_model(trunk_until(parent_model, branch["after_layer"])(x))))
+    np.testing.assert_allclose(got, expected, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 
 
 @pytest.mark.parametrize(

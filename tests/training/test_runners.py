@@ -151,6 +151,36 @@ def test_fine_tune_registers_backbone_head_and_report_together(alice, backbone, 
     assert all(layer["trainable"] for layer in child.spec["layers"] if layer["has_weights"])
 
 
+def test_fine_tune_to_a_branch_registers_only_a_head_on_the_parent(alice, backbone, dataset):
+    approved_head(alice, backbone, dataset)
+    heads, backbones, reports = counts()
+    params = dict(unfreeze_top=1, warmup_epochs=1, epochs=2, learning_rate=0.05, seed=0, output="branch")
+    job = run(queued(alice, "fine_tune", backbone=backbone.pk, dataset=dataset.pk, task="new-task", **params))
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert counts() == (heads + 1, backbones, reports)
+    assert [m.get("phase") for m in job.metrics] == ["warmup", "finetune", "finetune"]
+    head = HeadVersion.objects.get(pk=job.result["head_versions"][0])
+    assert (head.backbone_id, head.status, head.task.slug) == (backbone.pk, "draft", "new-task")
+    # The tiny backbone is inputs > hidden > features: training 'features' branches after 'hidden'.
+    branch = {"after_layer": "hidden", "layers": ["features"], "params": 12 * 6 + 6}
+    assert head.branch == branch and head.branch_blob_id not in (None, head.blob_id)
+    assert job.result["backbone_version"] is None and job.result["forgetting_report"] is None
+    assert job.result["branch"] == branch and job.result["verification"]["max_abs_diff"] <= 1e-5
+    assert job.result["note"].startswith(
+        "No backbone version was created and no forgetting report is needed: the trunk every other head"
+    )
+    assert "the branch will start after 'hidden'" in job.log
+
+
+def test_fine_tune_to_a_branch_fails_before_training_when_no_branch_point_fits(alice, backbone, dataset):
+    before = counts()
+    params = dict(backbone=backbone.pk, dataset=dataset.pk, task="t", unfreeze_top=2, output="branch")
+    job = run(queued(alice, "fine_tune", **params))
+    assert job.status == Job.Status.FAILED
+    assert "none lies below them all" in job.error and "fine-tune with output 'backbone'" in job.error
+    assert counts() == before and job.result == {} and job.metrics == []
+
+
 def test_untrained_growth_carries_the_approved_heads(alice, backbone, dataset):
     old = approved_head(alice, backbone, dataset)
     job = run(queued(alice, "grow_backbone", backbone=backbone.pk, insert={"after_layer": "hidden", "kind": "dense"}))

@@ -49,7 +49,7 @@ def test_every_kind_fills_its_defaults():
     }  # fmt: skip
     assert job_spec_parse("fine_tune", MINIMAL["fine_tune"]).to_params() == {
         "backbone": 1, "dataset": 2, "task": "t", "head": DENSE, "unfreeze_top": 1, "warmup_epochs": 2, "epochs": 2,
-        "batch_size": 32, "learning_rate": 0.001, "finetune_lr_factor": 0.1,
+        "batch_size": 32, "learning_rate": 0.001, "finetune_lr_factor": 0.1, "output": "backbone",
     }  # fmt: skip
     grow = job_spec_parse("grow_backbone", {**MINIMAL["grow_backbone"], "train": {"dataset": 3}}).to_params()
     assert grow == {
@@ -116,6 +116,7 @@ def test_an_mlp_head_gets_one_hidden_layer_of_64_and_sizes_from_the_dataset():
         ("fine_tune", {"warmup_epochs": -1}, ("warmup_epochs",), "in [0, 1000]"),
         ("fine_tune", {"finetune_lr_factor": 0}, ("finetune_lr_factor",), "in (0, 1]"),
         ("fine_tune", {"finetune_lr_factor": 2}, ("finetune_lr_factor",), "in (0, 1]"),
+        ("fine_tune", {"output": "nonsense"}, ("output",), "must be one of 'backbone', 'branch'; got 'nonsense'"),
         ("grow_backbone", {"insert": {"kind": "dense"}}, ("insert", "after_layer"), "This field is required."),
         ("grow_backbone", {"insert": {"after_layer": "h", "kind": "lstm"}}, ("insert", "kind"), "'residual'"),
         (
@@ -289,11 +290,22 @@ def test_api_and_form_store_the_same_params_for_the_same_job(api, ana, rows, cli
         ({"kind": "train_heads", "backbone": 1, "tasks": [{"task": "a", "dataset": "x"}]}, "tasks"),
         ({"kind": "grow_backbone", "backbone": 1, "widen": {"layer": "h", "units": 9}, "train": 3}, "train"),
         ({"kind": "fine_tune", "backbone": 1, "dataset": 1, "task": "t", "unfreeze_top": "all"}, "unfreeze_top"),
+        ({"kind": "fine_tune", "backbone": 1, "dataset": 1, "task": "t", "output": "nonsense"}, "output"),
     ],
 )
 def test_malformed_params_of_every_kind_are_a_400_naming_the_field(api, body, field):
     response = api.post("/api/jobs/", {"team": "vision", **body}, format="json")
     assert response.status_code == 400 and field in response.json()["error"]["detail"]
+    assert Job.objects.count() == 0
+
+
+def test_an_unknown_fine_tune_output_is_a_400_saying_what_was_expected(api):
+    body = {"team": "vision", "kind": "fine_tune", "backbone": 1, "dataset": 1, "task": "t", "output": "nonsense"}
+    response = api.post("/api/jobs/", body, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["detail"] == {"output": ["must be one of 'backbone', 'branch'; got 'nonsense'"]}
+    assert "output: must be one of 'backbone', 'branch'; got 'nonsense'" in error["message"]
     assert Job.objects.count() == 0
 
 

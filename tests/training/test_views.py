@@ -2,6 +2,8 @@
 offer only compatible datasets and backbones and build the API's params, cancel and retry,
 forgetting report decisions, the lineage tree and the dataset page."""
 
+import re
+
 import pytest
 
 from heads.models import HeadVersion
@@ -154,6 +156,22 @@ def test_train_heads_form_ignores_blank_rows_and_grow_form_builds_insert(client,
     grow = Job.objects.get(kind="grow_backbone")
     assert grow.status == "queued", grow.error
     assert grow.params["insert"] == {"after_layer": "hidden", "kind": "residual"} and "train" not in grow.params
+
+
+def test_fine_tune_form_offers_the_branch_output(client, alice, backbone, dataset):
+    client.force_login(alice)
+    page = client.get("/jobs/new/?kind=fine_tune").content.decode()
+    assert re.search(r'name="output" value="backbone"[^>]*checked', page)  # the default: today's behaviour
+    assert re.search(r'name="output" value="branch"', page)
+    fields = {"backbone": backbone.pk, "dataset": dataset.pk, "task": "tuned", "head_type": "dense"}
+    fields.update(unfreeze_top=1, warmup_epochs=1, epochs=1, batch_size=16, learning_rate=0.01, finetune_lr_factor=0.1)
+    response = client.post("/jobs/new/?kind=fine_tune", {**fields, "output": "branch"})
+    job = Job.objects.get(kind="fine_tune")
+    assert response.status_code == 302 and job.status == "queued", job.error
+    assert job.params["output"] == "branch"
+    refused = client.post("/jobs/new/?kind=fine_tune", {**fields, "output": "nonsense"})
+    assert refused.status_code == 200 and Job.objects.count() == 1
+    assert "Select a valid choice" in refused.content.decode()
 
 
 def test_a_job_failing_the_cheap_checks_shows_its_error(client, alice, backbone, dataset):

@@ -1,7 +1,7 @@
 """Worker side: what the job runners share: load inputs, build heads, store results, finish.
 
-A runner stores its artifacts (``head_artifact``, ``backbone_artifact``: the model saved as a
-blob, described) and computes every report BEFORE it touches a result row. Then
+A runner stores its artifacts (``head_artifact``, ``backbone_artifact``, ``branch_artifact``:
+the model saved as a blob, described) and computes every report BEFORE it touches a result row. Then
 ``finish_succeeded`` writes the result rows and the job's ``succeeded`` status in ONE short
 transaction: a crash leaves either both or neither, and no model is saved, evaluated or
 uploaded while that transaction holds its locks (an unreferenced blob is at worst left for gc).
@@ -132,13 +132,29 @@ def backbone_artifact(model, *, name: str) -> StoredModel:
     )
 
 
+def branch_artifact(branch, *, name: str) -> Blob:
+    """Save the backbone layers a head owns (its branch, input ``trunk``) as a blob (no row yet)."""
+    return save_model_as_blob(branch, name=name)
+
+
 # --- Result rows (inside finish_succeeded) -----------------------------------------------------
 
 
 def register_head(
-    job: Job, *, task_slug: str, stored: StoredModel, backbone_version: BackboneVersion, dataset: Dataset, metrics: dict
+    job: Job,
+    *,
+    task_slug: str,
+    stored: StoredModel,
+    backbone_version: BackboneVersion,
+    dataset: Dataset,
+    metrics: dict,
+    branch_blob: Blob | None = None,
+    branch: dict | None = None,
 ) -> HeadVersion:
-    """Create the draft head version a job trained (rows only: the blob is stored already)."""
+    """Create the draft head version a job trained (rows only: the blobs are stored already).
+
+    A head that owns the top of its backbone passes its branch blob and ``BranchInfo.as_dict()``.
+    """
     labels = dataset.labels or []
     task = task_get_or_create(team=backbone_version.team, slug=task_slug, labels=labels)
     return head_version_create(
@@ -155,6 +171,8 @@ def register_head(
         origin={"kind": "job", "job": job.pk, "job_kind": job.kind},
         action=HeadEvent.Action.TRAINED,
         dataset=dataset,
+        branch_blob=branch_blob,
+        branch=branch,
     )
 
 
