@@ -62,7 +62,12 @@ def _build(assembly: Assembly) -> None:
 
     entries = list(
         assembly.entries.select_related(
-            "head", "head__task", "head__blob", "head__blob__head_weights", "head__blob__head_weights__packed"
+            "head",
+            "head__task",
+            "head__blob",
+            "head__branch_blob",
+            "head__blob__head_weights",
+            "head__blob__head_weights__packed",
         )
     )
     try:
@@ -75,12 +80,14 @@ def _build(assembly: Assembly) -> None:
                 version=entry.head.version,
                 sha256=entry.head.blob.sha256,
                 labels=entry.head.labels or None,
+                branch=_branch_for_assembly(entry.head),
             )
             for entry in entries
         ]
         _check_packed_sample(entries, heads)
         work_heartbeat(assembly, force=True)
         with tempfile.TemporaryDirectory(prefix="modelhub-assembly-") as tmp:
+            trunk = _trunk_for(backbone, heads, Path(tmp))
             export_dir = Path(tmp) / "model"
             result = build_assembly(
                 backbone=backbone,
@@ -88,6 +95,7 @@ def _build(assembly: Assembly) -> None:
                 export_dir=export_dir,
                 verify=False,
                 per_head_signatures=assembly.task_signatures,
+                trunk=trunk,
                 backbone_info={
                     "name": backbone_version.name,
                     "version": backbone_version.version,
@@ -96,7 +104,9 @@ def _build(assembly: Assembly) -> None:
             )
             Assembly.objects.filter(pk=assembly.pk).update(status=Assembly.Status.VERIFYING)
             work_heartbeat(assembly, force=True)
-            verification = verify_assembly(export_dir, backbone, [head.model for head in heads])
+            verification = verify_assembly(
+                export_dir, backbone, [head.model for head in heads], branches=[head.branch for head in heads]
+            )
             archive = zip_directory(export_dir, Path(tmp) / "model.zip")
             blob = blob_store_path(path=archive).blob
         signatures = ["serving_default", "serving_by_task"]
@@ -116,6 +126,33 @@ def _build(assembly: Assembly) -> None:
     except Exception as exc:
         logger.exception("assembly %s build crashed", assembly.pk)
         row_finish(assembly, status=Assembly.Status.FAILED, error=f"Build failed: {type(exc).__name__}: {exc}")
+
+
+def _branch_for_assembly(head):
+    """The head's branch as the assembly needs it (its Keras model, loaded safely), or None."""
+    from modelhub.ml.trunk_serving import AssemblyBranch
+
+    if head.branch_blob_id is None:
+        return None
+    info = head.branch or {}
+    return AssemblyBranch(
+        after_layer=info.get("after_layer", ""),
+        model=load_model_blob(head.branch_blob),
+        sha256=head.branch_blob.sha256,
+        layers=list(info.get("layers", [])),
+    )
+
+
+def _trunk_for(backbone, heads: list, folder: Path):
+    """The backbone cut at every branch point of the heads (None when no head has a branch)."""
+    from modelhub.ml.branches import cut_backbone
+
+    points = {head.branch.after_layer for head in heads if head.branch is not None}
+    if not points:
+        return None
+    path = folder / "backbone.keras"
+    backbone.save(path)
+    return cut_backbone(path, points, include_top=any(head.branch is None for head in heads))
 
 
 def _head_for_assembly(blob):

@@ -7,6 +7,10 @@ Dense layers) are stacked into ``[num_heads, ...]`` variables; other heads keep 
 own variables. Each row of a batch runs only its own head: narrow heads gather one
 kernel per row, wide heads are computed once per distinct task in the batch. Every
 build is verified against the component models before it is offered.
+
+Heads may own a branch (the top of the backbone, with their own weights): the backbone is
+then served as trunk segments and each row goes through its task's path
+(:mod:`modelhub.ml.trunk_serving`) before the same head stage.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from modelhub.ml.branches import Trunk
 from modelhub.ml.errors import AssemblyError, AssemblyVerificationError, FeatureShapeMismatchError
 from modelhub.ml.head_weights import (
     PackedDenseHead,
@@ -37,6 +42,13 @@ from modelhub.ml.head_weights import (
 )
 from modelhub.ml.inspect import input_name
 from modelhub.ml.split import VERIFY_RTOL, check_close, check_head_compatible, probe_inputs_for
+from modelhub.ml.trunk_serving import (
+    AssemblyBranch,
+    BranchedFeatures,
+    check_branches,
+    plan_branches,
+    reference_features,
+)
 
 FORMAT_VERSION = 1
 MANIFEST_PATH = "assets/manifest.json"
@@ -78,6 +90,7 @@ class AssemblyHead:
         version: the head version number.
         sha256: the head artifact's checksum (recorded in the manifest).
         labels: class labels, or None.
+        branch: the backbone layers the head owns above a branch point, or None.
     """
 
     task: str
@@ -85,6 +98,7 @@ class AssemblyHead:
     version: int
     sha256: str
     labels: list[str] | None = field(default=None)
+    branch: AssemblyBranch | None = field(default=None)
 
 
 def build_assembly(
@@ -96,6 +110,7 @@ def build_assembly(
     probe_inputs: Any = None,
     verify: bool = True,
     per_head_signatures: bool = False,
+    trunk: Trunk | None = None,
 ) -> dict[str, Any]:
     """Write one SavedModel serving every head on one backbone, and verify it.
 
@@ -111,6 +126,10 @@ def build_assembly(
             one captures every backbone variable handle, which costs ~62 KB of graph and
             ~0.4 s of tracing per head on MobileNetV2. ``serving_default(inputs, task_id)``
             and ``serving_by_task(inputs, task)`` are always there.
+        trunk: the backbone cut at every branch point of the heads' branches
+            (:func:`modelhub.ml.branches.cut_backbone`, with its top when some head has no
+            branch); required when a head has a branch. The SavedModel then stores the trunk
+            segments instead of the backbone (the same weights, once) and each branch once.
 
     Returns:
         ``{"export_dir": str, "manifest": dict, "size_bytes": int,
@@ -133,9 +152,13 @@ def build_assembly(
             f"Expected an empty or missing export directory, '{export_dir}' has files. Pass a fresh directory."
         )
     manifest = build_manifest(
-        backbone=backbone, heads=heads, backbone_info=backbone_info, per_head_signatures=per_head_signatures
+        backbone=backbone,
+        heads=heads,
+        backbone_info=backbone_info,
+        per_head_signatures=per_head_signatures,
+        trunk=trunk,
     )
-    module, signatures = _build_module(backbone, heads, manifest)
+    module, signatures = _build_module(backbone, heads, manifest, trunk)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".assembly-", dir=export_dir.parent))
     try:
@@ -152,7 +175,9 @@ def build_assembly(
             shutil.rmtree(staging, ignore_errors=True)
     verification = None
     if verify:
-        verification = verify_assembly(export_dir, backbone, [head.model for head in heads], probe_inputs)
+        verification = verify_assembly(
+            export_dir, backbone, [head.model for head in heads], probe_inputs, branches=[h.branch for h in heads]
+        )
     return {
         "export_dir": str(export_dir),
         "manifest": manifest,
@@ -167,6 +192,7 @@ def build_manifest(
     heads: Sequence[AssemblyHead],
     backbone_info: dict[str, Any],
     per_head_signatures: bool = False,
+    trunk: Trunk | None = None,
 ) -> dict[str, Any]:
     """Return the manifest for an assembly, after checking the heads fit the backbone.
 
@@ -209,6 +235,7 @@ def build_manifest(
                 "sha256": head.sha256,
                 "output_width": int(out_shape[0]),
                 "labels": list(head.labels) if head.labels is not None else None,
+                "branch": _branch_entry(head.branch),
             }
         )
     described = [{key: entry[key] for key in ("name", "shape", "dtype")} for entry in inputs]
@@ -221,6 +248,17 @@ def build_manifest(
     }
     if len(described) == 1:
         backbone_entry["input"] = described[0]
+    branches = [head.branch for head in heads]
+    if any(branch is not None for branch in branches):
+        if trunk is None:
+            raise AssemblyError("Expected a trunk (the backbone cut at the branch points) for heads with branches.")
+        plan = plan_branches(branches, trunk)
+        check_branches(plan, trunk, feature_shape, [head.task for head in heads])
+        backbone_entry["trunk"] = {
+            "branch_points": list(trunk.points),
+            "distinct_branches": len(plan.branches),
+            "segments": len(trunk.segments),
+        }
     return {
         "format_version": FORMAT_VERSION,
         "backbone": backbone_entry,
@@ -237,6 +275,17 @@ def build_manifest(
             },
         },
         "heads": entries,
+    }
+
+
+def _branch_entry(branch: AssemblyBranch | None) -> dict[str, Any] | None:
+    if branch is None:
+        return None
+    return {
+        "after_layer": branch.after_layer,
+        "layers": len(branch.layers),
+        "params": branch.params,
+        "sha256": branch.sha256,
     }
 
 
@@ -277,6 +326,7 @@ def verify_assembly(
     probe_inputs: Any = None,
     *,
     rtol: float = VERIFY_ATOL,
+    branches: Sequence[AssemblyBranch | None] | None = None,
 ) -> dict[str, Any]:
     """Check a written assembly against ``head(backbone(x))`` for every head.
 
@@ -291,7 +341,10 @@ def verify_assembly(
     4. Per-task signatures, when the assembly has them, each run the probe rows.
 
     References are computed independently of the assembly: a Keras head is called as
-    Keras; a packed Dense head is computed in NumPy from its own weights file. A head
+    Keras; a packed Dense head is computed in NumPy from its own weights file. A head with
+    a branch is checked against ``head(branch(backbone up to its point(x)))``, the backbone
+    cut by Keras (not from the file the SavedModel's trunk was cut from); every branched
+    task runs end to end, whatever the number of tasks. A head
     passes when its max abs difference is at most ``rtol * max(1, max |reference|)``:
     float noise grows with the size of the values, so the tolerance does too.
 
@@ -299,6 +352,7 @@ def verify_assembly(
         export_dir: the SavedModel directory.
         backbone: the backbone Keras model.
         heads: head models (or packed Dense heads) in task_id order.
+        branches: per task, its branch or None (all None when not given).
         probe_inputs: backbone inputs (an array, or a dict by input name for several
             inputs); deterministic ones when None.
         rtol: the tolerance relative to ``max(1, max |reference|)``.
@@ -329,6 +383,28 @@ def verify_assembly(
     # The reference runs as a graph, as a SavedModel always does: on CPU, graph-mode op fusions
     # round differently from eager execution (EfficientNetB0: 1.7e-5 relative, the model alone).
     reference_backbone = _graph_backbone(backbone)
+    branches = list(branches) if branches is not None else [None] * num_heads
+    branched = [task_id for task_id, branch in enumerate(branches) if branch is not None]
+
+    def features_of(task_of_row: np.ndarray, rows_input: dict[str, np.ndarray]) -> np.ndarray:
+        """Each row's reference features, through its task's branch when it has one."""
+        if not branched:
+            return _in_chunks(
+                len(task_of_row),
+                VERIFY_CHUNK_ROWS,
+                lambda rows: np.asarray(
+                    reference_backbone(_probe_for_keras(backbone, {n: a[rows] for n, a in rows_input.items()}))
+                ),
+            )
+        return reference_features(
+            backbone,
+            branches,
+            task_of_row,
+            lambda rows: _probe_for_keras(backbone, {n: a[rows] for n, a in rows_input.items()}),
+            reference_backbone,
+            chunk_rows=VERIFY_CHUNK_ROWS,
+        )
+
     figures_of: dict[int, dict[str, float]] = {}
     checked = []
 
@@ -356,7 +432,7 @@ def verify_assembly(
     # 1. serving_default end to end on one mixed batch (and 3. the same batch by task slug).
     # Every probe row for every task while that fits; else one row per task, probe rows in turn.
     rows_per_task = num_rows if num_heads * num_rows <= END_TO_END_MAX_ROWS else 1
-    covered = _spread_tasks(heads, max(1, END_TO_END_MAX_ROWS // rows_per_task))
+    covered = sorted(set(_spread_tasks(heads, max(1, END_TO_END_MAX_ROWS // rows_per_task))) | set(branched))
     rng = np.random.default_rng(0)
     task_of_row = np.repeat(np.asarray(covered, np.int32), rows_per_task)
     probe_row = np.tile(np.arange(rows_per_task), len(covered))
@@ -365,11 +441,7 @@ def verify_assembly(
     permutation = rng.permutation(len(task_of_row))
     task_of_row, probe_row = task_of_row[permutation], probe_row[permutation]
     mixed = {name: array[probe_row] for name, array in by_name.items()}
-    mixed_features = _in_chunks(
-        len(task_of_row),
-        VERIFY_CHUNK_ROWS,
-        lambda rows: np.asarray(reference_backbone(_probe_for_keras(backbone, {n: a[rows] for n, a in mixed.items()}))),
-    )
+    mixed_features = features_of(task_of_row, mixed)
     chunks = [
         loaded.signatures[SERVING_KEY](
             **{name: tf.constant(array[rows]) for name, array in mixed.items()},
@@ -447,9 +519,12 @@ def verify_assembly(
             single = loaded.signatures[entry["signature"]](**probe)[OUTPUTS_KEY].numpy()
             padded = np.zeros((single.shape[0], manifest["serving"]["max_width"]), np.float32)
             padded[:, : single.shape[1]] = single
-            check_task(
-                task_id, _reference(heads[task_id], probe_features), padded, None, f"signature '{entry['signature']}'"
+            features = (
+                probe_features
+                if branches[task_id] is None
+                else features_of(np.full(num_rows, task_id, np.int32), by_name)
             )
+            check_task(task_id, _reference(heads[task_id], features), padded, None, f"signature '{entry['signature']}'")
         checked.append(f"{num_heads} per-task signatures")
 
     report = [
@@ -736,11 +811,18 @@ def _group_key(head: keras.Model | PackedDenseHead, task_id: int) -> tuple:
 
 
 def _build_module(
-    backbone: keras.Model, heads: Sequence[AssemblyHead], manifest: dict[str, Any]
+    backbone: keras.Model, heads: Sequence[AssemblyHead], manifest: dict[str, Any], trunk: Trunk | None = None
 ) -> tuple[tf.Module, dict[str, Any]]:
     module = tf.Module()
-    module.backbone_variables = [v.value for v in backbone.variables]
-    module.backbone_resources = backbone_resources(backbone)
+    branched = None
+    if any(head.branch is not None for head in heads):
+        # The trunk segments hold the backbone's weights (once); the backbone model is not captured.
+        plan = plan_branches([head.branch for head in heads], trunk)
+        branched = BranchedFeatures(trunk, plan, module, manifest["backbone"]["feature_shape"])
+        module.backbone_resources = branched.resources()
+    else:
+        module.backbone_variables = [v.value for v in backbone.variables]
+        module.backbone_resources = backbone_resources(backbone)
     max_width = manifest["serving"]["max_width"]
     num_heads = len(heads)
 
@@ -776,12 +858,23 @@ def _build_module(
     feature_shape = manifest["backbone"]["feature_shape"]
     feature_spec = tf.TensorSpec([None, *feature_shape], tf.float32, "features")
 
-    @tf.function(input_signature=input_specs)
-    def features_fn(*inputs: tf.Tensor) -> tf.Tensor:
+    def keras_inputs(inputs: Sequence[tf.Tensor]) -> Any:
         if len(entries) == 1:
-            return tf.cast(backbone(inputs[0], training=False), tf.float32)
-        named = {entry["keras_name"]: tensor for entry, tensor in zip(entries, inputs, strict=True)}
-        return tf.cast(backbone(named, training=False), tf.float32)
+            return inputs[0]
+        return {entry["keras_name"]: tensor for entry, tensor in zip(entries, inputs, strict=True)}
+
+    if branched is None:
+
+        @tf.function(input_signature=input_specs)
+        def features_fn(*inputs: tf.Tensor) -> tf.Tensor:
+            return tf.cast(backbone(keras_inputs(inputs), training=False), tf.float32)
+
+    else:
+
+        @tf.function(input_signature=[*input_specs, tf.TensorSpec([None], tf.int32, TASK_ID_KEY)])
+        def features_fn(*args: tf.Tensor) -> tf.Tensor:
+            """Each row's features through its task's path (checked task ids only)."""
+            return branched(keras_inputs(args[:-1]), args[-1])
 
     def checked(task_id: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
         # tf.gather returns zeros for bad indices on GPU: check explicitly, before any gather.
@@ -825,7 +918,11 @@ def _build_module(
     def serve(inputs: Sequence[tf.Tensor], task_id: tf.Tensor) -> dict[str, tf.Tensor]:
         # head_stage checks task_id (range and length) before any gather; when a check fails
         # the whole call fails, so the width lookup below can never return silent zeros.
-        outputs = head_stage(features_fn(*inputs), task_id)
+        if branched is None:
+            features = features_fn(*inputs)
+        else:
+            features = features_fn(*inputs, checked(task_id, tf.shape(inputs[0])[0]))
+        outputs = head_stage(features, task_id)
         with tf.control_dependencies([outputs]):
             widths_out = tf.gather(tf.constant(widths), task_id)
         return {OUTPUTS_KEY: outputs, WIDTH_KEY: widths_out}
@@ -873,6 +970,10 @@ def _build_module(
 
     if not manifest["serving"]["per_head_signatures"]:
         return module, signatures
+    if branched is not None:
+        for task_id, head in enumerate(heads):
+            signatures[head.task] = _branched_head_signature(serve, task_id, int(widths[task_id]), input_specs)
+        return module, signatures
     single_fns: dict[int, Callable] = {}
     for index, group in enumerate(groups):
         single_fns[index] = _single_head_function(group, features_fn, input_specs)
@@ -894,6 +995,15 @@ def _head_signature(single_fn: Any, local: int, input_specs: list[tf.TensorSpec]
     @tf.function(input_signature=input_specs)
     def head_signature(*inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         return {OUTPUTS_KEY: single_fn(*inputs, tf.constant(local, tf.int32))}
+
+    return head_signature
+
+
+def _branched_head_signature(serve: Callable, task_id: int, width: int, input_specs: list[tf.TensorSpec]) -> Any:
+    @tf.function(input_signature=input_specs)
+    def head_signature(*inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        rows = tf.shape(inputs[0])[0]
+        return {OUTPUTS_KEY: serve(inputs, tf.fill([rows], tf.constant(task_id, tf.int32)))[OUTPUTS_KEY][:, :width]}
 
     return head_signature
 

@@ -1,0 +1,229 @@
+"""Per-row features in an assembly whose heads own branches: the trunk once, each branch on its rows.
+
+A head with a branch computes ``head(branch(trunk_up_to_its_point(x)))``. The SavedModel
+runs the backbone as consecutive trunk segments (:func:`modelhub.ml.branches.cut_backbone`):
+after each branch point, the rows whose task branches there leave the trunk, go through
+their branch (each distinct branch once, on its own rows, only when the batch has such
+rows), and the rest go on. Rows of plain heads run the whole trunk. The result is one
+feature row per input row, so the head stage after it is the same as without branches.
+
+The cost of a call is the trunk (each segment on the rows still on it), plus each distinct
+branch in the batch on its rows, plus the heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from modelhub.ml.branches import Trunk, check_branch_fits, trunk_until
+from modelhub.ml.errors import AssemblyError
+
+
+@dataclass(frozen=True)
+class AssemblyBranch:
+    """The branch a head owns: the backbone's layers above ``after_layer``, with its own weights.
+
+    Attributes:
+        after_layer: the branch point (a backbone layer name).
+        model: a Keras model from the trunk's tensor after ``after_layer`` to the features.
+        sha256: the branch artifact's checksum; heads with the same one share the branch.
+        layers: the backbone layers it owns.
+    """
+
+    after_layer: str
+    model: Any
+    sha256: str
+    layers: list[str] = field(default_factory=list)
+
+    @property
+    def params(self) -> int:
+        return int(self.model.count_params())
+
+
+@dataclass
+class BranchPlan:
+    """Which trunk segment and which branch each task uses.
+
+    Attributes:
+        points: the branch points, in graph order.
+        point_of_task: per task, the index of its branch point, or ``len(points)`` (plain).
+        branch_of_task: per task, the index of its distinct branch, or -1 (plain).
+        branches: the distinct branches (by sha256), in first-use order.
+        branch_point: per distinct branch, the index of its point.
+    """
+
+    points: list[str]
+    point_of_task: np.ndarray
+    branch_of_task: np.ndarray
+    branches: list[AssemblyBranch]
+    branch_point: list[int]
+
+    @property
+    def has_plain(self) -> bool:
+        return bool(np.any(self.branch_of_task < 0))
+
+
+def plan_branches(branches: Sequence[AssemblyBranch | None], trunk: Trunk) -> BranchPlan:
+    """Number the distinct branches of the tasks (in task order) and place them on the trunk.
+
+    Args:
+        branches: per task, its branch or None (a plain head).
+        trunk: the backbone cut at every branch point (with its top when some head is plain).
+    """
+    index_of = {name: position for position, name in enumerate(trunk.points)}
+    distinct: dict[tuple[str, str], int] = {}
+    found: list[AssemblyBranch] = []
+    branch_of_task = np.full(len(branches), -1, np.int32)
+    for task_id, branch in enumerate(branches):
+        if branch is None:
+            continue
+        if branch.after_layer not in index_of:
+            raise AssemblyError(
+                f"Expected the trunk to be cut at '{branch.after_layer}' (task_id {task_id}'s branch point), "
+                f"it is cut at {trunk.points}."
+            )
+        key = (branch.sha256, branch.after_layer)
+        if key not in distinct:
+            distinct[key] = len(found)
+            found.append(branch)
+        branch_of_task[task_id] = distinct[key]
+    if np.any(branch_of_task < 0) and len(trunk.segments) == len(trunk.points):
+        raise AssemblyError("Expected the trunk's top segment (some heads use the whole backbone), it was left out.")
+    plain = len(trunk.points)
+    point_of_task = np.array(
+        [plain if index < 0 else index_of[found[index].after_layer] for index in branch_of_task.tolist()], np.int32
+    )
+    return BranchPlan(
+        list(trunk.points), point_of_task, branch_of_task, found, [index_of[b.after_layer] for b in found]
+    )
+
+
+def check_branches(plan: BranchPlan, trunk: Trunk, feature_shape: Sequence[int | None], tasks: Sequence[str]) -> None:
+    """Raise AssemblyError unless every branch maps its point's tensor to the features."""
+    from modelhub.ml.branches import BranchError
+
+    for index, branch in enumerate(plan.branches):
+        owners = [tasks[t] for t in np.flatnonzero(plan.branch_of_task == index)]
+        try:
+            check_branch_fits(
+                branch.model, trunk.shapes[plan.branch_point[index]], feature_shape, label=f"task '{owners[0]}'"
+            )
+        except BranchError as error:
+            raise AssemblyError(str(error)) from error
+
+
+class BranchedFeatures:
+    """Builds the per-row feature computation of a SavedModel; tracks its variables on ``module``."""
+
+    def __init__(self, trunk: Trunk, plan: BranchPlan, module: tf.Module, feature_shape: Sequence[int]) -> None:
+        self.trunk = trunk
+        self.plan = plan
+        self.feature_shape = [int(d) for d in feature_shape]
+        # Keras models kept out of tf.Module tracking; their variables are tracked explicitly.
+        self._segments = list(trunk.segments)
+        self._branches = [branch.model for branch in plan.branches]
+        module.trunk_variables = [v.value for segment in self._segments for v in segment.variables]
+        module.branch_variables = [v.value for model in self._branches for v in model.variables]
+        self.branches_at = [
+            [index for index, point in enumerate(plan.branch_point) if point == position]
+            for position in range(len(trunk.points))
+        ]
+
+    def resources(self) -> list[Any]:
+        """Lookup tables (a text backbone's vocabulary) the first segment holds."""
+        from modelhub.ml.assemble import backbone_resources
+
+        return backbone_resources(self._segments[0])
+
+    def __call__(self, inputs: Any, task_id: tf.Tensor) -> tf.Tensor:
+        """Return ``[rows, *feature_shape]`` float32 features, each row through its task's path."""
+        num_rows = tf.shape(task_id)[0]
+        point_of_row = tf.gather(tf.constant(self.plan.point_of_task), task_id)
+        branch_of_row = tf.gather(tf.constant(self.plan.branch_of_task), task_id)
+        hidden = self._segments[0](inputs, training=False)
+        rows = tf.range(num_rows)
+        row_parts, feature_parts = [], []
+        empty_features = tf.zeros([0, *self.feature_shape], tf.float32)
+        for position in range(len(self.trunk.points)):
+            here = tf.gather(branch_of_row, rows)
+            for branch_index in self.branches_at[position]:
+                chosen = tf.cast(tf.where(tf.equal(here, branch_index))[:, 0], tf.int32)
+                model = self._branches[branch_index]
+                feature_parts.append(
+                    tf.cond(
+                        tf.size(chosen) > 0,
+                        lambda m=model, c=chosen, h=hidden: tf.cast(m(tf.gather(h, c), training=False), tf.float32),
+                        lambda: empty_features,
+                    )
+                )
+                row_parts.append(tf.gather(rows, chosen))
+            onward = tf.cast(tf.where(tf.gather(point_of_row, rows) > position)[:, 0], tf.int32)
+            rows, hidden = tf.gather(rows, onward), tf.gather(hidden, onward)
+            if position + 1 < len(self._segments):
+                hidden = self._next_segment(position + 1, hidden)
+        if len(self._segments) > len(self.trunk.points):
+            row_parts.append(rows)
+            feature_parts.append(tf.cast(hidden, tf.float32))
+        return tf.scatter_nd(
+            tf.concat(row_parts, 0)[:, None],
+            tf.concat(feature_parts, 0),
+            tf.concat([[num_rows], tf.constant(self.feature_shape, tf.int32)], 0),
+        )
+
+    def _next_segment(self, index: int, hidden: tf.Tensor) -> tf.Tensor:
+        segment = self._segments[index]
+        shape = segment.outputs[0].shape[1:]
+        if any(d is None for d in shape):  # unknown shape: run it on the (maybe empty) rows
+            return segment(hidden, training=False)
+        empty = tf.zeros([0, *[int(d) for d in shape]], segment.outputs[0].dtype)
+        return tf.cond(tf.shape(hidden)[0] > 0, lambda: segment(hidden, training=False), lambda: empty)
+
+
+def reference_features(
+    backbone: keras.Model,
+    branches: Sequence[AssemblyBranch | None],
+    task_of_row: np.ndarray,
+    inputs: Callable[[np.ndarray], Any],
+    graph_backbone: Callable[[Any], tf.Tensor],
+    *,
+    chunk_rows: int,
+) -> np.ndarray:
+    """Each row's features computed without the assembly: the Keras backbone, cut with Keras.
+
+    Rows of plain tasks go through ``graph_backbone``; rows of a branched task go through
+    the backbone's layers up to its point (:func:`trunk_until`, on the Keras model, not on
+    the file the SavedModel was cut from) and then its branch.
+
+    Args:
+        inputs: ``inputs(row_indices)`` returns those rows as the backbone takes them.
+    """
+    parts: dict[Any, list[int]] = {}
+    for row, task_id in enumerate(task_of_row.tolist()):
+        branch = branches[task_id]
+        parts.setdefault(None if branch is None else (branch.sha256, branch.after_layer), []).append(row)
+    features: np.ndarray | None = None
+    by_sha = {(branch.sha256, branch.after_layer): branch for branch in branches if branch is not None}
+    untils: dict[str, Callable] = {}
+    for key, rows in parts.items():
+        rows = np.asarray(rows)
+        if key is None:
+            compute = graph_backbone
+        else:
+            branch = by_sha[key]
+            if branch.after_layer not in untils:
+                untils[branch.after_layer] = tf.function(trunk_until(backbone, branch.after_layer))
+            until = untils[branch.after_layer]
+            compute = lambda x, b=branch, u=until: b.model(u(x, training=False), training=False)  # noqa: E731
+        for start in range(0, len(rows), chunk_rows):
+            chunk = rows[start : start + chunk_rows]
+            values = np.asarray(compute(inputs(chunk)), np.float32)
+            if features is None:
+                features = np.zeros((len(task_of_row), *values.shape[1:]), np.float32)
+            features[chunk] = values
+    return features
