@@ -11,7 +11,9 @@ from modelhub.teams.selectors import scoped_to_member, team_object_get
 def head_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[HeadVersion]:
     """Return head versions of the user's teams, filtered by backbone, status, task, team or text."""
     filters = filters or {}
-    queryset = HeadVersion.objects.select_related("task", "task__team", "backbone", "blob", "created_by", "reviewed_by")
+    queryset = HeadVersion.objects.select_related(
+        "task", "task__team", "backbone", "blob", "branch_blob", "created_by", "reviewed_by"
+    )
     if not user.is_authenticated:
         return queryset.none()
     queryset = queryset.filter(task__team__memberships__user=user)
@@ -88,3 +90,33 @@ def task_list(*, user: AbstractBaseUser, team_slug: str | None = None) -> QueryS
     if team_slug:
         queryset = queryset.filter(team__slug=team_slug)
     return queryset.order_by("slug")
+
+
+def head_branch(*, head: HeadVersion) -> dict | None:
+    """Return what a head version's branch owns, or None when the head reads the backbone's features.
+
+    Returns:
+        ``{"after_layer", "num_layers", "params", "size_bytes", "sha256", "layers"}``: ``layers``
+        are the backbone layers the branch owns, in graph order, as ``{"index", "name", "type",
+        "params"}`` with the position, type and parameter count of that layer in the backbone's
+        spec (None where the spec does not list it, e.g. a layer inside a nested model).
+        No query when ``head`` came from head_list or head_get (backbone and branch blob loaded).
+    """
+    branch = head.branch
+    if not branch or head.branch_blob_id is None:
+        return None
+    spec_layers = (head.backbone.spec or {}).get("layers", [])
+    by_name = {layer.get("name"): (index, layer) for index, layer in enumerate(spec_layers)}
+    by_leaf = {str(name).rsplit("/", 1)[-1]: found for name, found in by_name.items()}
+    layers = []
+    for name in branch.get("layers") or []:
+        index, layer = by_name.get(name) or by_leaf.get(name.rsplit("/", 1)[-1]) or (None, {})
+        layers.append({"index": index, "name": name, "type": layer.get("type"), "params": layer.get("params")})
+    return {
+        "after_layer": branch.get("after_layer", ""),
+        "num_layers": len(layers),
+        "params": int(branch.get("params") or 0),
+        "size_bytes": head.branch_blob.size_bytes,
+        "sha256": head.branch_blob.sha256,
+        "layers": layers,
+    }

@@ -12,8 +12,9 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import Collate
+from django.db.models import BigIntegerField, Count, Max, Q, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Collate
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -79,15 +80,25 @@ def assembly_list_view(request):
     return render(request, "assemblies/list.html", {"page": paginate(request, assemblies), "membership": membership})
 
 
-def size_comparison(*, backbone: BackboneVersion, num_heads: int, heads_bytes: int) -> dict:
-    """Estimate one merged model against N separate models from the stored blob sizes."""
+def size_comparison(
+    *, backbone: BackboneVersion, num_heads: int, heads_bytes: int, num_branches: int = 0, branches_bytes: int = 0
+) -> dict:
+    """Estimate one merged model against N separate models from the stored blob sizes.
+
+    The merged model stores the backbone once (the trunk), each branched head's branch (the top
+    layers it owns) and every head. A separate full model is a whole backbone plus its head, also
+    for a branched head (its own top layers replace the backbone's, they do not add to them), so N
+    separate models take N x backbone + the heads, and the merge saves (N - 1) x backbone - branches.
+    """
     backbone_bytes = backbone.blob.size_bytes
-    merged = backbone_bytes + heads_bytes
+    merged = backbone_bytes + branches_bytes + heads_bytes
     separate = num_heads * backbone_bytes + heads_bytes
     return {
         "num_heads": num_heads,
         "backbone_bytes": backbone_bytes,
         "heads_bytes": heads_bytes,
+        "num_branches": num_branches,
+        "branches_bytes": branches_bytes,
         "merged_bytes": merged,
         "separate_bytes": separate,
         "saved_bytes": separate - merged,
@@ -176,20 +187,53 @@ def assembly_builder_view(request):
 
 
 def _sizes_of(backbone: BackboneVersion, heads: list[HeadVersion]) -> dict:
+    branched = [head for head in heads if head.branch_blob_id is not None]
     return size_comparison(
-        backbone=backbone, num_heads=len(heads), heads_bytes=sum(head.blob.size_bytes for head in heads)
+        backbone=backbone,
+        num_heads=len(heads),
+        heads_bytes=sum(head.blob.size_bytes for head in heads),
+        num_branches=len(branched),
+        branches_bytes=sum(head.branch_blob.size_bytes for head in branched),
     )
 
 
 def _approved_totals(approved) -> dict:
-    """Count the approved heads, and the latest approved version of each task and its bytes, in one query."""
+    """Count the approved heads, and the latest approved version of each task, its bytes and its
+    branches' bytes, in one query."""
     is_latest = Q(head_is_latest_approved())
     totals = approved.aggregate(
         num_approved=Count("pk"),
         num_latest=Count("pk", filter=is_latest),
         latest_bytes=Sum("blob__size_bytes", filter=is_latest),
+        latest_num_branches=Count("branch_blob", filter=is_latest),
+        latest_branches_bytes=Sum("branch_blob__size_bytes", filter=is_latest),
     )
-    return {**totals, "latest_bytes": totals["latest_bytes"] or 0}
+    return {
+        **totals,
+        "latest_bytes": totals["latest_bytes"] or 0,
+        "latest_branches_bytes": totals["latest_branches_bytes"] or 0,
+    }
+
+
+def _branch_groups(heads) -> list[dict]:
+    """Group branched `heads` by branch point: ``[{"after_layer", "num_heads", "params", "bytes"}]`` (one query).
+
+    The builder's "every task" choice lists its branches this way: thousands of heads branch at a
+    handful of points.
+    """
+    after = KeyTextTransform("after_layer", "branch")
+    rows = (
+        heads.filter(branch_blob__isnull=False)
+        .annotate(after=after)
+        .values("after")
+        .annotate(num_heads=Count("pk"), params=Max(Cast(KeyTextTransform("params", "branch"), BigIntegerField())))
+        .annotate(bytes=Sum("branch_blob__size_bytes"))
+        .order_by("after")
+    )
+    return [
+        {"after_layer": row["after"], "num_heads": row["num_heads"], "params": row["params"], "bytes": row["bytes"]}
+        for row in rows[:MAX_TASK_ID_ROWS]
+    ]
 
 
 def _task_order(queryset):
@@ -220,7 +264,13 @@ def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals:
     latest_rows = list(_task_order(head_latest_approved_list(heads=approved))[:MAX_TASK_ID_ROWS])
     if all_latest:
         selected = latest_rows
-        sizes = size_comparison(backbone=backbone, num_heads=totals["num_latest"], heads_bytes=totals["latest_bytes"])
+        sizes = size_comparison(
+            backbone=backbone,
+            num_heads=totals["num_latest"],
+            heads_bytes=totals["latest_bytes"],
+            num_branches=totals["latest_num_branches"],
+            branches_bytes=totals["latest_branches_bytes"],
+        )
     else:  # a POST of hand-ticked heads came back with an error
         chosen = list(_task_order(approved.filter(pk__in=ticked)))
         selected = chosen[:MAX_TASK_ID_ROWS]
@@ -229,7 +279,15 @@ def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals:
     return {
         "many_heads": True,
         "num_approved": totals["num_approved"],
-        "latest_totals": {"num_heads": totals["num_latest"], "heads_bytes": totals["latest_bytes"]},
+        "latest_totals": {
+            "num_heads": totals["num_latest"],
+            "heads_bytes": totals["latest_bytes"],
+            "num_branches": totals["latest_num_branches"],
+            "branches_bytes": totals["latest_branches_bytes"],
+        },
+        "latest_branches": _branch_groups(head_latest_approved_list(heads=approved))
+        if totals["latest_num_branches"]
+        else [],
         "all_latest": all_latest,
         "search": search,
         "page": page,

@@ -1,7 +1,10 @@
 """Reads of backbone versions, always scoped to the user's teams."""
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.core.cache import cache
+from django.db.models import Count, F, QuerySet, Window
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import RowNumber
 
 from modelhub.backbones.models import BackboneVersion
 from modelhub.teams.selectors import scoped_to_member, team_object_get
@@ -50,3 +53,78 @@ def backbone_heads(*, backbone: BackboneVersion) -> QuerySet:
     return backbone.heads.select_related("task", "task__team", "backbone", "blob", "created_by").order_by(
         "task__slug", "-version"
     )
+
+
+# --- Trunk and branches (issue 10) -------------------------------------------------------------
+
+# The dashboard labels each branch point with this many of its heads (newest first), then "+N".
+BRANCH_HEADS_SHOWN = 4
+# A head version that owns a branch counts on the backbone's diagram unless it is in one of these.
+BRANCH_STATUSES_LEFT_OUT = ("rejected", "archived")
+
+
+def branch_points_cache_key(sha256: str) -> str:
+    """Return the cache key of the branch points of the backbone file with this sha256."""
+    return f"backbones:branch-points:v1:{sha256}"
+
+
+def branch_points_pending_key(sha256: str) -> str:
+    """Return the cache key that marks the branch points of this file as asked for."""
+    return branch_points_cache_key(sha256) + ":pending"
+
+
+def backbone_branch_points(*, backbone: BackboneVersion) -> list[dict] | None:
+    """Return where a head could branch off `backbone`, or None until a worker has looked.
+
+    Every possible branch point of the backbone's file, shallowest first, as
+    ``modelhub.ml.branches.describe_points`` gives them: ``[{"layer", "class_name",
+    "params_above", "weight_layers_above"}]``. A worker reads the file once per sha256
+    (backbones.describe_branch_points) and keeps the answer in Django's cache; the web
+    process never opens model files.
+    """
+    return cache.get(branch_points_cache_key(backbone.blob.sha256))
+
+
+def backbone_branches(*, backbone: BackboneVersion) -> list[dict]:
+    """Return the branch points the heads on `backbone` use, in two queries whatever the number of heads.
+
+    Returns:
+        ``[{"layer", "num_heads", "params", "num_layers", "heads"}]`` by layer name: ``heads``
+        holds the newest BRANCH_HEADS_SHOWN head versions branching there (task loaded),
+        ``params`` and ``num_layers`` describe the branch (the same for every head at one
+        point of one backbone). Rejected and archived versions are left out.
+
+    Read through the ``heads`` reverse relation, so backbones never import the heads app.
+    """
+    heads = backbone.heads.filter(branch_blob__isnull=False, branch__has_key="after_layer").exclude(
+        status__in=BRANCH_STATUSES_LEFT_OUT
+    )
+    after = KeyTextTransform("after_layer", "branch")
+    counts = {
+        row["after"]: row["num_heads"]
+        for row in heads.annotate(after=after).values("after").annotate(num_heads=Count("pk")).order_by()
+    }
+    newest = (
+        heads.annotate(
+            after=after,
+            rank=Window(RowNumber(), partition_by=[after], order_by=[F("created_at").desc(), F("pk").desc()]),
+        )
+        .filter(rank__lte=BRANCH_HEADS_SHOWN)
+        .select_related("task")
+        .order_by("after", "rank")
+    )
+    points: dict[str, dict] = {}
+    for head in newest:
+        branch = head.branch or {}
+        point = points.setdefault(
+            head.after,
+            {
+                "layer": head.after,
+                "num_heads": counts.get(head.after, 0),
+                "params": int(branch.get("params") or 0),
+                "num_layers": len(branch.get("layers") or []),
+                "heads": [],
+            },
+        )
+        point["heads"].append(head)
+    return [points[layer] for layer in sorted(points)]

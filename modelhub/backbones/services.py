@@ -4,6 +4,7 @@ import os
 import re
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -11,6 +12,7 @@ from django.db.models import Max
 from modelhub.artifacts.models import Blob
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
+from modelhub.backbones.selectors import branch_points_pending_key
 from modelhub.core.errors import ConflictError, ValidationError
 from modelhub.core.events import event_emit
 from modelhub.core.tracked_work import queue_on_commit
@@ -149,3 +151,23 @@ def backbone_upload(
         )
         queue_on_commit("backbones.validate", version.pk)
     return version, False
+
+
+# A request for a backbone's branch points is sent again after this many seconds without an answer
+# (a lost message, a worker that was down).
+BRANCH_POINTS_RETRY_SECONDS = 300
+
+
+def backbone_branch_points_request(*, backbone: BackboneVersion) -> bool:
+    """Ask a worker to find where heads could branch off `backbone`, once; return whether it was asked.
+
+    The answer lands in Django's cache (see backbones.selectors.backbone_branch_points). Asking
+    again within BRANCH_POINTS_RETRY_SECONDS, or for a backbone that is not ready, does nothing.
+    """
+    if backbone.status != BackboneVersion.Status.READY:
+        return False
+    pending = branch_points_pending_key(backbone.blob.sha256)
+    if not cache.add(pending, backbone.pk, timeout=BRANCH_POINTS_RETRY_SECONDS):
+        return False
+    queue_on_commit("backbones.describe_branch_points", backbone.pk)
+    return True

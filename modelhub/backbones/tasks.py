@@ -9,3 +9,11 @@ def validate_backbone(backbone_id: int) -> None:
     from modelhub.backbones.validation import backbone_validate
 
     backbone_validate(backbone_id=backbone_id)
+
+
+@app.task(name="backbones.describe_branch_points")
+def describe_branch_points(backbone_id: int) -> None:
+    """Find where heads could branch off a backbone's file (cached per sha256; the web never opens files)."""
+    from modelhub.backbones.validation import backbone_branch_points_describe
+
+    backbone_branch_points_describe(backbone_id=backbone_id)

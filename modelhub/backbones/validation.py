@@ -1,11 +1,14 @@
-"""Worker side: validate an uploaded backbone (safe load, inspect, fingerprint, dedupe)."""
+"""Worker side: validate an uploaded backbone (safe load, inspect, fingerprint, dedupe), and find
+where heads could branch off a backbone's file."""
 
 import logging
 
+from django.core.cache import cache
 from django.db import transaction
 
-from modelhub.backbones.loading import fetch_blob_to, load_backbone_file
+from modelhub.backbones.loading import check_model_file, fetch_blob_to, load_backbone_file
 from modelhub.backbones.models import BackboneVersion
+from modelhub.backbones.selectors import branch_points_cache_key, branch_points_pending_key
 from modelhub.backbones.services import backbone_event_data
 from modelhub.core.events import event_emit
 from modelhub.core.tracked_work import row_finish, run_tracked
@@ -63,3 +66,37 @@ def _validate(version: BackboneVersion) -> None:
             )
         else:
             row_finish(version, status=BackboneVersion.Status.READY, spec=spec, weights_sha256=fingerprint)
+
+
+def backbone_branch_points_describe(*, backbone_id: int) -> list[dict] | None:
+    """Find every branch point of a backbone version's file and keep the list in Django's cache.
+
+    The file is read once per sha256: a second call (a redelivered message, another version of
+    the same file) finds the cache filled and returns it. A file that cannot be cut (several
+    outputs, a layout the flat graph does not read) is remembered as having no branch points.
+    Returns None when the version no longer exists.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from modelhub.ml.branches import describe_points
+    from modelhub.ml.errors import MLError
+
+    version = BackboneVersion.objects.select_related("blob").filter(pk=backbone_id).first()
+    if version is None:
+        return None
+    key = branch_points_cache_key(version.blob.sha256)
+    points = cache.get(key)
+    if points is not None:
+        return points
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelhub-backbone-") as tmp:
+            path = fetch_blob_to(version.blob, Path(tmp), "backbone.keras")
+            check_model_file(path)
+            points = describe_points(path)
+    except MLError as exc:
+        logger.info("Backbone %s has no branch points: %s", version.pk, exc)
+        points = []
+    cache.set(key, points, timeout=None)
+    cache.delete(branch_points_pending_key(version.blob.sha256))
+    return points

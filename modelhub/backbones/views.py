@@ -1,4 +1,5 @@
-"""Dashboard pages for backbone versions: list, detail (layers, lineage, heads) and upload.
+"""Dashboard pages for backbone versions: list, detail (layers, lineage, heads, where heads branch
+off) and upload.
 
 Thin: read through backbones.selectors, write through backbones.services, render templates.
 """
@@ -6,18 +7,22 @@ Thin: read through backbones.selectors, write through backbones.services, render
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
 from modelhub.backbones.forms import BackboneFilterForm, BackboneUploadForm
 from modelhub.backbones.selectors import (
+    backbone_branch_points,
+    backbone_branches,
     backbone_children,
     backbone_get,
     backbone_heads,
     backbone_lineage,
     backbone_list,
 )
-from modelhub.backbones.services import backbone_upload
+from modelhub.backbones.services import backbone_branch_points_request, backbone_upload
 from modelhub.core.errors import ApplicationError
 from modelhub.dashboard.context_processors import current_membership
+from modelhub.dashboard.layer_stack import layer_stack
 from modelhub.dashboard.shortcuts import object_or_404, paginate, query_without_page
 
 # The detail page shows this many of a backbone's heads and links to the paginated head list for the rest.
@@ -47,6 +52,16 @@ def backbone_detail_view(request, pk: int):
     lineage = backbone_lineage(backbone=backbone)
     spec = backbone.spec or {}
     heads = backbone_heads(backbone=backbone)
+    possible = backbone_branch_points(backbone=backbone)
+    if possible is None:
+        backbone_branch_points_request(backbone=backbone)
+    diagram = layer_stack(
+        layers=spec.get("layers", []),
+        feature_layer=spec.get("feature_layer") or backbone.feature_layer,
+        points=backbone_branches(backbone=backbone),
+        possible=None if possible is None else [point["layer"] for point in possible],
+        more_url=reverse("heads:list") + f"?backbone={backbone.pk}",
+    )
     return render(
         request,
         "backbones/detail.html",
@@ -59,6 +74,8 @@ def backbone_detail_view(request, pk: int):
             "children": backbone_children(backbone=backbone),
             "heads": heads[:MAX_SHOWN_HEADS],
             "num_heads": heads.count(),
+            "diagram": diagram,
+            "points_known": possible is not None,
         },
     )
 

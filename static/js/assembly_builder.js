@@ -7,6 +7,10 @@
  * server offers "the latest approved version of every task" (#id_all_latest) with its count and
  * byte sum, and lists one page of heads; while it is ticked, the row boxes are off and the
  * task_id table shows the server's rows. No dependencies.
+ *
+ * Trunk and branches (issue 10): a row whose head owns the top of the backbone carries its
+ * branch (data-branch-after, -params, -bytes); the merged estimate adds the ticked heads'
+ * branches to the trunk (the backbone, once) and the heads, and the branch table lists them.
  */
 (function () {
   "use strict";
@@ -19,11 +23,13 @@
   var backboneBytes = Number(form.getAttribute("data-backbone-bytes")) || 0;
   var allLatest = document.getElementById("id_all_latest");
   var latestBody = document.getElementById("task-id-latest");
+  var branchLatest = document.getElementById("branch-latest");
 
   function box(row) { return row.querySelector("input[name=heads]"); }
   function shown(row) { return !row.hidden; }
 
   function formatBytes(bytes) {
+    if (bytes < 0) return "\u2212" + formatBytes(-bytes);
     if (bytes < 1024) return bytes + (bytes === 1 ? " byte" : " bytes");
     var units = ["KB", "MB", "GB", "TB"];
     var value = bytes / 1024;
@@ -52,6 +58,12 @@
     var tasks = {};
     var duplicate = false;
     var headsBytes = latest ? Number(allLatest.dataset.headsBytes) || 0 : 0;
+    var branchesBytes = latest ? Number(allLatest.dataset.branchesBytes) || 0 : 0;
+    var numBranches = latest ? Number(allLatest.dataset.numBranches) || 0 : 0;
+    var branchBody = document.getElementById("branch-ticked");
+    branchBody.hidden = latest;
+    if (branchLatest) branchLatest.hidden = !latest;
+    branchBody.textContent = "";
     ticked.forEach(function (row, taskId) {
       var tr = document.createElement("tr");
       tr.appendChild(cell(String(taskId), "mono"));
@@ -66,12 +78,27 @@
       duplicate = duplicate || tasks[row.dataset.task] === true;
       tasks[row.dataset.task] = true;
       headsBytes += Number(row.dataset.bytes) || 0;
+      if (row.dataset.branchBytes !== undefined) {
+        numBranches += 1;
+        branchesBytes += Number(row.dataset.branchBytes) || 0;
+        branchBody.appendChild(branchRow(row));
+      }
     });
     var count = latest ? Number(allLatest.dataset.numHeads) || 0 : ticked.length;
-    var merged = backboneBytes + headsBytes;
+    var merged = backboneBytes + branchesBytes + headsBytes;
     var separate = count * backboneBytes + headsBytes;
     setBytes("merged", merged);
     setBytes("separate", separate);
+    exact("branches", branchesBytes);
+    exact("heads", headsBytes);
+    exact("count", count);
+    exact("saved", separate - merged);
+    document.getElementById("branches-size").textContent = formatBytes(branchesBytes);
+    document.getElementById("heads-size").textContent = formatBytes(headsBytes);
+    document.getElementById("saved-size").textContent = formatBytes(separate - merged);
+    document.getElementById("num-branches").textContent = String(numBranches);
+    document.getElementById("branches-plural").textContent = numBranches === 1 ? "" : "es";
+    document.getElementById("branch-empty").hidden = numBranches > 0;
     document.getElementById("num-heads").textContent = String(count);
     document.getElementById("size-ratio").textContent = (merged ? separate / merged : 0).toFixed(2) + "\u00d7";
     document.getElementById("saved-bytes").textContent = formatBytes(separate - merged);
@@ -86,7 +113,30 @@
     var strong = document.getElementById(name + "-bytes");
     strong.textContent = formatBytes(bytes);
     strong.setAttribute("data-bytes", String(bytes));
-    form.querySelector("[data-exact=" + name + "]").textContent = String(bytes);
+    exact(name, bytes);
+  }
+
+  function exact(name, value) {
+    form.querySelector("[data-exact=" + name + "]").textContent = String(value);
+  }
+
+  function branchRow(row) {
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-task", row.dataset.task);
+    var task = cell(row.dataset.task + " ");
+    var version = document.createElement("span");
+    version.className = "muted small";
+    version.textContent = "v" + row.dataset.version;
+    task.appendChild(version);
+    tr.appendChild(task);
+    var after = document.createElement("td");
+    var code = document.createElement("code");
+    code.textContent = row.dataset.branchAfter;
+    after.appendChild(code);
+    tr.appendChild(after);
+    tr.appendChild(cell(Number(row.dataset.branchParams || 0).toLocaleString("en-US"), "num"));
+    tr.appendChild(cell(formatBytes(Number(row.dataset.branchBytes) || 0), "num"));
+    return tr;
   }
 
   function syncSelectAll() {

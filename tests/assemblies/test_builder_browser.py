@@ -50,3 +50,44 @@ def test_every_task_box_switches_the_choice(logged_in_page, live_server, monkeyp
     page.wait_for_url(re.compile(r"/assemblies/\d+/$"))
     expect(page.locator(".flash-success")).to_contain_text("Assembly queued: 3 heads")
     assert errors == []
+
+
+def test_ticking_a_branched_head_adds_its_branch_to_the_estimate(logged_in_page, live_server):
+    """Trunk and branches (issue 10): the branch table and the bytes saved follow the ticks."""
+    from modelhub.artifacts.services import blob_store_bytes
+
+    page = logged_in_page("dana", team="vision", role="admin")
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    dana = get_user_model().objects.get(username="dana")
+    backbone = backbone_row(dana, name="branched")
+    branch_blob = blob_store_bytes(data=b"branch").blob
+    topic = head_row(
+        dana, backbone, task="topic", status=HeadVersion.Status.APPROVED, branch_blob=branch_blob,
+        branch={"after_layer": "hidden", "layers": ["features"], "params": 78},
+    )  # fmt: skip
+    plain = head_row(dana, backbone, task="sentiment", status=HeadVersion.Status.APPROVED)
+
+    def saved() -> int:
+        return int(page.locator('[data-exact="saved"]').inner_text())
+
+    page.goto(f"{live_server.url}/assemblies/new/?backbone={backbone.pk}")
+    both = backbone.blob.size_bytes - branch_blob.size_bytes  # (2 - 1) x backbone - the branch
+    assert both > 0 and saved() == both
+    rows = [" ".join(row.split()) for row in page.locator("#branch-ticked tr").all_inner_texts()]
+    assert rows == ["topic v1 hidden 78 6 bytes"]
+    expect(page.locator("#branch-empty")).to_be_hidden()
+
+    page.uncheck(f"#head-{topic.pk}")
+    expect(page.locator("#branch-ticked tr")).to_have_count(0)
+    expect(page.locator("#branch-empty")).to_be_visible()
+    expect(page.locator("#num-branches")).to_have_text("0")
+    assert saved() == 0  # one plain head: one full model is the merged model
+    merged = backbone.blob.size_bytes + plain.blob.size_bytes
+    expect(page.locator("#merged-bytes")).to_have_attribute("data-bytes", str(merged))
+
+    page.check(f"#head-{topic.pk}")
+    expect(page.locator("#num-branches")).to_have_text("1")
+    expect(page.locator("#branches-plural")).to_have_text("")
+    assert saved() == both
+    assert errors == []
