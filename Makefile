@@ -25,6 +25,7 @@ bench:
 	.venv/bin/python bench/import.py --models 200
 	.venv/bin/python bench/load.py --clients 24 --seconds 60
 	.venv/bin/python bench/listing.py --heads 10000
+	.venv/bin/python bench/branches.py --tasks 50
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q
