@@ -152,6 +152,12 @@ def backbone_rows(backbones: Sequence[Backbone]) -> list[list[Any]]:
     ]
 
 
+def _branch_text(branch: dict | None) -> str:
+    if not branch:
+        return ""
+    return f"after {branch['after_layer']}: {len(branch['layers'])} layers, {branch['params']:,} params"
+
+
 def show_import(model_import: ModelImport) -> None:
     if not model_import.done:
         print(
@@ -165,10 +171,11 @@ def show_import(model_import: ModelImport) -> None:
             entry.get("task"),
             entry.get("head_version") or "",
             "ok" if entry.get("ok") else entry.get("error", "not registered"),
+            _branch_text(entry.get("branch")),
         ]
         for entry in model_import.report or []
     ]
-    print_table(["FILE", "TASK", "HEAD", "RESULT"], rows, empty="(no per-file report)")
+    print_table(["FILE", "TASK", "HEAD", "RESULT", "BRANCH"], rows, empty="(no per-file report)")
     if model_import.failed:
         return
     layer = model_import.feature_layer or (model_import.summary or {}).get("feature_layer") or ""
@@ -331,6 +338,7 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
         backbone_name=args.backbone_name,
         feature_layer=args.feature_layer,
         branches=args.branches,
+        min_shared_fraction=args.min_shared_fraction,
         tasks=args.tasks,
         wait=args.wait,
         timeout=args.timeout,
@@ -579,7 +587,15 @@ def build_parser() -> argparse.ArgumentParser:
         "for a single file)",
     )
     importing.add_argument(
-        "--branches", action="store_true", help="record that heads may own the backbone's top layers"
+        "--branches",
+        action="store_true",
+        help="models that fine-tuned the backbone's top keep those layers as a branch (else any difference fails)",
+    )
+    importing.add_argument(
+        "--min-shared-fraction",
+        type=float,
+        default=None,
+        help="with --branches: the least share of the backbone's parameters every model must share (default 0.5)",
     )
     importing.add_argument("--tasks", type=name_list, help="task slugs, one per file in name order: a,b,c")
     add_output(importing, wait="wait for the worker and print the per-file report (exit 1 if it failed)")

@@ -407,6 +407,7 @@ class Client:
         tasks: list[str] | None = None,
         wait: bool = False,
         timeout: float | None = None,
+        min_shared_fraction: float | None = None,
     ) -> ModelImport:
         """Import full models that share one backbone: one backbone version plus one draft head per file.
 
@@ -419,7 +420,10 @@ class Client:
             backbone_name: the backbone's name; identical weights reuse an existing version.
             feature_layer: the backbone's last layer. Default: the deepest layer the models share
                 (a single file needs it).
-            branches: record that heads may own the backbone's top layers.
+            branches: let models that fine-tuned the top of the backbone keep those layers as a
+                branch (each head's ``branch``); off, any backbone difference fails the import.
+            min_shared_fraction: with branches, the least share of the backbone's parameters every
+                model must share bit for bit (server default 0.5).
             tasks: one task slug per file. Default: from the file names.
             wait: wait for the worker before returning.
             timeout: seconds to wait at most (None: no limit).
@@ -437,6 +441,8 @@ class Client:
         }
         if feature_layer:
             body["feature_layer"] = feature_layer
+        if min_shared_fraction is not None:
+            body["min_shared_fraction"] = min_shared_fraction
         if tasks is not None:
             body["tasks"] = list(tasks)
         model_import = ModelImport.from_api(self._json("POST", "/api/imports/", json=body))

@@ -127,6 +127,7 @@ class Head(TrackedObject):
     size_bytes: int | None = None
     filename: str = ""
     output_width: int | None = None
+    branch: dict | None = None
     labels: list[str] | None = None
     metrics: dict | None = None
     description: str = ""
@@ -150,6 +151,7 @@ class ModelImport(TrackedObject):
     backbone_name: str = ""
     feature_layer: str = ""
     branches: bool = False
+    min_shared_fraction: float | None = None
     report: list[dict] | None = None
     summary: dict | None = None
     backbone: int | None = None
