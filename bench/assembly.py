@@ -171,17 +171,9 @@ def run_step(work: Path, num_heads: int, body: str) -> dict:
 
 def save_backbone_alone(backbone, export_dir: Path) -> None:
     """The reference: the same raw-variable tf.Module approach with only the backbone."""
-    import tensorflow as tf
+    from bench.common import save_raw_saved_model
 
-    module = tf.Module()
-    module.variables_list = [v.value for v in backbone.variables]
-    spec = tf.TensorSpec([None, *IMAGE], tf.float32, "inputs")
-
-    @tf.function(input_signature=[spec])
-    def serve(inputs):
-        return {"outputs": backbone(inputs, training=False)}
-
-    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serve})
+    save_raw_saved_model(backbone, export_dir, IMAGE)
 
 
 def save_backbone_plus_head(backbone, head, export_dir: Path) -> None:
@@ -203,15 +195,9 @@ def save_backbone_plus_head(backbone, head, export_dir: Path) -> None:
 
 
 def interleaved_medians(functions: dict, repeats: int) -> dict:
-    import numpy as np
+    from bench.common import interleaved_medians as medians
 
-    times: dict = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) for name, values in times.items()}
+    return medians(functions, repeats)
 
 
 def serving_report(work: Path, num_heads: int, repeats: int, separate: int) -> dict:

@@ -54,31 +54,15 @@ def make_base():
 
 def export_full(model, path: Path) -> None:
     """A SavedModel of one full model, stored like the assembly (raw variables, one signature)."""
-    import tensorflow as tf
+    from bench.common import save_raw_saved_model
 
-    module = tf.Module()
-    module.variables_ = [v.value for v in model.variables]
-    spec = tf.TensorSpec([None, *IMAGE], tf.float32, "inputs")
-
-    @tf.function(input_signature=[spec])
-    def serve(inputs):
-        return {"outputs": model(inputs, training=False)}
-
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    save_raw_saved_model(model, path, IMAGE)
 
 
 def interleaved_medians(functions: dict, repeats: int) -> dict:
-    import numpy as np
+    from bench.common import interleaved_medians as medians
 
-    times: dict = {name: [] for name in functions}
-    for function in functions.values():
-        function()  # warm-up
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) for name, values in times.items()}
+    return medians(functions, repeats, warmup=True)
 
 
 def param_bytes(model) -> int:

@@ -48,3 +48,36 @@ def randomize_batch_norm(model, *, seed: int = 0) -> None:
                     var * rng.uniform(0.5, 2.0, var.shape).astype("float32"),
                 ]
             )
+
+
+def interleaved_medians(functions: dict, repeats: int, *, warmup: bool = False) -> dict:
+    """Call each function ``repeats`` times, in turn, and return each one's median seconds."""
+    import time
+
+    import numpy as np
+
+    if warmup:
+        for function in functions.values():
+            function()
+    times: dict = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def save_raw_saved_model(model, export_dir, input_shape) -> None:
+    """A SavedModel of one Keras model stored like an assembly (raw variables, one signature)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.variables_list = [v.value for v in model.variables]
+    spec = tf.TensorSpec([None, *input_shape], tf.float32, "inputs")
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        return {"outputs": model(inputs, training=False)}
+
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serve})
