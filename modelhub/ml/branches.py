@@ -118,14 +118,21 @@ def describe_points(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return rows
 
 
-def point_ref(graph: graphs.FlatGraph, after_layer: str) -> graphs.TensorRef:
-    """Return the tensor after backbone layer ``after_layer``; raise unless it is a branch point."""
+def point_ref(
+    graph: graphs.FlatGraph, after_layer: str, points: list[graphs.TensorRef] | None = None
+) -> graphs.TensorRef:
+    """Return the tensor after backbone layer ``after_layer``; raise unless it is a branch point.
+
+    ``points`` is ``cut_points(graph)`` when the caller has it already.
+    """
     try:
         ref = graph.resolve(after_layer)
     except LayerNotFoundError as error:
         raise BranchError(f"Expected branch point '{after_layer}' in backbone '{graph.name}': {error}") from error
-    if ref not in cut_points(graph):
-        nearby = [graph.nodes[r[0]].path for r in cut_points(graph)][-6:]
+    if points is None:
+        points = cut_points(graph)
+    if ref not in points:
+        nearby = [graph.nodes[r[0]].path for r in points][-6:]
         raise BranchError(
             f"Expected '{after_layer}' to cut backbone '{graph.name}' in two, but layers above it also read "
             f"layers below it (a skip connection) or it is the last layer. Branch points near the top: {nearby}."
@@ -185,7 +192,8 @@ def cut_backbone(
     with graphs.KerasArchive(path) as opened:
         opened.check_layout()
         graph = opened.graph
-        refs = sorted({point_ref(graph, layer) for layer in after_layers})
+        points = cut_points(graph)
+        refs = sorted({point_ref(graph, layer, points) for layer in after_layers})
         ends = refs + ([graph.outputs[0]] if include_top or not refs else [])
         segments, start = [], None
         for position, end in enumerate(ends):

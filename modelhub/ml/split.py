@@ -134,9 +134,9 @@ def split_family(
         )
     with tempfile.TemporaryDirectory(prefix="modelhub-split-") as tmp:
         work = Path(tmp)
-        splitter = _Splitter(sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work)
-        splitter.branches = branches
-        return splitter.run()
+        return _Splitter(
+            sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work, branches
+        ).run()
 
 
 @dataclass
@@ -148,7 +148,7 @@ class _Seen:
 
 
 class _Splitter:
-    def __init__(self, sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work):
+    def __init__(self, sources, feature_layer, on_head, check_file, min_shared_fraction, backbone_name, work, branches):
         self.sources = list(sources)
         self.feature_layer = feature_layer
         self.on_head = on_head
@@ -160,7 +160,7 @@ class _Splitter:
         self.seen: dict[int, _Seen] = {}
         self.reference: graphs.KerasArchive | None = None
         self.reference_index: int | None = None
-        self.branches = False
+        self.branches = branches
         self.trunk: dict[str, Any] | None = None
         self.backbone_names: dict[int, str] = {}
 
@@ -509,7 +509,7 @@ class _Splitter:
                 "head_params": int(head.count_params()),
             }
             if self.branches:
-                report.update(self._sharing(seen, branch, head, backbone_names, backbone_bytes))
+                report.update(self._sharing(seen, branch, head, backbone_bytes))
             reports.append(report)
             if self.errors:
                 continue
@@ -538,7 +538,7 @@ class _Splitter:
         )
         return model, info
 
-    def _sharing(self, seen: _Seen, branch, head, backbone_names: dict[int, str], backbone_bytes: int) -> dict:
+    def _sharing(self, seen: _Seen, branch, head, backbone_bytes: int) -> dict:
         graph = self.reference.graph
         head_bytes = sum(int(np.asarray(w).nbytes) for w in head.get_weights())
         if branch is None:

@@ -64,10 +64,6 @@ class BranchPlan:
     branches: list[AssemblyBranch]
     branch_point: list[int]
 
-    @property
-    def has_plain(self) -> bool:
-        return bool(np.any(self.branch_of_task < 0))
-
 
 def plan_branches(branches: Sequence[AssemblyBranch | None], trunk: Trunk) -> BranchPlan:
     """Number the distinct branches of the tasks (in task order) and place them on the trunk.
