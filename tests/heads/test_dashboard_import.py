@@ -39,6 +39,7 @@ def test_import_form_uploads_each_file_with_a_progress_bar_then_opens_the_import
         "team": "vision",
         "backbone_name": "shared",
         "feature_layer": "",
+        "branches": False,  # unticked: the strict import, and no min_shared_fraction sent
         "uploads": [pk for pk, _ in uploads],
     }
     assert len(held) == 1
@@ -56,6 +57,29 @@ def test_import_form_uploads_each_file_with_a_progress_bar_then_opens_the_import
         ("topic.keras", "topic"),
     ]
     assert (model_import.feature_layer, model_import.created_by.username) == ("", "ivy")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_import_form_sends_branches_and_the_least_shared_fraction(logged_in_page, live_server, tmp_path):
+    page = logged_in_page("ivy", team="vision", role="member")
+    paths = [tmp_path / "sentiment.keras", tmp_path / "topic.keras"]
+    for path in paths:
+        path.write_bytes(os.urandom(50_000))
+    page.goto(f"{live_server.url}/heads/import/")
+    page.set_input_files("#id_files", [str(path) for path in paths])
+    page.fill("#id_backbone_name", "shared")
+    page.check("#id_branches")
+    page.fill("#id_min_shared_fraction", "0.3")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/imports/")) as created:
+        page.click("form.form button[type=submit]")
+    assert created.value.status == 202, created.value.text()
+    body = created.value.request.post_data_json
+    assert (body["branches"], body["min_shared_fraction"]) == (True, 0.3)
+    page.wait_for_url(re.compile(r"/heads/imports/\d+/$"))
+    model_import = ModelImport.objects.get()
+    assert (model_import.branches, model_import.min_shared_fraction) == (True, 0.3)
+    expect(page.locator("main")).to_contain_text("branches allowed (trunk ≥ 30% of the backbone)")
 
 
 @pytest.mark.browser
