@@ -3,6 +3,8 @@
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
+from heads.models import HeadVersion
+from modelhub.backbones.models import BackboneVersion
 from modelhub.teams.selectors import scoped_to_member, team_object_get
 from training.models import Dataset, ForgettingReport, Job
 
@@ -39,3 +41,41 @@ def report_get(*, user: AbstractBaseUser, pk) -> ForgettingReport:
 
         raise NotFoundError(f"Forgetting report {pk} was not found in any of your teams.")
     return report
+
+
+def job_results(*, job: Job) -> dict:
+    """Return what a job created, for links: head versions, backbone version, forgetting report.
+
+    A ``fine_tune`` with ``"output": "branch"`` creates no backbone version: ``branch`` is then
+    the head's branch from the job's result, ``{"after_layer", "num_layers", "params"}``, with the
+    worker's ``note``; both are None for every other job.
+    """
+    result = job.result or {}
+    head_ids = list(result.get("head_versions") or [])
+    carried_ids = list(result.get("carried_head_versions") or [])
+    heads = {
+        head.pk: head
+        for head in HeadVersion.objects.filter(pk__in=head_ids + carried_ids, task__team=job.team).select_related(
+            "task"
+        )
+    }
+    backbone = None
+    if result.get("backbone_version"):
+        backbone = BackboneVersion.objects.filter(pk=result["backbone_version"], team=job.team).first()
+    report = ForgettingReport.objects.filter(job=job).first()
+    branch = result.get("branch")
+    return {
+        "heads": [heads[i] for i in head_ids if i in heads],
+        "carried": [heads[i] for i in carried_ids if i in heads],
+        "backbone": backbone,
+        "report": report,
+        "verification": result.get("verification"),
+        "branch": {
+            "after_layer": branch.get("after_layer", ""),
+            "num_layers": len(branch.get("layers") or []),
+            "params": int(branch.get("params") or 0),
+        }
+        if isinstance(branch, dict)
+        else None,
+        "note": result.get("note") or None,
+    }

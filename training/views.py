@@ -23,7 +23,7 @@ from modelhub.teams.selectors import membership_get
 from training.forms import JOB_FORMS, DatasetUploadForm
 from training.lineage import backbone_family_graph, family_root
 from training.models import Dataset, ForgettingReport, Job
-from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get
+from training.selectors import dataset_get, dataset_list, job_get, job_list, job_results, report_get
 from training.services import dataset_upload, job_cancel, job_create, job_retry, report_decide
 from training.specs import stored_backbone_id, stored_dataset_ids, stored_summary
 
@@ -168,30 +168,6 @@ def job_create_view(request):
     )
 
 
-def job_results(job: Job) -> dict:
-    """The rows a job created, for links: head versions, backbone version, forgetting report."""
-    result = job.result or {}
-    head_ids = list(result.get("head_versions") or [])
-    carried_ids = list(result.get("carried_head_versions") or [])
-    heads = {
-        head.pk: head
-        for head in HeadVersion.objects.filter(pk__in=head_ids + carried_ids, task__team=job.team).select_related(
-            "task"
-        )
-    }
-    backbone = None
-    if result.get("backbone_version"):
-        backbone = BackboneVersion.objects.filter(pk=result["backbone_version"], team=job.team).first()
-    report = ForgettingReport.objects.filter(job=job).first()
-    return {
-        "heads": [heads[i] for i in head_ids if i in heads],
-        "carried": [heads[i] for i in carried_ids if i in heads],
-        "backbone": backbone,
-        "report": report,
-        "verification": result.get("verification"),
-    }
-
-
 @login_required
 def job_detail_view(request, pk: int):
     job = object_or_404(job_get, user=request.user, pk=pk)
@@ -207,7 +183,7 @@ def job_detail_view(request, pk: int):
             "params": params,
             "backbone": backbone,
             "datasets": [datasets[i] for i in sorted(datasets)],
-            "results": job_results(job),
+            "results": job_results(job=job),
             "pending": job.status in PENDING_JOB,
             "percent": progress_percent(job),
             "params_json": json.dumps(params, indent=2, sort_keys=True),

@@ -1,5 +1,5 @@
 """Dashboard pages for assemblies: list, builder (heads, task_id table, size estimate), detail
-(build progress, verification, download, "try it" and usage snippets).
+(build progress, trunk and branches, verification, download, "try it" and usage snippets).
 
 Thin: read through assemblies.selectors, write through assemblies.services, run trial
 predictions through assemblies.predicting (a worker computes them), render templates. The web
@@ -33,7 +33,13 @@ from modelhub.assemblies.predicting import (
     prediction_is_finished,
     prediction_run_and_wait,
 )
-from modelhub.assemblies.selectors import assembly_get, assembly_list, prediction_get
+from modelhub.assemblies.selectors import (
+    assembly_branches,
+    assembly_entry_list,
+    assembly_get,
+    assembly_list,
+    prediction_get,
+)
 from modelhub.assemblies.services import assembly_create, heads_in_task_order
 from modelhub.backbones.models import BackboneVersion
 from modelhub.backbones.selectors import backbone_list
@@ -371,13 +377,14 @@ def _can_try(assembly: Assembly) -> bool:
 
 
 def _detail_context(assembly: Assembly, *, try_form: TryItForm | None, trial: dict | None = None) -> dict:
-    entries = list(assembly.entries.select_related("head", "head__task", "head__blob"))
+    entries = list(assembly_entry_list(assembly=assembly))
     verification = assembly.verification or {}
     checks = [dict(check, passed=_relative_diff(check) <= VERIFY_ATOL) for check in verification.get("heads", [])]
     overall = verification.get("max_abs_diff")
     return {
         "assembly": assembly,
         "entries": entries,
+        "branches": assembly_branches(assembly=assembly, entries=entries),
         "pending": assembly.status in PENDING_STATUSES,
         "pending_statuses": " ".join(PENDING_STATUSES),
         "checks": checks,

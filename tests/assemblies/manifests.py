@@ -40,3 +40,33 @@ def fake_worker(monkeypatch) -> list:
 
     monkeypatch.setattr(predicting, "queue_on_commit", queue)
     return seen
+
+
+def with_branches(assembly: Assembly, *, branch_points: list[str]) -> Assembly:
+    """Rewrite a ready assembly's manifest as the builder writes it for branched heads: each task's
+    ``branch`` (after_layer, layer count, params, sha256) and the trunk cut at `branch_points`."""
+    manifest = dict(assembly.manifest)
+    heads = []
+    distinct = set()
+    for entry in assembly.entries.select_related("head", "head__branch_blob").order_by("task_id"):
+        head, branch = entry.head, None
+        if head.branch_blob_id is not None:
+            branch = {
+                "after_layer": head.branch["after_layer"],
+                "layers": len(head.branch["layers"]),
+                "params": head.branch["params"],
+                "sha256": head.branch_blob.sha256,
+            }
+            distinct.add((branch["sha256"], branch["after_layer"]))
+        heads.append(dict(manifest["heads"][entry.task_id], branch=branch))
+    has_plain = any(head["branch"] is None for head in heads)
+    trunk = {
+        "branch_points": branch_points,
+        "distinct_branches": len(distinct),
+        "segments": len(branch_points) + (1 if has_plain else 0),
+    }
+    manifest["heads"] = heads
+    manifest["backbone"] = dict(manifest["backbone"], trunk=trunk)
+    Assembly.objects.filter(pk=assembly.pk).update(manifest=manifest)
+    assembly.refresh_from_db()
+    return assembly
