@@ -49,6 +49,10 @@ class Family:
         sample_inputs: `sample_inputs(num_rows, seed)` returns inputs for the models: an array
             (np.array of str objects for text) or a dict by input name.
         perturb_layer: a backbone layer (leaf name) whose weights the negative test changes.
+        top_layers: the backbone's top weight-bearing layers (leaf names) that a fine-tune of
+            its top changes (see :func:`fine_tune_top`); empty where not set.
+        branch_point: the layer just below ``top_layers`` where such a model's branch starts,
+            read off the architecture; None where no branch is possible (the import refuses).
     """
 
     id: str
@@ -59,6 +63,8 @@ class Family:
     input_names: list[str]
     sample_inputs: Callable[[int, int], Any]
     perturb_layer: str | None = None
+    top_layers: list[str] = field(default_factory=list)
+    branch_point: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -224,6 +230,18 @@ def _image_input(size: int):
     return lambda: keras.Input((size, size, 3), name="image")
 
 
+MOBILENETV2_TOP = [  # the last inverted-residual block and the final 1x1 convolution
+    "block_16_expand",
+    "block_16_expand_BN",
+    "block_16_depthwise",
+    "block_16_depthwise_BN",
+    "block_16_project",
+    "block_16_project_BN",
+    "Conv_1",
+    "Conv_1_bn",
+]
+
+
 def mobilenetv2_nested(num_models: int = 3, *, widths=None, seed: int = 0) -> Family:
     """MobileNetV2 (alpha 0.35, 32x32) nested as a sub-model, as in the Keras transfer-learning guide."""
     pairs = _tasks_and_widths(num_models, widths)
@@ -238,6 +256,8 @@ def mobilenetv2_nested(num_models: int = 3, *, widths=None, seed: int = 0) -> Fa
         input_names=["image"],
         sample_inputs=_image_samples(IMAGE_SIZE),
         perturb_layer="block_5_depthwise",
+        top_layers=MOBILENETV2_TOP,
+        branch_point="block_15_add",  # the output of block 15's residual Add
         notes={"backbone": base.name, "pooling_layer": base.layers[-1].name},
     )
 
@@ -257,6 +277,8 @@ def mobilenetv2_flat(num_models: int = 3, *, widths=None, seed: int = 0) -> Fami
         input_names=[base.inputs[0].name],
         sample_inputs=_image_samples(IMAGE_SIZE),
         perturb_layer="block_5_depthwise",
+        top_layers=MOBILENETV2_TOP,
+        branch_point="block_15_add",  # the output of block 15's residual Add
         notes={"backbone": base.name, "pooling_layer": pooling},
     )
 
@@ -282,6 +304,8 @@ def mobilenetv2_mixed(num_models: int = 3, *, widths=None, seed: int = 0) -> Fam
         input_names=["image"],
         sample_inputs=_image_samples(IMAGE_SIZE),
         perturb_layer="block_5_depthwise",
+        top_layers=MOBILENETV2_TOP,
+        branch_point="block_15_add",  # the output of block 15's residual Add
         notes={"backbone": base.name, "pooling_layer": pooling, "shapes": ["nested", "flat"] * num_models},
     )
 
@@ -362,6 +386,8 @@ def transformer_tokens(num_models: int = 3, *, widths=None, seed: int = 0) -> Fa
         input_names=["token_ids"],
         sample_inputs=_token_samples(SEQUENCE_LENGTH, VOCABULARY_SIZE),
         perturb_layer="ffn_in",
+        top_layers=["ffn_in", "ffn_out", "ffn_norm"],
+        branch_point="attention_norm",  # the feed-forward residual reads it: nothing jumps over it
     )
 
 
@@ -419,6 +445,8 @@ def text_vectorization(num_models: int = 3, *, widths=None, seed: int = 0) -> Fa
         input_names=["text"],
         sample_inputs=sample_inputs,
         perturb_layer="word_embedding",
+        top_layers=["word_embedding"],
+        branch_point="vectorizer",  # the trunk is the vocabulary lookup alone: 0 parameters
         notes={"vocabulary_size": vectorizer.vocabulary_size()},
     )
 
@@ -458,6 +486,8 @@ def two_inputs(num_models: int = 3, *, widths=None, seed: int = 0) -> Family:
         input_names=["token_ids", "numeric"],
         sample_inputs=sample_inputs,
         perturb_layer="numeric_dense",
+        top_layers=["features"],
+        branch_point="joined",  # below it the two inputs run side by side: no single tensor cuts there
     )
 
 
@@ -506,6 +536,8 @@ def keras_hub_bert(num_models: int = 3, *, widths=None, seed: int = 0) -> Family
         input_names=["token_ids", "segment_ids", "padding_mask"],
         sample_inputs=sample_inputs,
         perturb_layer="transformer_layer_1",
+        top_layers=["pooled_dense"],
+        branch_point=None,  # a keras-hub model is stored by its arguments: no layer graph to cut
         notes={"backbone": backbone.name, "feature_output": "pooled_output"},
     )
 
@@ -613,6 +645,40 @@ def save_with_one_weight_changed(source: Path, destination: Path, *, layer_name:
         "before": float(before),
         "after": float(flat[index]),
     }
+
+
+def fine_tune_top(
+    source: Path, destination: Path, *, layer_names: list[str], seed: int, scale: float = 0.02
+) -> dict[str, int]:
+    """Save a copy of `source` whose `layer_names` moved as in a fine-tune of the backbone's top.
+
+    Every weight of those leaf layers moves by `scale` x its spread (a BatchNormalization moving
+    variance by a factor within 1 ± 3 x `scale`), with a fixed seed; every other weight stays
+    bit-identical.
+
+    Returns:
+        {layer name: number of weight elements changed}.
+    """
+    import keras
+    import numpy as np
+
+    model = keras.saving.load_model(source, safe_mode=True)
+    rng = np.random.default_rng(seed)
+    changed = {}
+    for name in layer_names:
+        layer = find_leaf_layer(model, name)
+        changed[name] = 0
+        for variable in layer.weights:
+            values = np.asarray(variable.numpy())
+            spread = float(np.std(values)) or 1.0
+            noise = rng.standard_normal(values.shape).astype(values.dtype)
+            if "variance" in variable.name:  # stays positive
+                variable.assign(values * (1 + np.asarray(scale, values.dtype) * np.clip(noise, -3, 3)))
+            else:
+                variable.assign(values + noise * np.asarray(scale * spread, values.dtype))
+            changed[name] += int(np.sum(variable.numpy() != values))
+    model.save(destination)
+    return changed
 
 
 # --- Self-check -------------------------------------------------------------------------------

@@ -528,6 +528,14 @@ class KerasArchive:
             self._h5 = h5py.File(self.h5_path, "r")
         return self._h5
 
+    def stores_sublayers(self, node: FlatNode) -> bool:
+        """Whether ``node``'s layer is a model kept by its constructor arguments (a keras-hub backbone).
+
+        Its file holds its sub-layers' weights (``layers/...``) but no layer graph, so the
+        flat graph cannot look inside it: it is one opaque layer.
+        """
+        return any(name.startswith("layers/") for name, _ in self.layer_state(node.layer_key))
+
     def layer_state(self, layer_key: str) -> list[tuple[str, np.ndarray]]:
         """Return ``[(relative name, array)]`` for a layer's weights and assets, sorted.
 
@@ -593,11 +601,13 @@ class Alignment:
             bit-identical.
         first_difference: a message naming the first reference node (in graph order)
             that is not identical, or None.
+        first_node: that node's index, or None.
     """
 
     nodes: dict[int, int]
     identical: set[int]
     first_difference: str | None
+    first_node: int | None = None
 
 
 def align(reference: KerasArchive, candidate: KerasArchive, *, stop_at: int | None = None) -> Alignment:
@@ -683,7 +693,7 @@ def align(reference: KerasArchive, candidate: KerasArchive, *, stop_at: int | No
             note(node.index, f"layer '{node.path}' ({node.class_name}) {difference}")
     if first is None:
         return Alignment(mapping, identical, None)
-    return Alignment(mapping, identical, first[1])
+    return Alignment(mapping, identical, first[1], first[0])
 
 
 def _node_key(node: FlatNode, mapping: dict[int, int] | None) -> Any:

@@ -314,6 +314,22 @@ class _Splitter:
         return chosen, reason
 
     # -- with branches: the feature layer, then each model's branch point
+    def _no_shared_trunk(self, index: int, seen: _Seen) -> str:
+        """Why model ``index`` has no branch point below its first difference from the reference."""
+        expected = (
+            f"Expected '{self.sources[index].label}' to share some bottom part of the backbone with "
+            f"'{self.sources[self.reference_index].label}' bit for bit, but {seen.alignment.first_difference}"
+        )
+        node_index = seen.alignment.first_node
+        node = None if node_index is None else self.reference.graph.nodes[node_index]
+        if node is not None and not node.is_input and self.reference.stores_sublayers(node):
+            return (
+                f"{expected}. '{node.path}' ({node.class_name}) is stored as one layer: its file keeps its "
+                "constructor arguments, not its layer graph (as keras-hub models do), so ModelHub cannot branch "
+                "inside it. Import this model separately, or fine-tune it in ModelHub with output 'backbone'."
+            )
+        return f"{expected}. It was not fine-tuned from the same backbone: import it separately."
+
     def _cuts_everywhere(self, ref: graphs.TensorRef, candidates: dict[int, _Seen]) -> bool:
         if graphs.cut_error(self.reference.graph, ref):
             return False
@@ -387,11 +403,7 @@ class _Splitter:
                 continue
             seen.point = next((ref for ref in points if ref_graph.ancestors(ref[0]) <= identical), None)
             if seen.point is None:
-                self.errors[index] = (
-                    f"Expected '{self.sources[index].label}' to share some bottom part of the backbone with "
-                    f"'{self.sources[self.reference_index].label}' bit for bit, but {seen.alignment.first_difference}"
-                    ". It was not fine-tuned from the same backbone: import it separately."
-                )
+                self.errors[index] = self._no_shared_trunk(index, seen)
         if self.errors:
             raise self._failure()
         trunk = min((seen.point for seen in self.seen.values()), key=lambda ref: ref[0])

@@ -90,9 +90,12 @@ def case_id(value):
     return {True: "named-layer", False: "chosen-layer"}.get(value, value) if isinstance(value, bool) else value
 
 
-def import_files(client, paths, *, feature_layer: str | None, timeout: float) -> dict:
-    """POST the files as one import (naming `feature_layer` unless None); return the settled import."""
-    fields = {"team": "vision", "backbone_name": "shared"}
+def import_files(client, paths, *, feature_layer: str | None, timeout: float, **extra) -> dict:
+    """POST the files as one import (naming `feature_layer` unless None); return the settled import.
+
+    `extra` fields (e.g. branches="true") go into the form as they are.
+    """
+    fields = {"team": "vision", "backbone_name": "shared", **extra}
     if feature_layer is not None:
         fields["feature_layer"] = feature_layer
     with contextlib.ExitStack() as stack:
@@ -130,6 +133,15 @@ def test_real_family_end_to_end(family_id, name_feature_layer, family_files, api
         (task, width, True) for task, width in zip(family.tasks, family.output_widths, strict=True)
     ]
     assert BackboneVersion.objects.count() == 1
+    approve_assemble_and_serve(author, reviewer, family, imported, family.predict, tmp_path, timeout=timeout)
+
+
+def approve_assemble_and_serve(author, reviewer, family, imported, predict, tmp_path, *, timeout: float) -> dict:
+    """Approve every imported head, assemble them all, run the download in a fresh process, compare.
+
+    Each task's rows of a batch mixing every task must match `predict(index, inputs)` (the
+    original full model) to RELATIVE_TOLERANCE. Returns the manifest.
+    """
     for entry in imported["report"]:
         assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200
         assert reviewer.post(f"/api/heads/{entry['head_version']}/approve/").status_code == 200
@@ -171,12 +183,13 @@ def test_real_family_end_to_end(family_id, name_feature_layer, family_files, api
     for index, (task, width) in enumerate(zip(family.tasks, family.output_widths, strict=True)):
         rows = np.flatnonzero(row_task == index)
         # The original model on the whole batch, as served: row subsets change float32 rounding.
-        expected = family.predict(index, inputs)[rows]
+        expected = predict(index, inputs)[rows]
         tolerance = RELATIVE_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
         difference = float(np.max(np.abs(outputs[rows, :width] - expected)))
-        assert difference <= tolerance, f"{family_id} task {task!r}: max |diff| {difference:.3g} > {tolerance:.3g}"
-        assert np.all(outputs[rows, width:] == 0), f"{family_id} task {task!r}: padding is not zero"
+        assert difference <= tolerance, f"{family.id} task {task!r}: max |diff| {difference:.3g} > {tolerance:.3g}"
+        assert np.all(outputs[rows, width:] == 0), f"{family.id} task {task!r}: padding is not zero"
         assert [served["output_width"][r] for r in rows] == [width] * len(rows)
+    return manifest
 
 
 def test_one_changed_backbone_weight_fails_the_whole_import(family_files, api_client_for, celery_worker, tmp_path):
@@ -195,4 +208,101 @@ def test_one_changed_backbone_weight_fails_the_whole_import(family_files, api_cl
     assert family.perturb_layer in report[changed.name]["error"], report[changed.name]
     for good in (paths[0].name, paths[2].name):
         assert report[good]["ok"] is False and not report[good].get("error"), report[good]
+    assert BackboneVersion.objects.count() == 0 and HeadVersion.objects.count() == 0
+
+
+# --------------------------------------------------------------------------- fine-tuned tops: branches
+
+# Families whose models fine-tuned the top of the backbone (tests/real_models.py: top_layers,
+# branch_point read off each architecture). The default run keeps the three shapes MobileNetV2
+# does not have: a Transformer block, a string input with its vocabulary in the trunk, two inputs.
+BRANCH_CASES = [
+    "transformer_tokens",
+    "text_vectorization",
+    "two_inputs",
+    pytest.param("mobilenetv2_mixed", marks=pytest.mark.slow),
+    pytest.param("mobilenetv2_flat", marks=pytest.mark.slow),
+]
+
+
+class TunedModels:
+    """The full models of an import where models 1 and 2 fine-tuned the backbone's top layers."""
+
+    def __init__(self, family, paths, folder):
+        import keras
+        import tensorflow as tf
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.paths = [paths[0]]
+        self.changed = {}
+        for index in (1, 2):
+            tuned = folder / paths[index].name
+            self.changed[index] = real_models.fine_tune_top(
+                paths[index], tuned, layer_names=family.top_layers, seed=index
+            )
+            self.paths.append(tuned)
+        self.paths.extend(paths[3:])
+        loaded = [keras.saving.load_model(path, safe_mode=True) for path in self.paths]
+        self._graphs = [tf.function(lambda batch, m=model: m(batch, training=False)) for model in loaded]
+
+    def predict(self, index, inputs):
+        return np.asarray(self._graphs[index](real_models.model_inputs(inputs)), dtype=np.float32)
+
+
+@pytest.mark.parametrize("family_id", BRANCH_CASES)
+def test_real_family_fine_tuned_in_its_top_imports_with_branches_and_serves_every_model(
+    family_id, family_files, api_client_for, celery_worker, tmp_path
+):
+    family, paths = family_files(family_id)
+    tuned = TunedModels(family, paths, tmp_path / "tuned")
+    assert all(count > 0 for changed in tuned.changed.values() for count in changed.values()), tuned.changed
+    author = api_client_for("alice")
+    reviewer = api_client_for("rita", role="reviewer")
+
+    strict = import_files(author, tuned.paths, feature_layer=family.feature_layer, timeout=300)
+    assert strict["status"] == "failed", json.dumps(strict, indent=1)
+    assert [entry["ok"] for entry in strict["report"]] == [False] * len(tuned.paths)
+    assert BackboneVersion.objects.count() == 0
+
+    # min_shared_fraction 0: the text model's trunk is its vocabulary lookup alone (0 parameters).
+    imported = import_files(
+        author, tuned.paths, feature_layer=family.feature_layer, timeout=300, branches="true", min_shared_fraction="0"
+    )
+    assert imported["status"] == "succeeded", json.dumps(imported, indent=1)
+    report = imported["report"]
+    assert report[0]["branch"] is None
+    for index in (1, 2):
+        branch = report[index]["branch"]
+        assert branch["after_layer"] == family.branch_point, json.dumps(report[index], indent=1)
+        assert set(family.top_layers) <= set(branch["layers"]), branch
+        assert family.branch_point not in branch["layers"]
+        assert branch["params"] > 0 and report[index]["owned_bytes"] > 0
+        head = HeadVersion.objects.get(pk=report[index]["head_version"])
+        assert head.branch == branch and head.branch_blob_id is not None
+    assert imported["summary"]["trunk"]["after_layer"] == family.branch_point
+    assert BackboneVersion.objects.count() == 1
+
+    manifest = approve_assemble_and_serve(author, reviewer, family, imported, tuned.predict, tmp_path, timeout=300)
+    by_task = {entry["task"]: entry for entry in manifest["heads"]}
+    assert by_task[family.tasks[0]]["branch"] is None
+    assert {by_task[family.tasks[i]]["branch"]["after_layer"] for i in (1, 2)} == {family.branch_point}
+    assert family.branch_point in manifest["backbone"]["trunk"]["branch_points"], manifest["backbone"]["trunk"]
+
+
+def test_a_keras_hub_backbone_fine_tuned_in_its_top_is_refused_with_the_reason(
+    family_files, api_client_for, celery_worker, tmp_path
+):
+    family, paths = family_files("keras_hub_bert")  # skipped where keras-hub is not installed
+    tuned = TunedModels(family, paths, tmp_path / "tuned")
+    client = api_client_for("alice")
+
+    body = import_files(
+        client, tuned.paths, feature_layer=family.feature_layer, timeout=300, branches="true", min_shared_fraction="0"
+    )
+
+    assert body["status"] == "failed", json.dumps(body, indent=1)
+    errors = {entry["filename"]: entry.get("error") or "" for entry in body["report"]}
+    for path in tuned.paths[1:]:
+        assert "BertBackbone" in errors[path.name] and "cannot branch inside it" in errors[path.name], errors
+        assert "output 'backbone'" in errors[path.name]
     assert BackboneVersion.objects.count() == 0 and HeadVersion.objects.count() == 0
