@@ -163,7 +163,8 @@ def main() -> None:
         }
 
     # 32 rows over 16 distinct tasks (2 rows each), against one full model on 32 rows.
-    mixed = tf.constant(np.repeat(np.arange(16, dtype=np.int32), 2)[rng.permutation(32)])
+    distinct = min(16, args.tasks)  # fewer with --tasks < 16
+    mixed = tf.constant(np.resize(np.arange(distinct, dtype=np.int32), 32)[rng.permutation(32)])
     reference_full = full_serves[4]
     branch_fns = {
         k: tf.function(
@@ -182,7 +183,7 @@ def main() -> None:
         **{f"branch_{k}_2rows": (lambda f=fn, x=branch_inputs[k]: f(x)) for k, fn in branch_fns.items()},
     }
     medians = interleaved_medians(functions, args.repeats)
-    tops_16 = [TOPS[i % len(TOPS)] for i in range(16)]
+    tops_16 = [TOPS[i % len(TOPS)] for i in range(distinct)]
     predicted = medians["full_32"] + sum(medians[f"branch_{k}_2rows"] for k in tops_16)
     report = {
         "tasks": args.tasks,
