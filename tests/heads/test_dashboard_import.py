@@ -11,16 +11,25 @@ from heads.models import ModelImport, ModelImportFile
 from modelhub.artifacts.models import Blob, Upload
 
 
-@pytest.mark.browser
-@pytest.mark.django_db(transaction=True)
-def test_import_form_uploads_each_file_with_a_progress_bar_then_opens_the_import(logged_in_page, live_server, tmp_path):
+def _fill_import_form(logged_in_page, live_server, tmp_path, *, size: int):
+    """Log in as a member, open the import form, choose two random-byte files and name the backbone.
+
+    feature_layer is left empty: the worker picks it. Returns the page and the files' paths.
+    """
     page = logged_in_page("ivy", team="vision", role="member")
     paths = [tmp_path / "sentiment.keras", tmp_path / "topic.keras"]
     for path in paths:
-        path.write_bytes(os.urandom(300_000))
+        path.write_bytes(os.urandom(size))
     page.goto(f"{live_server.url}/heads/import/")
     page.set_input_files("#id_files", [str(path) for path in paths])
-    page.fill("#id_backbone_name", "shared")  # feature_layer left empty: the worker picks it
+    page.fill("#id_backbone_name", "shared")
+    return page, paths
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_import_form_uploads_each_file_with_a_progress_bar_then_opens_the_import(logged_in_page, live_server, tmp_path):
+    page, paths = _fill_import_form(logged_in_page, live_server, tmp_path, size=300_000)
 
     held = []  # hold the import request so that the finished upload bars can be checked first
     page.route("**/api/imports/", lambda route: held.append(route))
@@ -62,13 +71,7 @@ def test_import_form_uploads_each_file_with_a_progress_bar_then_opens_the_import
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_import_form_sends_branches_and_the_least_shared_fraction(logged_in_page, live_server, tmp_path):
-    page = logged_in_page("ivy", team="vision", role="member")
-    paths = [tmp_path / "sentiment.keras", tmp_path / "topic.keras"]
-    for path in paths:
-        path.write_bytes(os.urandom(50_000))
-    page.goto(f"{live_server.url}/heads/import/")
-    page.set_input_files("#id_files", [str(path) for path in paths])
-    page.fill("#id_backbone_name", "shared")
+    page, _ = _fill_import_form(logged_in_page, live_server, tmp_path, size=50_000)
     page.check("#id_branches")
     page.fill("#id_min_shared_fraction", "0.3")
     with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/imports/")) as created:
@@ -87,13 +90,7 @@ def test_import_form_sends_branches_and_the_least_shared_fraction(logged_in_page
 def test_import_form_shows_the_apis_field_error_and_resubmits_without_uploading_again(
     logged_in_page, live_server, tmp_path
 ):
-    page = logged_in_page("ivy", team="vision", role="member")
-    paths = [tmp_path / "sentiment.keras", tmp_path / "topic.keras"]
-    for path in paths:
-        path.write_bytes(os.urandom(50_000))
-    page.goto(f"{live_server.url}/heads/import/")
-    page.set_input_files("#id_files", [str(path) for path in paths])
-    page.fill("#id_backbone_name", "shared")
+    page, _ = _fill_import_form(logged_in_page, live_server, tmp_path, size=50_000)
     page.fill("#id_tasks", "only-one")
     page.click("form.form button[type=submit]")
     expect(page.locator("#upload-error")).to_contain_text("give one per file")
