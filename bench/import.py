@@ -1,7 +1,12 @@
 """Benchmark `manage.py import_models` against the floor: loading the same files with Keras.
 
 Usage: python bench/import.py --models 200 [--workdir DIR] [--keep] [--shape mixed|flat|nested]
-       [--feature-layer NAME]   (prints ONE JSON object as its last line)
+       [--feature-layer NAME] [--branches]   (prints ONE JSON object as its last line)
+
+With `--branches`, two models in three fine-tuned the top of the backbone (model i: its top
+i % 3 inverted-residual blocks, moved as tests/branched_models.py moves them), and the import
+runs with `--branches --min-shared-fraction 0.2`: a third of the heads are plain, the rest own
+branches after block_15_add or block_14_add.
 
 1. Builds N full MobileNetV2 models (96x96x3, alpha 1.0, include_top=False, pooling="avg")
    that share ONE backbone bit for bit and differ in a Dense head (seed and width vary per
@@ -96,9 +101,11 @@ def fail(message: str, result: dict | None = None) -> None:
 # 1. Build (runs in its own subprocess: `bench/import.py --build-into DIR ...`)
 
 
-def build_models(directory: Path, num_models: int, shape: str, rebuild_every: int) -> dict:
+def build_models(directory: Path, num_models: int, shape: str, rebuild_every: int, branches: bool = False) -> dict:
     """Save num_models full models into directory; return the backbone's last layer name."""
     import keras
+
+    from tests.branched_models import fine_tuned_copy
 
     keras.utils.set_random_seed(0)
     template = keras.applications.MobileNetV2(
@@ -129,17 +136,19 @@ def build_models(directory: Path, num_models: int, shape: str, rebuild_every: in
             bias_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=2000 + index),
             name="predictions",
         )
+        top = index % 3 if branches else 0
+        tuned = fine_tuned_copy(base, top, seed=3000 + index) if top else base
         if shape_of(index, shape) == "nested":
-            base.trainable = False  # the transfer-learning guide's pattern
+            tuned.trainable = False  # the transfer-learning guide's pattern
             inputs = keras.Input((SIZE, SIZE, 3), name="image")
-            x = base(inputs, training=False)
+            x = tuned(inputs, training=False)
             x = keras.layers.Dropout(0.2, name="dropout")(x)
             model = keras.Model(inputs, dense(x), name=model_name(index))
         else:
-            base.trainable = True
-            model = keras.Model(base.input, dense(base.output), name=model_name(index))
+            tuned.trainable = True
+            model = keras.Model(tuned.input, dense(tuned.output), name=model_name(index))
         model.save(directory / f"{model_name(index)}.keras")
-        del model, dense
+        del model, dense, tuned
     return {"feature_layer": feature_layer}
 
 
@@ -159,7 +168,7 @@ def cached_manifest(directory: Path, wanted: dict) -> dict | None:
 
 def prepare_models(directory: Path, args: argparse.Namespace, log_dir: Path) -> tuple[dict, bool, dict]:
     """Return (manifest, reused, build timings); builds in a subprocess unless a cache matches."""
-    wanted = {"models": args.models, "shape": args.shape, "recipe": RECIPE, "size": SIZE}
+    wanted = {"models": args.models, "shape": args.shape, "recipe": RECIPE, "size": SIZE, "branches": args.branches}
     manifest = cached_manifest(directory, wanted)
     if manifest is not None:
         return manifest, True, {"build_s": 0.0, "build_peak_rss_mb": None}
@@ -177,6 +186,7 @@ def prepare_models(directory: Path, args: argparse.Namespace, log_dir: Path) -> 
         args.shape,
         "--rebuild-every",
         str(args.rebuild_every),
+        *(["--branches"] if args.branches else []),
     ]
     result = run_measured(cmd, env=child_env(), cwd=REPO, log_dir=log_dir, name="build")
     if result["rc"] != 0:
@@ -251,7 +261,9 @@ def needs_feature_layer(result: dict) -> bool:
     return False
 
 
-def measure_import(directory: Path, feature_layer: str | None, fallback_layer: str, log_dir: Path, home: Path) -> dict:
+def measure_import(
+    directory: Path, feature_layer: str | None, fallback_layer: str, log_dir: Path, home: Path, branches: bool = False
+) -> dict:
     env = child_env(MODELHUB_HOME=str(home), DJANGO_SETTINGS_MODULE="modelhub.settings")
     python = sys.executable
     migrate = subprocess.run(
@@ -269,6 +281,7 @@ def measure_import(directory: Path, feature_layer: str | None, fallback_layer: s
         "--backbone-name",
         "mobilenet",
         "--json",
+        *(["--branches", "--min-shared-fraction", "0.2"] if branches else []),
     ]
     cmd = base_cmd + (["--feature-layer", feature_layer] if feature_layer else [])
     result = run_measured(cmd, env=env, cwd=REPO, log_dir=log_dir, name="import")
@@ -309,6 +322,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=("mixed", "flat", "nested"), default="mixed")
     parser.add_argument("--feature-layer", help="pass --feature-layer to import_models (default: omit it)")
     parser.add_argument("--keep-home", action="store_true", help="keep the import's MODELHUB_HOME")
+    parser.add_argument("--branches", action="store_true", help="2 models in 3 fine-tuned in their top blocks")
     parser.add_argument("--rebuild-every", type=int, default=25, help=argparse.SUPPRESS)
     parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -317,7 +331,7 @@ def main() -> None:
 
     if args.build_into is not None:  # the build subprocess
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        print(json.dumps(build_models(args.build_into, args.models, args.shape, args.rebuild_every)))
+        print(json.dumps(build_models(args.build_into, args.models, args.shape, args.rebuild_every, args.branches)))
         return
 
     created_dir = args.workdir is None or not args.workdir.exists()
@@ -334,7 +348,9 @@ def main() -> None:
         floor = measure_floor(directory, log_dir)
         if floor["files"] != args.models:
             fail(f"The floor loaded {floor['files']} files, expected {args.models}.")
-        measured = measure_import(directory, args.feature_layer, manifest["feature_layer"], log_dir, home)
+        measured = measure_import(
+            directory, args.feature_layer, manifest["feature_layer"], log_dir, home, branches=args.branches
+        )
         check_import(measured, args.models)
         result = measured["result"]
         import_s, peak = result["wall_s"], result["peak_rss_mb"]
@@ -355,6 +371,8 @@ def main() -> None:
             },
             "machine": f"{os.cpu_count()} CPU cores, no GPU",
             "shape": args.shape,
+            "branches": args.branches,
+            "branched_heads": sum(bool(e.get("branch")) for e in measured["body"].get("report") or []),
             "nested_models": sum(shape_of(i, args.shape) == "nested" for i in range(args.models)),
             "feature_layer_passed": measured["feature_layer_passed"],
             "feature_layer_fallback": measured["feature_layer_fallback"],

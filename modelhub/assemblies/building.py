@@ -11,7 +11,7 @@ from heads.model_files import head_weights_of, head_weights_record, packed_head
 from heads.models import HeadWeights
 from modelhub.artifacts.services import blob_discard_stored, blob_store_path
 from modelhub.assemblies.models import Assembly
-from modelhub.backbones.loading import load_backbone, load_model_blob
+from modelhub.backbones.loading import fetch_backbone, load_model_blob
 from modelhub.core.events import event_emit
 from modelhub.core.tracked_work import row_finish, run_tracked, work_heartbeat
 
@@ -70,9 +70,10 @@ def _build(assembly: Assembly) -> None:
             "head__blob__head_weights__packed",
         )
     )
+    backbone_dir = tempfile.TemporaryDirectory(prefix="modelhub-backbone-")  # the fetched file, cut again below
     try:
         backbone_version = assembly.backbone
-        backbone = load_backbone(backbone_version)
+        backbone, backbone_path = fetch_backbone(backbone_version, Path(backbone_dir.name))
         heads = [
             AssemblyHead(
                 task=entry.head.task.slug,
@@ -87,7 +88,7 @@ def _build(assembly: Assembly) -> None:
         _check_packed_sample(entries, heads)
         work_heartbeat(assembly, force=True)
         with tempfile.TemporaryDirectory(prefix="modelhub-assembly-") as tmp:
-            trunk = _trunk_for(backbone, heads, Path(tmp))
+            trunk = _trunk_for(backbone, backbone_path, heads, Path(tmp))
             export_dir = Path(tmp) / "model"
             result = build_assembly(
                 backbone=backbone,
@@ -126,6 +127,8 @@ def _build(assembly: Assembly) -> None:
     except Exception as exc:
         logger.exception("assembly %s build crashed", assembly.pk)
         row_finish(assembly, status=Assembly.Status.FAILED, error=f"Build failed: {type(exc).__name__}: {exc}")
+    finally:
+        backbone_dir.cleanup()
 
 
 def _branch_for_assembly(head):
@@ -143,16 +146,21 @@ def _branch_for_assembly(head):
     )
 
 
-def _trunk_for(backbone, heads: list, folder: Path):
-    """The backbone cut at every branch point of the heads (None when no head has a branch)."""
+def _trunk_for(backbone, backbone_path: Path | None, heads: list, folder: Path):
+    """The backbone cut at every branch point of the heads (None when no head has a branch).
+
+    Cut from the stored file when the backbone is that file as it is; otherwise (a file cut
+    at a feature layer inside it) from the loaded backbone saved again.
+    """
     from modelhub.ml.branches import cut_backbone
 
     points = {head.branch.after_layer for head in heads if head.branch is not None}
     if not points:
         return None
-    path = folder / "backbone.keras"
-    backbone.save(path)
-    return cut_backbone(path, points, include_top=any(head.branch is None for head in heads))
+    if backbone_path is None:
+        backbone_path = folder / "backbone.keras"
+        backbone.save(backbone_path)
+    return cut_backbone(backbone_path, points, include_top=any(head.branch is None for head in heads))
 
 
 def _head_for_assembly(blob):

@@ -39,20 +39,40 @@ def model_file_limits() -> dict:
 
 def load_backbone(version: BackboneVersion):
     """Return the backbone model of a version, cut at its feature layer (at any depth) when one is set."""
-    layer = version.feature_layer or version.spec.get("feature_layer") or None
     with tempfile.TemporaryDirectory(prefix="modelhub-blob-") as tmp:
-        path = fetch_blob_to(version.blob, Path(tmp), f"{version.blob.sha256}.keras")
-        return load_backbone_file(path, layer)
+        return fetch_backbone(version, Path(tmp))[0]
+
+
+def fetch_backbone(version: BackboneVersion, directory: Path):
+    """Fetch a version's file into `directory` and load its backbone.
+
+    Returns:
+        (the Keras backbone, the fetched file's path when the backbone is that file as it is,
+        i.e. it already ends at the feature layer; else None).
+    """
+    layer = version.feature_layer or version.spec.get("feature_layer") or None
+    path = fetch_blob_to(version.blob, Path(directory), f"{version.blob.sha256}.keras")
+    if _ends_at_feature_layer(path, layer):
+        return load_model_file(path), path
+    from modelhub.ml.split import backbone_from_file
+
+    return backbone_from_file(path, layer), None
+
+
+def _ends_at_feature_layer(path: Path, feature_layer: str | None) -> bool:
+    from modelhub.ml.split import ends_at
+
+    if not feature_layer:
+        return True
+    check_model_file(path)
+    return ends_at(path, feature_layer)
 
 
 def load_backbone_file(path: Path, feature_layer: str | None):
     """Load a checked backbone file, cut at `feature_layer` unless that is already its output."""
-    from modelhub.ml.split import backbone_from_file, ends_at
+    from modelhub.ml.split import backbone_from_file
 
-    if not feature_layer:
-        return load_model_file(path)
-    check_model_file(path)
-    if ends_at(path, feature_layer):
+    if _ends_at_feature_layer(path, feature_layer):
         return load_model_file(path)
     return backbone_from_file(path, feature_layer)
 
