@@ -53,6 +53,7 @@ def served(tmp_path_factory):
         export_dir=folder / "assembly",
         backbone_info={"name": "mobilenet", "version": 1, "sha256": "0" * 64},
         trunk=trunk,
+        per_head_signatures=True,
     )
     loaded = tf.saved_model.load(str(folder / "assembly"))
     return family, heads, trunk, result, loaded
@@ -110,3 +111,13 @@ def test_an_empty_batch_gives_no_rows(served):
     family, _, _, _, loaded = served
     _, outputs = _serve(loaded, family, np.zeros(0, np.int32), seed=0)
     assert outputs.shape == (0, max(family.widths))
+
+
+@pytest.mark.parametrize("task_id", [0, 2, 7])
+def test_a_tasks_own_signature_serves_its_full_model(served, task_id):
+    family, _, _, _, loaded = served
+    inputs = family.sample_inputs(4, seed=40 + task_id)
+    got = loaded.signatures[family.tasks[task_id]](inputs=tf.constant(inputs))["outputs"].numpy()
+    expected = family.predict(task_id, inputs)
+    assert got.shape == expected.shape
+    assert float(np.max(np.abs(got - expected))) <= 1e-5 * max(1.0, float(np.max(np.abs(expected))))
