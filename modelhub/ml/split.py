@@ -481,6 +481,8 @@ class _Splitter:
 
     # -- pass 2: build the backbone once and each head (and branch)
     def _extract(self, feature: graphs.TensorRef, reason: str) -> FamilySplit:
+        from modelhub.ml.branches import trunk_until
+
         reference = self.reference
         backbone = graphs.build_submodel(reference, feature, name=self.backbone_name)
         backbone_names = self.backbone_names
@@ -489,6 +491,7 @@ class _Splitter:
         reports: list[dict[str, Any]] = []
         reference_head = None
         worst: dict[str, float] = {}
+        trunks: dict[str, Any] = {}  # branch point -> the backbone up to it, built once
         for index, source in enumerate(self.sources):
             seen = self.seen[index]
             if index == self.reference_index:
@@ -500,7 +503,10 @@ class _Splitter:
                 head = _build_head(opened, seen.feature, name=source.head_name, label=source.label)
                 if self.branches and seen.point != feature:
                     branch = self._build_branch(opened, seen, feature, backbone_names, source)
-                    figures = _verify_branched(opened.path, backbone, branch, head, label=source.label)
+                    after = branch[1].after_layer
+                    if after not in trunks:
+                        trunks[after] = trunk_until(backbone, after)
+                    figures = _verify_branched(opened.path, trunks[after], branch, head, label=source.label)
                     if figures["max_rel_diff"] >= worst.get("max_rel_diff", -1.0):
                         worst = figures
             except MLError as error:
@@ -574,17 +580,18 @@ def _require_same_structure(alignment: graphs.Alignment, graph: graphs.FlatGraph
         )
 
 
-def _verify_branched(path: Path, backbone, branch, head, *, label: str) -> dict[str, float]:
-    """Check a branched model numerically: full(x) == head(branch(trunk up to its point(x)))."""
-    from modelhub.ml.branches import trunk_until
+def _verify_branched(path: Path, trunk, branch, head, *, label: str) -> dict[str, float]:
+    """Check a branched model numerically: full(x) == head(branch(trunk(x))).
+
+    ``trunk`` is the stored backbone up to the branch's point (:func:`trunk_until`).
+    """
     from modelhub.ml.safe_load import load_keras_model
 
-    model, info = branch
+    model, _ = branch
     full = load_keras_model(path)
     probe = probe_inputs_for(full)
     expected = np.asarray(full(probe, training=False), dtype=np.float64)
     del full
-    trunk = trunk_until(backbone, info.after_layer)
     got = np.asarray(head(model(trunk(probe, training=False), training=False), training=False), dtype=np.float64)
     return check_close(expected, got, what=f"'{label}' cut into trunk, branch and head", error=HeadExtractionError)
 
