@@ -31,6 +31,11 @@ class BranchedFamily:
     models: list[Any]
     widths: list[int]
     size: int
+    id: str = "mobilenetv2_branched"
+
+    @property
+    def output_widths(self) -> list[int]:
+        return list(self.widths)
 
     def save(self, folder: Path) -> list[Path]:
         folder = Path(folder)
