@@ -67,12 +67,7 @@
     ticked.forEach(function (row, taskId) {
       var tr = document.createElement("tr");
       tr.appendChild(cell(String(taskId), "mono"));
-      var task = cell(row.dataset.task + " ");
-      var version = document.createElement("span");
-      version.className = "muted small";
-      version.textContent = "v" + row.dataset.version;
-      task.appendChild(version);
-      tr.appendChild(task);
+      tr.appendChild(taskCell(row));
       tr.appendChild(cell(row.dataset.width || "\u2014", "num"));
       body.appendChild(tr);
       duplicate = duplicate || tasks[row.dataset.task] === true;
@@ -120,15 +115,20 @@
     form.querySelector("[data-exact=" + name + "]").textContent = String(value);
   }
 
-  function branchRow(row) {
-    var tr = document.createElement("tr");
-    tr.setAttribute("data-task", row.dataset.task);
+  // The row's task slug with its version beside it, muted.
+  function taskCell(row) {
     var task = cell(row.dataset.task + " ");
     var version = document.createElement("span");
     version.className = "muted small";
     version.textContent = "v" + row.dataset.version;
     task.appendChild(version);
-    tr.appendChild(task);
+    return task;
+  }
+
+  function branchRow(row) {
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-task", row.dataset.task);
+    tr.appendChild(taskCell(row));
     var after = document.createElement("td");
     var code = document.createElement("code");
     code.textContent = row.dataset.branchAfter;
