@@ -274,6 +274,12 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_HANDLERS = ["modelhub.artifacts.upload_handlers.LimitedTemporaryFileUploadHandler"]
 # Zip-bomb guard for .keras files: the largest total uncompressed size a worker will open.
 MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES = env_int("MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES", 8 * 1024**3)
+# What one model file may hold, checked by the untrusted-file reader (modelhub/ml/untrusted) before
+# any weight is read: config.json's size and layer count, weight arrays and what they declare.
+MODELHUB_MAX_MODEL_CONFIG_BYTES = env_int("MODELHUB_MAX_MODEL_CONFIG_BYTES", 16 * 1024**2)
+MODELHUB_MAX_MODEL_LAYERS = env_int("MODELHUB_MAX_MODEL_LAYERS", 20_000)
+MODELHUB_MAX_MODEL_WEIGHT_ARRAYS = env_int("MODELHUB_MAX_MODEL_WEIGHT_ARRAYS", 100_000)
+MODELHUB_MAX_MODEL_DECLARED_BYTES = env_int("MODELHUB_MAX_MODEL_DECLARED_BYTES", 8 * 1024**3)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MODELHUB_MAX_FILES_PER_REQUEST", 500)
 # Dataset limits, checked from file headers before a worker decodes or allocates anything
 # (training/datasets.py): decoded array bytes, pixels per image and in all, zip members and

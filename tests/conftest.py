@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import hostile_files
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CHROMIUM_ARGS = [
@@ -93,6 +95,8 @@ def _worker_env() -> dict:
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     # A small zip-bomb limit, so that tests can build a bomb quickly.
     env["MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES"] = str(256 * 1024 * 1024)
+    # ... and a small weight-array count, so that tests/hostile_files.py can exceed it quickly.
+    env["MODELHUB_MAX_MODEL_WEIGHT_ARRAYS"] = str(hostile_files.TINY_LIMITS["max_datasets"])
     return env
 
 

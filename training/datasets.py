@@ -160,6 +160,14 @@ def open_dataset_zip(path: Path, *, fix: str) -> zipfile.ZipFile:
             f"datasets are limited to {format_bytes(max_unpacked)} unpacked",
             "MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES",
         )
+    from modelhub.ml.errors import MLError
+    from modelhub.ml.untrusted import check_zip_members
+
+    try:  # the untrusted-file reader's zip checks: names, duplicates, symlinks, encryption
+        check_zip_members(infos, what=f"the dataset '{path.name}'", max_members=max_files, max_unpacked=max_unpacked)
+    except MLError as exc:
+        archive.close()
+        raise DatasetError(str(exc)) from exc
     return archive
 
 

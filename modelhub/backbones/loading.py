@@ -30,10 +30,14 @@ def load_model_file(path: Path):
 
 
 def model_file_limits() -> dict:
-    """The configured size limits for model files."""
+    """The configured limits for model files (fields of modelhub.ml.untrusted.Limits)."""
     return {
         "max_bytes": settings.MODELHUB_MAX_UPLOAD_BYTES,
         "max_uncompressed_bytes": settings.MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES,
+        "max_config_bytes": settings.MODELHUB_MAX_MODEL_CONFIG_BYTES,
+        "max_layers": settings.MODELHUB_MAX_MODEL_LAYERS,
+        "max_datasets": settings.MODELHUB_MAX_MODEL_WEIGHT_ARRAYS,
+        "max_declared_bytes": settings.MODELHUB_MAX_MODEL_DECLARED_BYTES,
     }
 
 
@@ -78,7 +82,7 @@ def load_backbone_file(path: Path, feature_layer: str | None):
 
 
 def check_model_file(path: Path) -> dict:
-    """Run the safety checks (zip limits, config scan) with the configured limits."""
+    """Run the untrusted-file reader's checks (zip, config, weights) with the configured limits."""
     from modelhub.ml.safe_load import check_keras_archive
 
     return check_keras_archive(path, **model_file_limits())

@@ -5,8 +5,16 @@ Every deliberate failure is a subclass of :class:`modelhub.ml.errors.MLError`.
 
 Public API (keyword-only where marked ``*``):
 
+``modelhub.ml.untrusted``  (the one reader of uploaded model bytes; no TensorFlow)
+    Limits(max_bytes, max_members, max_uncompressed_bytes, max_config_bytes, max_config_depth,
+           max_layers, max_config_objects, max_datasets, max_declared_bytes, max_h5_depth)
+    UntrustedKerasFile(path, *, limits=None, weights=True)   # zip, config, HDF5 checked on open
+        .config, .datasets, .read_dataset(path), .iter_datasets(prefix), .check_values(), .info()
+    check_zip_members(infos, *, what, max_members, max_unpacked) -> int   # also for dataset zips
+    read_config(path, *, limits=None) -> dict
+
 ``modelhub.ml.safe_load``
-    check_keras_archive(path, *, max_bytes, max_members, max_uncompressed_bytes) -> dict
+    check_keras_archive(path, **limits) -> dict              # every check + layout + finite weights
     load_keras_model(path, **limits) -> keras.Model          # safe_mode=True, compile=False
 
 ``modelhub.ml.inspect``

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import tempfile
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from modelhub.ml.errors import BackboneMismatchError, InvalidModelFileError, LayerNotFoundError
-from modelhub.ml.safe_load import import_registering_packages
+from modelhub.ml import untrusted
+from modelhub.ml.errors import BackboneMismatchError, InvalidModelFileError, LayerNotFoundError, UnsafeModelError
+from modelhub.ml.untrusted import ASSETS_PREFIX, WEIGHTS_MEMBER, Limits, UntrustedKerasFile
 
-WEIGHTS_MEMBER = "model.weights.h5"
-ASSETS_PREFIX = "assets/"
 KERAS_TENSOR = "__keras_tensor__"
 REF_KEY = "__ref__"
 INLINED_CLASSES = frozenset({"Functional", "Sequential"})
@@ -457,28 +455,27 @@ def _to_snake_case(name: str) -> str:
 class KerasArchive:
     """An opened ``.keras`` file: its flat graph, weights and assets, read lazily.
 
-    Use as a context manager. Call :func:`modelhub.ml.safe_load.check_keras_archive`
-    first: this class trusts that the archive was checked.
+    Opening goes through :class:`modelhub.ml.untrusted.UntrustedKerasFile`, so the zip, the
+    config and the weights file's structure are checked before anything here reads them, and
+    every weight read is checked for NaN and Inf. Use as a context manager.
 
     Example:
         >>> with KerasArchive("full.keras") as archive:
         ...     archive.graph.resolve("pool")
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, limits: Limits | None = None) -> None:
         self.path = Path(path)
-        self._zip = zipfile.ZipFile(self.path)
+        self.file = UntrustedKerasFile(self.path, limits=limits)
         try:
-            config = json.loads(self._zip.read("config.json"))
-        except (KeyError, ValueError) as error:
-            self._zip.close()
-            raise InvalidModelFileError(f"Expected a readable config.json in '{self.path.name}': {error}") from error
-        self.config = config
-        self.graph = parse_config(config)
-        self._tmp = tempfile.TemporaryDirectory(prefix="modelhub-archive-")
-        self._h5 = None
-        self._h5_path: Path | None = None
+            self.config = self.file.config
+            self.graph = parse_config(self.config)
+        except BaseException:
+            self.file.close()
+            raise
+        self._tmp: tempfile.TemporaryDirectory | None = None
         self._assets_dir: Path | None = None
+        self._values_checked = False
         self._weights_cache: dict[str, list[tuple[str, np.ndarray]]] = {}
 
     def __enter__(self) -> KerasArchive:
@@ -488,45 +485,43 @@ class KerasArchive:
         self.close()
 
     def close(self) -> None:
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
-        self._zip.close()
-        self._tmp.cleanup()
+        self.file.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def file_info(self) -> dict[str, Any]:
+        """What the checks saw (see :meth:`modelhub.ml.untrusted.UntrustedKerasFile.info`)."""
+        return self.file.info()
+
+    def check_values(self) -> None:
+        """Read every weight once and refuse NaN or Inf (done once per opened file)."""
+        if not self._values_checked:
+            self.file.check_values()
+            self._values_checked = True
 
     @property
     def h5_path(self) -> Path:
-        """The weights file, extracted next to the archive's temporary folder."""
-        if self._h5_path is None:
-            if WEIGHTS_MEMBER not in self._zip.namelist():
-                raise InvalidModelFileError(
-                    f"Expected '{WEIGHTS_MEMBER}' inside '{self.path.name}'. Save the model with "
-                    "model.save('x.keras') (Keras 3)."
-                )
-            self._zip.extract(WEIGHTS_MEMBER, self._tmp.name)
-            self._h5_path = Path(self._tmp.name) / WEIGHTS_MEMBER
-        return self._h5_path
+        """The checked weights file, extracted into a temporary folder."""
+        if not self.file.has_weights:
+            raise InvalidModelFileError(
+                f"Expected '{WEIGHTS_MEMBER}' inside '{self.path.name}'. Save the model with "
+                "model.save('x.keras') (Keras 3)."
+            )
+        return self.file.h5_path
 
     @property
     def assets_dir(self) -> Path | None:
         """The archive's assets, extracted, or None when it has none."""
         if self._assets_dir is None:
-            members = [
-                name for name in self._zip.namelist() if name.startswith(ASSETS_PREFIX) and not name.endswith("/")
-            ]
+            members = [name for name in self.file.names if name.startswith(ASSETS_PREFIX) and not name.endswith("/")]
             if not members:
                 return None
+            self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="modelhub-archive-")
             for member in members:
-                self._zip.extract(member, self._tmp.name)
+                self.file.extract_member(member, self._tmp.name)
             self._assets_dir = Path(self._tmp.name) / ASSETS_PREFIX.rstrip("/")
         return self._assets_dir
-
-    def _h5_file(self):
-        import h5py
-
-        if self._h5 is None:
-            self._h5 = h5py.File(self.h5_path, "r")
-        return self._h5
 
     def stores_sublayers(self, node: FlatNode) -> bool:
         """Whether ``node``'s layer is a model kept by its constructor arguments (a keras-hub backbone).
@@ -539,38 +534,25 @@ class KerasArchive:
     def layer_state(self, layer_key: str) -> list[tuple[str, np.ndarray]]:
         """Return ``[(relative name, array)]`` for a layer's weights and assets, sorted.
 
-        Weights come from the h5 group at ``layer_key`` (sub-layers included); assets
-        (vocabularies) as uint8 arrays of their file bytes.
+        Weights come from the checked datasets under ``layer_key`` (sub-layers included);
+        assets (vocabularies) as uint8 arrays of their file bytes.
         """
         if layer_key in self._weights_cache:
             return self._weights_cache[layer_key]
-        import h5py
-
-        items: list[tuple[str, np.ndarray]] = []
-        h5 = self._h5_file()
-        if layer_key and layer_key in h5:
-            group = h5[layer_key]
-
-            def visit(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    items.append((name, np.asarray(obj[()])))
-
-            group.visititems(visit)
+        items: list[tuple[str, np.ndarray]] = list(self.file.iter_datasets(layer_key)) if layer_key else []
         prefix = f"{ASSETS_PREFIX}{layer_key}/"
-        for member in sorted(self._zip.namelist()):
+        for member in sorted(self.file.names):
             if member.startswith(prefix) and not member.endswith("/"):
-                items.append((f"assets/{member[len(prefix) :]}", np.frombuffer(self._zip.read(member), dtype=np.uint8)))
+                items.append(
+                    (f"assets/{member[len(prefix) :]}", np.frombuffer(self.file.read_member(member), dtype=np.uint8))
+                )
         items.sort(key=lambda item: item[0])
         self._weights_cache[layer_key] = items  # the reference is compared with every file: read it once
         return items
 
     def weights_paths(self) -> list[str]:
         """Return every dataset path in the weights file."""
-        import h5py
-
-        paths: list[str] = []
-        self._h5_file().visititems(lambda name, obj: paths.append(name) if isinstance(obj, h5py.Dataset) else None)
-        return paths
+        return sorted(self.file.datasets)
 
     def check_layout(self) -> None:
         """Raise unless every stored weight belongs to a leaf of the flat graph.
@@ -845,7 +827,7 @@ def build_submodel(
     if start is not None:
         needed -= graph.ancestors(start[0])
     config, key_of_name = _submodel_config(graph, output, needed, start, start_name, name)
-    import_registering_packages(config)
+    import_registering_packages(config)  # the config is a cut of the checked one
     model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     load_layer_states(archive, model, key_of_name)
     return model
@@ -870,6 +852,7 @@ def load_layer_states(archive: KerasArchive, model: Any, key_of_name: dict[str, 
     """Load each named layer's weights and assets from the archive paths given."""
     from keras.src.saving import saving_lib
 
+    archive.check_values()
     store = saving_lib.H5IOStore(archive.h5_path, mode="r")
     assets = archive.assets_dir
     asset_store = saving_lib.DiskIOStore(str(assets), mode="r") if assets is not None else None
@@ -1001,10 +984,26 @@ def _strip_shared_ids(value: Any) -> None:
             _strip_shared_ids(item)
 
 
+def import_registering_packages(config: Any) -> None:
+    """Import keras-hub when a checked config names its allowed classes, so Keras can find them.
+
+    Raises:
+        UnsafeModelError: the model needs keras-hub and it is not installed.
+    """
+    if '"keras_hub>' not in json.dumps(config):
+        return
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError as error:
+        raise UnsafeModelError(
+            "Expected keras-hub to be installed to load this model (it uses keras-hub classes), "
+            "but it is not. Install the project's requirements."
+        ) from error
+
+
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the parsed ``config.json`` of a ``.keras`` file."""
-    with zipfile.ZipFile(path) as archive:
-        return json.loads(archive.read("config.json"))
+    """Return the checked ``config.json`` of a ``.keras`` file (zip and config checks only)."""
+    return untrusted.read_config(path)
 
 
 __all__ = [
@@ -1019,6 +1018,7 @@ __all__ = [
     "iter_refs",
     "load_layer_states",
     "map_ref",
+    "import_registering_packages",
     "parse_config",
     "read_config",
     "require_identical_backbone",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from modelhub.ml.archive import Alignment, KerasArchive, _structure_difference, align
-from modelhub.ml.safe_load import check_keras_archive
+from modelhub.ml.untrusted import Limits
 
 
 def relative_l2_change(before: list[np.ndarray], after: list[np.ndarray]) -> float | None:
@@ -42,8 +42,9 @@ def compare_head_weights(path_a: str | os.PathLike[str], path_b: str | os.PathLi
     """Compare the weights of head ``b`` with head ``a`` layer by layer, or say how they differ.
 
     Args:
-        path_a, path_b: the two heads' ``.keras`` files (checked with ``check_keras_archive``
-            first, under ``limits``: max_bytes, max_uncompressed_bytes, max_members).
+        path_a, path_b: the two heads' ``.keras`` files, opened through the untrusted-file reader
+            (:mod:`modelhub.ml.untrusted`) under ``limits`` (fields of its ``Limits``); every
+            weight read is checked there.
 
     Returns:
         ``{"same_architecture": True, "layers": [{"layer", "class_name", "relative_l2_change",
@@ -55,9 +56,10 @@ def compare_head_weights(path_a: str | os.PathLike[str], path_b: str | os.PathLi
         >>> compare_head_weights("sentiment-v1.keras", "sentiment-v2.keras")["layers"][0]["relative_l2_change"]
         0.031
     """
-    check_keras_archive(path_a, **limits)
-    check_keras_archive(path_b, **limits)
-    with KerasArchive(path_a) as a, KerasArchive(path_b) as b:
+    checked = Limits.from_kwargs(**limits)
+    with KerasArchive(path_a, limits=checked) as a, KerasArchive(path_b, limits=checked) as b:
+        a.check_layout()
+        b.check_layout()
         a_layers = [n for n in a.graph.nodes if not n.is_input]
         b_layers = [n for n in b.graph.nodes if not n.is_input]
         alignment = align(a, b)

@@ -1,0 +1,127 @@
+"""The untrusted-file reader refuses every hostile file of the generated corpus, before using its bytes.
+
+Each kind is refused by the worker's check (``check_keras_archive``) and by the web process'
+compare (``compare_head_weights``), with a message that says what was found; the canary's secret
+never shows up in a message; and the process' peak memory stays small although some files
+declare gigabytes.
+"""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from modelhub.ml.compare import compare_head_weights
+from modelhub.ml.errors import InvalidModelFileError, MLError
+from modelhub.ml.safe_load import check_keras_archive, load_keras_model
+from modelhub.ml.untrusted import Limits, UntrustedKerasFile, json_nesting_depth
+from tests import hostile_files, process_memory
+
+# Limits as the test worker runs with them (tests/conftest.py), plus the corpus' small dataset count.
+LIMITS = {"max_uncompressed_bytes": 256 * 1024**2, **hostile_files.TINY_LIMITS}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    canary, secret = hostile_files.make_canary(root)
+    return root, secret, hostile_files.build_corpus(root / "files", canary)
+
+
+def test_the_corpus_has_at_least_twenty_kinds_and_the_honest_head_passes(corpus):
+    root, _, files = corpus
+    assert len(files) >= 20, sorted(files)
+    honest = root / "files" / "honest.keras"
+    info = check_keras_archive(honest, **LIMITS)
+    assert info["num_weight_arrays"] == 2 and info["declared_weight_bytes"] == (6 * 3 + 3) * 4
+    assert load_keras_model(honest).count_params() == 21
+    assert compare_head_weights(honest, honest)["relative_l2_change"] == 0.0
+
+
+def test_every_hostile_file_is_refused_by_the_check_and_by_compare_with_its_reason(corpus):
+    root, secret, files = corpus
+    honest = root / "files" / "honest.keras"
+    refused = {}
+    for kind, item in files.items():
+        with pytest.raises(InvalidModelFileError) as checked:
+            check_keras_archive(item.path, **LIMITS)
+        with pytest.raises(MLError) as compared:
+            compare_head_weights(honest, item.path, **LIMITS)
+        for message in (str(checked.value), str(compared.value)):
+            assert item.expected.lower() in message.lower(), (kind, message)
+            assert secret.decode() not in message, kind
+        refused[kind] = str(checked.value)
+    assert set(refused) == set(files)
+
+
+def test_peak_memory_stays_bounded_while_files_declare_gigabytes(corpus):
+    _, _, files = corpus
+    baseline = process_memory.reset_peak()
+    for item in files.values():
+        with pytest.raises(InvalidModelFileError):
+            check_keras_archive(item.path, **LIMITS)
+    grown = process_memory.peak_rss() - baseline
+    # declared_size_bomb alone declares 2 GiB and chunked_gzip_bomb 4 GiB; config_50mb unpacks 50 MB.
+    assert grown < 160 * 1024**2, f"peak RSS grew by {grown / 1024**2:.0f} MiB"
+
+
+def test_reader_reads_nothing_before_the_structure_is_checked(corpus, monkeypatch):
+    """Opening a hostile file never reaches dataset reads: the refusal comes from the structure walk."""
+    _, _, files = corpus
+    import h5py
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a dataset was read before the file was refused")
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", no_reads)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", no_reads)
+    for kind in ("external_storage", "virtual_dataset", "declared_size_bomb", "chunked_gzip_bomb", "soft_link"):
+        with pytest.raises(InvalidModelFileError):
+            UntrustedKerasFile(files[kind].path, limits=Limits.from_kwargs(**LIMITS))
+
+
+def test_declared_total_and_counts_have_their_own_limits(corpus):
+    root, _, _ = corpus
+    honest = root / "files" / "honest.keras"
+    with pytest.raises(InvalidModelFileError, match="declare at most 40 bytes"):
+        check_keras_archive(honest, max_declared_bytes=40)
+    with pytest.raises(InvalidModelFileError, match="at most 1 weight arrays"):
+        check_keras_archive(honest, max_datasets=1)
+    with pytest.raises(InvalidModelFileError, match="at most 1 layers"):
+        check_keras_archive(honest, max_layers=1)
+    with pytest.raises(TypeError, match="Unknown limits"):
+        check_keras_archive(honest, max_everything=1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{}", b'{"a": [1, {"b": "[[[["}]}', b'["\\"[", [[]]]', b"[" * 50 + b"]" * 50, b'"x"'],
+)
+def test_json_nesting_depth_matches_the_parsed_depth(raw):
+    def depth(value) -> int:
+        if isinstance(value, dict):
+            return 1 + max((depth(item) for item in value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max((depth(item) for item in value), default=0)
+        return 0
+
+    assert json_nesting_depth(raw) == depth(json.loads(raw))
+
+
+def test_dataset_zips_get_the_same_zip_checks(tmp_path, settings):
+    from training.datasets import DatasetError, open_dataset_zip
+
+    symlinked = tmp_path / "symlink.npz"
+    with zipfile.ZipFile(symlinked, "w") as archive:
+        info = zipfile.ZipInfo("x.npy")
+        info.external_attr = (0o120777) << 16
+        archive.writestr(info, "/etc/passwd")
+    with pytest.raises(DatasetError, match="symbolic link"):
+        open_dataset_zip(symlinked, fix="")
+    doubled = tmp_path / "doubled.npz"
+    with zipfile.ZipFile(doubled, "w") as archive:
+        for _ in range(2):
+            archive.writestr("x.npy", np.lib.format.header_data_from_array_1_0(np.zeros(1)).__repr__())
+    with pytest.raises(DatasetError, match="twice"):
+        open_dataset_zip(doubled, fix="")
