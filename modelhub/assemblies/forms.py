@@ -179,24 +179,14 @@ class TryItForm(forms.Form):
         return cleaned
 
     def _load_npy(self, upload) -> np.ndarray:
-        try:
-            array = np.load(upload, allow_pickle=False)
-        except ValueError as exc:
-            if "allow_pickle" in str(exc):
-                raise forms.ValidationError(
-                    "This .npy holds Python objects (pickled data), which are never loaded. Save a numeric "
-                    "array instead: np.save('x.npy', np.asarray(x, dtype='float32'))."
-                ) from None
-            raise forms.ValidationError(f"Could not read the file as a .npy array: {exc}.") from None
-        except (OSError, EOFError) as exc:
-            raise forms.ValidationError(
-                f"Could not read the file as a .npy array ({exc}). Save it with np.save('x.npy', x)."
-            ) from None
-        if not isinstance(array, np.ndarray):
-            raise forms.ValidationError("Expected a single array saved with np.save, not an .npz archive.")
-        if array.dtype.kind not in "iuf":
-            raise forms.ValidationError(f"Expected a numeric array, the file holds dtype '{array.dtype}'.")
-        return array
+        from modelhub.ml.errors import InvalidDatasetError
+        from modelhub.ml.untrusted.npy import read_npy
+
+        upload.seek(0)
+        try:  # the header is checked against the bytes present before anything is allocated
+            return read_npy(upload, num_bytes=upload.size, max_bytes=MAX_TRIAL_UPLOAD_BYTES, what=f"'{upload.name}'")
+        except InvalidDatasetError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def _load_image(self, upload) -> np.ndarray:
         height, width, channels = self.image_shape

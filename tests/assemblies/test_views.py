@@ -431,3 +431,17 @@ def test_large_inputs_get_a_body_generator_with_every_name(alice, by_kind, capsy
     assert "np.random.standard_normal((2, 32, 32, 3))" in snippets["python"]
     assert '"caption": ["a great movie", "not good at all"]' in snippets["python"]
     compile(snippets["python"], "python-snippet", "exec")
+
+
+def test_try_it_refuses_a_npy_whose_header_declares_terabytes_without_allocating(client, alice, ready):
+    """np.load would allocate what the header declares (MemoryError, a 500): the header is checked first."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    buffer.write(b"\0" * 16)
+    forged = SimpleUploadedFile("x.npy", buffer.getvalue(), content_type="application/octet-stream")
+    client.force_login(alice)
+    page = client.post(f"/assemblies/{ready.pk}/try/", {"task_id": 0, "source": "npy", "file": forged})
+    assert page.status_code == 200
+    error = section(page.content.decode(), 'id="try-error"')
+    assert "header declares 8,000,000,000,000" in error and "Send fewer rows" in error
+    assert not Prediction.objects.exists()

@@ -6,6 +6,7 @@ never shows up in a message; and the process' peak memory stays small although s
 declare gigabytes.
 """
 
+import io
 import json
 import zipfile
 
@@ -125,3 +126,22 @@ def test_dataset_zips_get_the_same_zip_checks(tmp_path, settings):
             archive.writestr("x.npy", np.lib.format.header_data_from_array_1_0(np.zeros(1)).__repr__())
     with pytest.raises(DatasetError, match="twice"):
         open_dataset_zip(doubled, fix="")
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_read_npy_round_trips_and_refuses_headers_that_do_not_match_the_data(order):
+    from modelhub.ml.errors import InvalidDatasetError
+    from modelhub.ml.untrusted.npy import read_npy_bytes
+
+    expected = np.asarray(np.arange(12, dtype="float32").reshape(3, 4), order=order)
+    buffer = io.BytesIO()
+    np.save(buffer, expected)
+    np.testing.assert_array_equal(read_npy_bytes(buffer.getvalue(), max_bytes=1024), expected)
+    with pytest.raises(InvalidDatasetError, match="holds 40"):
+        read_npy_bytes(buffer.getvalue()[:-8], max_bytes=1024)
+    with pytest.raises(InvalidDatasetError, match="at most 16 bytes"):
+        read_npy_bytes(buffer.getvalue(), max_bytes=16)
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidDatasetError, match="never loaded"):
+        read_npy_bytes(pickled.getvalue(), max_bytes=1024)
