@@ -33,6 +33,8 @@ from modelhub.ml.errors import BackboneMismatchError, InvalidModelFileError, Lay
 from modelhub.ml.untrusted import ASSETS_PREFIX, WEIGHTS_MEMBER, Limits, UntrustedKerasFile
 
 KERAS_TENSOR = "__keras_tensor__"
+# Groups Keras writes beside the layers: a trained model's optimizer state and model-level vars.
+MODEL_STATE_PREFIXES = ("optimizer/", "vars/")
 REF_KEY = "__ref__"
 INLINED_CLASSES = frozenset({"Functional", "Sequential"})
 OPERATION_KEY_PREFIX = "op:"
@@ -561,6 +563,8 @@ class KerasArchive:
         """
         keys = sorted({node.layer_key for node in self.graph.nodes if node.layer_key}, key=len, reverse=True)
         for path in self.weights_paths():
+            if path.startswith(MODEL_STATE_PREFIXES):
+                continue  # a compiled model's optimizer slots and the model's own variables
             if not any(path.startswith(key + "/") for key in keys):
                 raise InvalidModelFileError(
                     f"Expected every weight in '{self.path.name}' to belong to a layer of its config, found "

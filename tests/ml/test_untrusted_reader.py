@@ -145,3 +145,20 @@ def test_read_npy_round_trips_and_refuses_headers_that_do_not_match_the_data(ord
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InvalidDatasetError, match="never loaded"):
         read_npy_bytes(pickled.getvalue(), max_bytes=1024)
+
+
+def test_a_trained_model_keeps_its_optimizer_state_and_passes(tmp_path):
+    """Keras writes optimizer/ and model-level vars/ beside layers/ for a compiled, trained model."""
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.BatchNormalization()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(np.random.rand(8, 4), np.random.randint(0, 3, 8), epochs=1, verbose=0)
+    path = tmp_path / "trained.keras"
+    model.save(path)
+    with UntrustedKerasFile(path) as file:
+        assert any(name.startswith("optimizer/") for name in file.datasets)
+    assert check_keras_archive(path)["num_weight_arrays"] == len(model.weights) + len(model.optimizer.variables)
+    assert compare_head_weights(path, path)["relative_l2_change"] == 0.0
