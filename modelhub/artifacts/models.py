@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Blob(models.Model):
@@ -10,6 +11,9 @@ class Blob(models.Model):
     sha256 = models.CharField(max_length=64, unique=True)
     size_bytes = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Stored again or reused by a new upload (blob_store_path): gc's age check reads this, so a
+    # blob someone just started to use again is never collected before its reference exists.
+    last_used_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -5,9 +5,11 @@ then create the row. A crash in between leaves at worst a blob without a row, wh
 `manage.py gc_artifacts` removes.
 """
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import IO
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from modelhub.artifacts.models import Blob, Upload
@@ -47,19 +50,53 @@ def sha256_of_path(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+# The first key of the PostgreSQL advisory locks that blob writers and gc share ("mh").
+BLOB_LOCK_NAMESPACE = 0x6D68
+
+
+@contextlib.contextmanager
+def blob_lock(*, sha256: str) -> Iterator[None]:
+    """Hold the lock that blob writers and gc share for one sha256 until the block ends.
+
+    The block runs in a transaction. PostgreSQL: a transaction-level advisory lock on
+    (BLOB_LOCK_NAMESPACE, 32 bits of the sha256), so writers of other blobs never wait. SQLite:
+    its one write lock (settings begin transactions IMMEDIATE; a no-op write takes it otherwise).
+    Any other database: a row lock on the blob's row, where there is one.
+    """
+    with transaction.atomic():
+        vendor = connection.vendor
+        with connection.cursor() as cursor:
+            if vendor == "postgresql":
+                key = int(sha256[:8], 16) - 2**31  # a signed 32-bit integer
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [BLOB_LOCK_NAMESPACE, key])
+            elif vendor == "sqlite":
+                cursor.execute(f"UPDATE {Blob._meta.db_table} SET sha256 = sha256 WHERE 1 = 0")
+        if vendor not in ("postgresql", "sqlite"):
+            list(Blob.objects.select_for_update().filter(sha256=sha256).values_list("pk", flat=True))
+        yield
+
+
 def blob_store_path(*, path: Path) -> StoredBlob:
-    """Store a local file as a blob (deduplicated by sha256) and return its row."""
-    sha256, size = sha256_of_path(Path(path))
+    """Store a local file as a blob (deduplicated by sha256) and return its row.
+
+    The bytes are put outside any lock (a large put never holds one). Then, under blob_lock, the
+    stored bytes are checked again (gc may have removed an old copy in between: put again) and
+    the row is created, or marked used now when it exists: gc's age check reads last_used_at and
+    its delete re-checks under the same lock, so a blob reused here is never collected before
+    the caller's reference (an upload, a head) exists.
+    """
+    path = Path(path)
+    sha256, size = sha256_of_path(path)
     store = get_blob_store()
-    existing = Blob.objects.filter(sha256=sha256).first()
-    if existing is not None and store.exists(sha256):
-        return StoredBlob(blob=existing, deduplicated=True)
-    store.put_file(sha256, Path(path))
-    try:
-        with transaction.atomic():
-            blob, created = Blob.objects.get_or_create(sha256=sha256, defaults={"size_bytes": size})
-    except IntegrityError:  # a concurrent writer created the row first
-        blob, created = Blob.objects.get(sha256=sha256), False
+    if not (Blob.objects.filter(sha256=sha256).exists() and store.exists(sha256)):
+        store.put_file(sha256, path)
+    with blob_lock(sha256=sha256):
+        if not store.exists(sha256):
+            store.put_file(sha256, path)
+        blob, created = Blob.objects.get_or_create(sha256=sha256, defaults={"size_bytes": size})
+        if not created:
+            blob.last_used_at = timezone.now()
+            Blob.objects.filter(pk=blob.pk).update(last_used_at=blob.last_used_at)
     return StoredBlob(blob=blob, deduplicated=not created)
 
 
@@ -156,27 +193,59 @@ def minimum_gc_grace() -> timedelta:
 
 
 def artifacts_gc(*, grace: timedelta = timedelta(hours=1), dry_run: bool = False) -> GcReport:
-    """Delete rows nothing references and stored blobs with no row, older than `grace`.
+    """Delete rows nothing references and stored blobs with no row, unused for longer than `grace`.
 
     The grace period protects work in flight: an upload's or a long task's blob is written
     before the row that references it. It is never shorter than the longest task may run
-    (:func:`minimum_gc_grace`).
+    (:func:`minimum_gc_grace`). Rows are aged by last_used_at (a reuse refreshes it) and stored
+    blobs by their modification time. Everything is listed first and each deletion re-checks
+    under blob_lock, which blob_store_path holds while it reuses or registers a blob, so an upload
+    that starts to use a listed blob in between keeps it.
     """
     grace = max(grace, minimum_gc_grace())
     cutoff = timezone.now() - grace
     store = get_blob_store()
     rows_deleted = 0
-    for blob in Blob.objects.filter(created_at__lt=cutoff).iterator():
-        if not _blob_is_referenced(blob):
-            rows_deleted += 1
-            if not dry_run:
-                blob.delete()
+    candidates = Blob.objects.filter(last_used_at__lt=cutoff).order_by("pk").values_list("pk", "sha256")
+    for pk, sha256 in list(candidates):
+        if dry_run:
+            rows_deleted += not _blob_is_referenced(Blob(pk=pk, sha256=sha256))
+        else:
+            rows_deleted += gc_delete_row(pk=pk, sha256=sha256, cutoff=cutoff)
     known = set(Blob.objects.values_list("sha256", flat=True))
     blobs_deleted = 0
     for sha256, modified in list(store.iter_blobs()):
         if sha256 in known or modified > cutoff:
             continue
-        blobs_deleted += 1
-        if not dry_run:
-            store.delete(sha256)
+        if dry_run:
+            blobs_deleted += 1
+        else:
+            blobs_deleted += gc_delete_stored(sha256=sha256, cutoff=cutoff)
     return GcReport(rows_deleted=rows_deleted, blobs_deleted=blobs_deleted)
+
+
+def gc_delete_row(*, pk: int, sha256: str, cutoff) -> bool:
+    """Delete a listed blob row if, under blob_lock, it is still unused since `cutoff` and unreferenced."""
+    with blob_lock(sha256=sha256):
+        blob = Blob.objects.select_for_update().filter(pk=pk, last_used_at__lt=cutoff).first()
+        if blob is None or _blob_is_referenced(blob):
+            return False
+        try:
+            with transaction.atomic():
+                blob.delete()
+        except (ProtectedError, IntegrityError):  # a reference committed since the check
+            return False
+        return True
+
+
+def gc_delete_stored(*, sha256: str, cutoff) -> bool:
+    """Delete listed stored bytes if, under blob_lock, they still have no row and were not written since `cutoff`."""
+    store = get_blob_store()
+    with blob_lock(sha256=sha256):
+        if Blob.objects.filter(sha256=sha256).exists():
+            return False
+        modified = store.modified(sha256)
+        if modified is None or modified > cutoff:
+            return False
+        store.delete(sha256)
+        return True

@@ -49,6 +49,10 @@ class BlobStore(abc.ABC):
         """Yield (sha256, last modified) for every stored blob."""
 
     @abc.abstractmethod
+    def modified(self, sha256: str) -> datetime | None:
+        """Return when the blob was last written, or None when it is not stored (gc's re-check)."""
+
+    @abc.abstractmethod
     def check(self) -> str:
         """Raise if the store is unusable; return a short description for /api/health/."""
 
@@ -95,6 +99,12 @@ class FilesystemBlobStore(BlobStore):
         for path in base.glob("*/*/*"):
             if path.is_file() and len(path.name) == 64:
                 yield path.name, datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+
+    def modified(self, sha256: str) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(self._path(sha256).stat().st_mtime, tz=UTC)
+        except FileNotFoundError:
+            return None
 
     def check(self) -> str:
         # Read-only: a health check must never write (it is called by anyone, often).
@@ -144,6 +154,16 @@ class S3BlobStore(BlobStore):
             name = summary.key.rsplit("/", 1)[-1]
             if len(name) == 64:
                 yield name, summary.last_modified
+
+    def modified(self, sha256: str) -> datetime | None:
+        import botocore.exceptions
+
+        try:
+            return self._object(sha256).last_modified  # a HEAD request
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
 
     def check(self) -> str:
         self.storage.connection.meta.client.head_bucket(Bucket=self.storage.bucket_name)

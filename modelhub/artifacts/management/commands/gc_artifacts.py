@@ -10,8 +10,10 @@ from modelhub.artifacts.services import artifacts_gc, minimum_gc_grace
 class Command(BaseCommand):
     help = (
         "Delete blob rows nothing references, then stored blobs that have no row. Only items "
-        "older than --grace-seconds are touched, so uploads in flight are safe. The grace is never "
-        "shorter than the task time limit plus the reaper margin (work in flight stores blobs first)."
+        "unused for longer than --grace-seconds are touched (storing the same bytes again counts as a "
+        "use), so uploads in flight are safe; each deletion re-checks under the lock uploads take. The "
+        "grace is never shorter than the task time limit plus the reaper margin (work in flight stores "
+        "blobs first)."
     )
 
     def add_arguments(self, parser):
