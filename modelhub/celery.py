@@ -15,8 +15,11 @@ import os
 
 from celery import Celery
 from kombu import Queue
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelhub.settings")
+# The embedded default's broker writes each message atomically (see modelhub/broker.py).
+TRANSPORT_ALIASES["filesystem"] = "modelhub.broker:Transport"
 
 app = Celery("modelhub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
