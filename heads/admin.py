@@ -1,7 +1,11 @@
+"""The admin of tasks, head versions and imports: audited, with four eyes on approving a head here too."""
+
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 
 from heads.models import HeadEvent, HeadVersion, ModelImport, Task
-from modelhub.core.admin import AuditedStatusAdmin
+from heads.selectors import head_version_authors
+from modelhub.core.admin import AuditedAdmin
 
 
 class HeadEventInline(admin.TabularInline):
@@ -9,6 +13,9 @@ class HeadEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     readonly_fields = ["action", "actor", "old_status", "new_status", "comment", "created_at"]
+
+    def has_add_permission(self, request, obj=None):
+        return False  # the history is written by the services (and by HeadVersionAdmin), never by hand
 
 
 @admin.register(Task)
@@ -19,11 +26,32 @@ class TaskAdmin(admin.ModelAdmin):
 
 
 @admin.register(HeadVersion)
-class HeadVersionAdmin(AuditedStatusAdmin):
+class HeadVersionAdmin(AuditedAdmin):
     list_display = ["task", "version", "backbone", "status", "output_width", "created_by", "created_at"]
     list_filter = ["status", "task__team"]
-    readonly_fields = ["blob", "source_blob", "spec", "origin"]
+    # A version is an immutable artifact: what it is and who made it are read-only here.
+    readonly_fields = [
+        "task", "version", "backbone", "blob", "source_blob", "branch_blob", "branch", "spec", "origin",
+    ]  # fmt: skip
     inlines = [HeadEventInline]
+
+    def check_change(self, request, obj, before: dict) -> None:
+        """Refuse an author (by provenance) approving the version here: four eyes hold in the admin too."""
+        if obj.status != HeadVersion.Status.APPROVED or before.get("status") == HeadVersion.Status.APPROVED:
+            return
+        if obj.pk is None:
+            raise PermissionDenied(
+                "A head version cannot be added already approved in the admin; add it as a draft and have "
+                "a reviewer who did not author it approve it."
+            )
+        phrases = head_version_authors(head=HeadVersion.objects.select_related("task").get(pk=obj.pk)).get(
+            request.user.pk
+        )
+        if phrases:
+            raise PermissionDenied(
+                f"You {'; you '.join(phrases)}, so you cannot approve it, in the admin or elsewhere. Four eyes: "
+                "another reviewer, who did not write, carry, derive or request this version, must approve it."
+            )
 
     def status_changed(self, request, obj, field, old, new) -> None:
         HeadEvent.objects.create(
@@ -37,6 +65,6 @@ class HeadVersionAdmin(AuditedStatusAdmin):
 
 
 @admin.register(ModelImport)
-class ModelImportAdmin(AuditedStatusAdmin):
+class ModelImportAdmin(AuditedAdmin):
     list_display = ["id", "team", "backbone_name", "status", "created_at"]
     list_filter = ["status", "team"]

@@ -6,9 +6,9 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from heads.compare import head_compare
+from heads.compare import COMPARE_RETRY_AFTER_SECONDS, head_compare
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport
-from heads.selectors import head_get, head_history, head_list, import_get, import_list
+from heads.selectors import head_get, head_get_comparable, head_history, head_list, import_get, import_list
 from heads.services import head_comment_add, head_transition, head_upload, import_create
 from modelhub.artifacts.downloads import blob_download_response
 from modelhub.core.api import TRACKED_WORK_FIELDS, paginated_response
@@ -24,6 +24,7 @@ class HeadOutputSerializer(serializers.ModelSerializer):
     sha256 = serializers.CharField(source="blob.sha256")
     size_bytes = serializers.IntegerField(source="blob.size_bytes")
     created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
+    carried_by = serializers.CharField(source="carried_by.username", default=None, allow_null=True)
     review = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
 
@@ -51,6 +52,8 @@ class HeadOutputSerializer(serializers.ModelSerializer):
             "origin",
             "review",
             "created_by",
+            "carried_from",
+            "carried_by",
             "created_at",
             *TRACKED_WORK_FIELDS,
             "download_url",
@@ -68,6 +71,7 @@ class HeadOutputSerializer(serializers.ModelSerializer):
 
 
 class HeadListCreateApi(APIView):
+    throttle_scope = "uploads"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -236,6 +240,7 @@ class ImportOutputSerializer(serializers.ModelSerializer):
 class ImportListCreateApi(APIView):
     """Import K full models: files sent along (multipart) or staged with POST /api/uploads/ (JSON)."""
 
+    throttle_scope = "imports"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
     parser_classes = [JSONParser, MultiPartParser]
 
     class ImportFieldsSerializer(serializers.Serializer):
@@ -391,6 +396,9 @@ class CompareWeightsSerializer(serializers.Serializer):
     difference = serializers.CharField(allow_null=True, help_text="How the architectures differ (or why unread).")
     relative_l2_change = serializers.FloatField(allow_null=True, help_text="Over all weights of the head.")
     layers = LayerChangeSerializer(many=True, help_text="Per layer with weights, in a's graph order.")
+    computing = serializers.BooleanField(
+        help_text="True while a worker compares the weights (a large pair); ask again after Retry-After seconds."
+    )
 
 
 class CompareOutputsSerializer(serializers.Serializer):
@@ -416,17 +424,30 @@ class HeadCompareSerializer(serializers.Serializer):
 class HeadCompareApi(APIView):
     """Compare two head versions of your teams: metrics per shared dataset, weights, outputs."""
 
+    throttle_scope = "compare"  # counted per user (a GET): settings.MODELHUB_THROTTLE_RATES
+
     class FilterSerializer(serializers.Serializer):
         a = serializers.IntegerField(min_value=1, help_text="Head version id (the reference).")
         b = serializers.IntegerField(min_value=1, help_text="Head version id (compared with a).")
 
     @extend_schema(
         parameters=[FilterSerializer],
-        responses={200: HeadCompareSerializer, 404: error_response("a or b is not a head version of your teams.")},
+        responses={
+            200: HeadCompareSerializer,
+            404: error_response("a or b is not a head version of your teams."),
+            409: error_response(
+                "a or b is still being validated or was rejected (code head_not_validated): compare reads "
+                "only files a worker has validated."
+            ),
+        },
     )
     def get(self, request):
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        a = head_get(user=request.user, pk=query.validated_data["a"])
-        b = head_get(user=request.user, pk=query.validated_data["b"])
-        return Response(HeadCompareSerializer(head_compare(a=a, b=b)).data)
+        a = head_get_comparable(user=request.user, pk=query.validated_data["a"])
+        b = head_get_comparable(user=request.user, pk=query.validated_data["b"])
+        comparison = head_compare(a=a, b=b)
+        response = Response(HeadCompareSerializer(comparison).data)
+        if comparison["weights"]["computing"]:
+            response["Retry-After"] = str(COMPARE_RETRY_AFTER_SECONDS)
+        return response

@@ -2,24 +2,47 @@
 
 Read on request by the API (GET /api/heads/compare/) and the dashboard's compare page. Metrics
 and outputs come from HeadEvaluation rows (an evaluate_head job wrote them). Weights are read
-here, in the web process, from both heads' .keras files with h5py (modelhub.ml.compare, imported
-inside the function: no TensorFlow): a comparison is pairwise and arbitrary, so nothing can be
-computed ahead for it, and heads are small (heads larger than MODELHUB_COMPARE_MAX_HEAD_BYTES
-are compared by architecture only, from their stored spec).
+from both heads' .keras files with h5py (modelhub.ml.compare, imported inside the function: no
+TensorFlow), and only from files a worker has validated (heads.selectors.head_get_comparable):
+the web process never parses bytes no worker has checked. A comparison is pairwise and
+arbitrary, so nothing can be computed ahead; its result is cached per pair of blobs (sha256 a,
+sha256 b) in Django's cache. Two files of at most MODELHUB_COMPARE_WEB_MAX_BYTES together are
+compared in the web process; larger pairs by a worker (task heads.compare_weights), which the
+request waits for at most MODELHUB_COMPARE_MAX_WAIT seconds, then answers with
+``weights.computing`` true, to be asked again. Heads larger than MODELHUB_COMPARE_MAX_HEAD_BYTES
+are compared by architecture only, from their stored spec.
 """
 
 import io
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
 from django.db.models import QuerySet
 
 from heads.models import HeadEvaluation, HeadVersion
+from heads.selectors import NOT_VALIDATED_STATUSES
+from modelhub.artifacts.models import Blob
 from modelhub.artifacts.services import blob_fetch_verified
+from modelhub.core.errors import ApplicationError
 
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024**2
+DEFAULT_WEB_MAX_BYTES = 256 * 1024
+DEFAULT_MAX_WAIT_SECONDS = 10.0
+WEIGHTS_TASK = "heads.compare_weights"
+# Bump when the shape or the meaning of a cached weights comparison changes.
+WEIGHTS_CACHE_VERSION = 1
+WEIGHTS_CACHE_SECONDS = 7 * 24 * 3600
+# A pair handed to a worker is not handed again for this long (a lost task is retried after it).
+WEIGHTS_PENDING_SECONDS = 300
+# The API's Retry-After while a worker compares a pair.
+COMPARE_RETRY_AFTER_SECONDS = 2
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.5
 OUTPUTS_ARRAY = "outputs"
 
 
@@ -115,13 +138,36 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def weights_compare(*, a: HeadVersion, b: HeadVersion) -> dict:
-    """Return b's per-layer relative L2 weight change from a, or why the architectures differ."""
-    from modelhub.ml.compare import compare_head_weights
-    from modelhub.ml.errors import MLError
+def _empty_weights() -> dict:
+    return {"same_architecture": None, "difference": None, "relative_l2_change": None, "layers": [], "computing": False}
 
-    result = {"same_architecture": None, "difference": None, "relative_l2_change": None, "layers": []}
-    limit = int(getattr(settings, "MODELHUB_COMPARE_MAX_HEAD_BYTES", DEFAULT_MAX_HEAD_BYTES))
+
+def _max_head_bytes() -> int:
+    return int(getattr(settings, "MODELHUB_COMPARE_MAX_HEAD_BYTES", DEFAULT_MAX_HEAD_BYTES))
+
+
+def weights_cache_key(*, sha256_a: str, sha256_b: str) -> str:
+    """Return the cache key of b's weight change from a, per pair of blobs (order matters)."""
+    return f"heads:compare-weights:v{WEIGHTS_CACHE_VERSION}:{_max_head_bytes()}:{sha256_a}:{sha256_b}"
+
+
+def weights_compare(*, a: HeadVersion, b: HeadVersion) -> dict:
+    """Return b's per-layer relative L2 weight change from a, or why the architectures differ.
+
+    Reads only validated files (a head still validating or rejected is named in ``difference``
+    and never opened). Small pairs are compared here, larger ones by a worker: then
+    ``computing`` is true while the worker has not answered within MODELHUB_COMPARE_MAX_WAIT.
+    """
+    result = _empty_weights()
+    unvalidated = [
+        f"{label} is '{head.status}'" for label, head in (("a", a), ("b", b)) if head.status in NOT_VALIDATED_STATUSES
+    ]
+    if unvalidated:
+        result["difference"] = (
+            f"The weights were not compared: {' and '.join(unvalidated)}; only files a worker has validated are read."
+        )
+        return result
+    limit = _max_head_bytes()
     if max(a.blob.size_bytes, b.blob.size_bytes) > limit:
         same = _layer_signature(a) == _layer_signature(b)
         result["same_architecture"] = same
@@ -131,16 +177,89 @@ def weights_compare(*, a: HeadVersion, b: HeadVersion) -> dict:
             + ("" if same else f" The layers differ: {_layer_summary(a)} in a, {_layer_summary(b)} in b.")
         )
         return result
+    key = weights_cache_key(sha256_a=a.blob.sha256, sha256_b=b.blob.sha256)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    total = a.blob.size_bytes + b.blob.size_bytes
+    web_max = int(getattr(settings, "MODELHUB_COMPARE_WEB_MAX_BYTES", DEFAULT_WEB_MAX_BYTES))
+    if total <= web_max:
+        compared = weights_compare_blobs(blob_a=a.blob, blob_b=b.blob)
+        cache.set(key, compared, WEIGHTS_CACHE_SECONDS)
+        return compared
+    if cache.add(f"{key}:pending", True, WEIGHTS_PENDING_SECONDS):
+        from modelhub.celery import app
+
+        transaction.on_commit(lambda: app.send_task(WEIGHTS_TASK, args=[a.pk, b.pk]))
+    wait = float(getattr(settings, "MODELHUB_COMPARE_MAX_WAIT", DEFAULT_MAX_WAIT_SECONDS))
+    cached = _cache_wait(key, seconds=wait)
+    if cached is not None:
+        return cached
+    result["computing"] = True
+    result["difference"] = (
+        f"A worker is comparing the weights (the two head files hold {total} bytes together, more than the "
+        f"{web_max} the web process reads: MODELHUB_COMPARE_WEB_MAX_BYTES). Ask again in a few seconds."
+    )
+    return result
+
+
+def _cache_wait(key: str, *, seconds: float) -> dict | None:
+    """Poll the cache for `key` for at most `seconds` (every 50 ms, then less often up to 0.5 s)."""
+    deadline = time.monotonic() + max(0.0, seconds)
+    interval = FIRST_POLL_SECONDS
+    while True:
+        value = cache.get(key)
+        left = deadline - time.monotonic()
+        if value is not None or left <= 0:
+            return value
+        time.sleep(min(interval, left))
+        interval = min(interval * 2, MAX_POLL_SECONDS)
+
+
+def weights_compare_blobs(*, blob_a: Blob, blob_b: Blob) -> dict:
+    """Compare two validated head files' weights (b's change from a); read failures go in ``difference``.
+
+    A file the reader refuses is a property of its bytes (cached like a result); a blob whose
+    stored bytes fail their checksum raises ChecksumMismatchError (not cached: it can be repaired).
+    """
+    from modelhub.ml.compare import compare_head_weights
+    from modelhub.ml.errors import MLError
+
+    result = _empty_weights()
     with tempfile.TemporaryDirectory(prefix="modelhub-compare-") as tmp:
-        path_a = blob_fetch_verified(blob=a.blob, destination=Path(tmp) / "a.keras")
-        path_b = blob_fetch_verified(blob=b.blob, destination=Path(tmp) / "b.keras")
+        path_a = blob_fetch_verified(blob=blob_a, destination=Path(tmp) / "a.keras")
+        path_b = blob_fetch_verified(blob=blob_b, destination=Path(tmp) / "b.keras")
         try:
-            compared = compare_head_weights(path_a, path_b, max_bytes=limit)
+            compared = compare_head_weights(path_a, path_b, max_bytes=_max_head_bytes())
         except MLError as exc:
             result["difference"] = f"The weights could not be read: {exc}"
             return result
     result.update(compared)
     return result
+
+
+def weights_compare_run(*, head_a_id: int, head_b_id: int) -> None:
+    """Worker side of weights_compare: compare two validated heads' files and cache the result.
+
+    Fetches the rows again and reads nothing unless both are still validated (a head may have
+    been rejected since the request); always clears the pair's pending marker.
+    """
+    heads = {head.pk: head for head in HeadVersion.objects.select_related("blob").filter(pk__in=[head_a_id, head_b_id])}
+    a, b = heads.get(head_a_id), heads.get(head_b_id)
+    if a is None or b is None:
+        return
+    key = weights_cache_key(sha256_a=a.blob.sha256, sha256_b=b.blob.sha256)
+    try:
+        if a.status in NOT_VALIDATED_STATUSES or b.status in NOT_VALIDATED_STATUSES:
+            return
+        if max(a.blob.size_bytes, b.blob.size_bytes) > _max_head_bytes():
+            return
+        try:
+            cache.set(key, weights_compare_blobs(blob_a=a.blob, blob_b=b.blob), WEIGHTS_CACHE_SECONDS)
+        except ApplicationError as exc:  # a damaged stored blob: say so for a while, then try again
+            cache.set(key, {**_empty_weights(), "difference": f"The weights could not be read: {exc}"}, 60)
+    finally:
+        cache.delete(f"{key}:pending")
 
 
 def _layer_signature(head: HeadVersion) -> list:

@@ -80,6 +80,32 @@ class HeadVersion(TrackedWork):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # Provenance (four eyes): a carried copy keeps the original's created_by; these say who carried
+    # it, from which version, and which job made it. heads.selectors.head_version_authors reads them.
+    carried_from = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="carried_copies",
+        help_text="The head version this one is a carried copy of (same artifact, another backbone version).",
+    )
+    carried_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who carried it here (the job's requester, or the reviewer accepting a forgetting report).",
+    )
+    job = models.ForeignKey(
+        "training.Job",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="head_versions",
+        help_text="The job that made it (trained it, or carried it to a new backbone version).",
+    )
 
     class Meta:
         ordering = ["task__slug", "-version"]

@@ -4,7 +4,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport, Task
-from modelhub.core.errors import NotFoundError
+from modelhub.core.errors import ConflictError, NotFoundError
 from modelhub.teams.selectors import scoped_to_member, team_object_get
 
 
@@ -12,7 +12,7 @@ def head_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySe
     """Return head versions of the user's teams, filtered by backbone, status, task, team or text."""
     filters = filters or {}
     queryset = HeadVersion.objects.select_related(
-        "task", "task__team", "backbone", "blob", "branch_blob", "created_by", "reviewed_by"
+        "task", "task__team", "backbone", "blob", "branch_blob", "created_by", "reviewed_by", "carried_by"
     )
     if not user.is_authenticated:
         return queryset.none()
@@ -59,6 +59,99 @@ def head_get(*, user: AbstractBaseUser, pk) -> HeadVersion:
     if head is None:
         raise NotFoundError(f"Head version {pk} was not found in any of your teams.")
     return head
+
+
+# --- Authorship by provenance (four eyes) ---------------------------------------------------
+
+# Readable phrases, second person: "You " + phrase. Keys are user ids.
+Authors = dict[int, list[str]]
+
+
+def head_label(head: HeadVersion) -> str:
+    """Return 'sentiment v3 (head version 12)'."""
+    return f"{head.task.slug} v{head.version} (head version {head.pk})"
+
+
+def _add_author(authors: Authors, user_id: int | None, how: str) -> None:
+    if user_id is None:
+        return
+    phrases = authors.setdefault(user_id, [])
+    if how not in phrases:
+        phrases.append(how)
+
+
+def job_requesters(*, job, made: str, requested: str = "requested") -> Authors:
+    """Return who requested `job` (a training.Job) and every earlier attempt it retried, and who retried them.
+
+    A retry keeps the original requester in ``created_by`` and names the retrier in ``retried_by``;
+    both count, for the job and each job it retried (``retry_of``, followed to the first attempt).
+    ``made`` ends each phrase, e.g. "which made sentiment v3".
+    """
+    authors: Authors = {}
+    seen = set()
+    while job is not None and job.pk not in seen:
+        seen.add(job.pk)
+        what = f"job {job.pk} ({job.kind})"
+        _add_author(authors, job.created_by_id, f"{requested} {what}, {made}")
+        _add_author(authors, job.retried_by_id, f"retried {what}, {made}")
+        job = job.retry_of
+    return authors
+
+
+def _merge(authors: Authors, more: Authors) -> Authors:
+    for user_id, phrases in more.items():
+        for how in phrases:
+            _add_author(authors, user_id, how)
+    return authors
+
+
+def head_version_authors(*, head: HeadVersion) -> Authors:
+    """Return every author of a head version by provenance: user id -> how they authored it.
+
+    The one rule every four-eyes check uses (approve, request changes, aliases, forgetting
+    reports, the admin). Authors are the version's creator, the creators of every version it
+    was carried or derived from (``carried_from``, followed to the first), and whoever requested
+    (or retried) the job that made it or any of those versions. A copy carried without a recorded
+    job counts its carrier too.
+
+    Example:
+        user.pk in head_version_authors(head=head)  # True: this user may not approve or alias it
+    """
+    authors: Authors = {}
+    label = head_label(head)
+    seen = set()
+    current = head
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        if current is head:
+            _add_author(authors, current.created_by_id, f"authored {label}")
+            made = f"which made {label}"
+        else:
+            _add_author(
+                authors, current.created_by_id, f"authored {head_label(current)}, which {label} was carried from"
+            )
+            made = f"which made {head_label(current)}, which {label} was carried from"
+        if current.job_id is not None:
+            _merge(authors, job_requesters(job=current.job, made=made))
+        elif current.carried_by_id is not None:
+            _add_author(authors, current.carried_by_id, f"carried {head_label(current)}")
+        current = current.carried_from
+    return authors
+
+
+def heads_carry_authors(*, heads, job) -> Authors:
+    """Return who would author copies of `heads` carried by `job` (a training.Job): their authors and its requesters.
+
+    A forgetting report's accept approves such copies at once, so it refuses these users.
+    """
+    authors: Authors = {}
+    if job is not None:
+        _merge(authors, job_requesters(job=job, made="whose forgetting report this is", requested="started"))
+    for head in heads:
+        for user_id, phrases in head_version_authors(head=head).items():
+            for how in phrases:
+                _add_author(authors, user_id, f"{how}, which accepting would carry")
+    return authors
 
 
 def head_history(*, head: HeadVersion) -> QuerySet[HeadEvent]:
@@ -120,3 +213,30 @@ def head_branch(*, head: HeadVersion) -> dict | None:
         "sha256": head.branch_blob.sha256,
         "layers": layers,
     }
+
+
+# --- Compare: only validated files ----------------------------------------------------------
+
+# Statuses whose file no worker has validated (yet, or ever): compare never reads their bytes.
+NOT_VALIDATED_STATUSES = (HeadVersion.Status.VALIDATING, HeadVersion.Status.REJECTED)
+
+
+def head_get_comparable(*, user: AbstractBaseUser, pk) -> HeadVersion:
+    """Return a head version of the user's teams whose file a worker validated, for compare.
+
+    Raise NotFoundError (404) as head_get does, and ConflictError (409, code head_not_validated)
+    while its validation is pending or after it failed: compare reads the weights in the file.
+    """
+    head = head_get(user=user, pk=pk)
+    if head.status == HeadVersion.Status.VALIDATING:
+        state, hint = "is still being validated by a worker", f"Wait until GET /api/heads/{pk}/ says 'draft'"
+    elif head.status == HeadVersion.Status.REJECTED:
+        state, hint = "was rejected by validation", "Upload a corrected file as a new version"
+    else:
+        return head
+    raise ConflictError(
+        f"Head version {pk} ({head.task.slug} v{head.version}) {state}; compare reads only head versions "
+        f"whose file a worker has validated. {hint}, then compare again.",
+        code="head_not_validated",
+        detail={"head": head.pk, "status": head.status},
+    )

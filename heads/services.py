@@ -19,6 +19,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport, ModelImportFile, Task
+from heads.selectors import Authors, head_version_authors
 from modelhub.artifacts.models import Blob
 from modelhub.artifacts.selectors import upload_list_for_team
 from modelhub.artifacts.services import blob_store_path, blob_store_uploaded_file
@@ -93,11 +94,17 @@ def head_version_create(
     dataset=None,
     branch_blob: Blob | None = None,
     branch: dict | None = None,
+    job=None,
+    carried_from: HeadVersion | None = None,
+    carried_by: AbstractBaseUser | None = None,
 ) -> HeadVersion:
     """Create the next version of `task`'s head (numbered safely under concurrency).
 
     A head that owns the top of its backbone passes its branch artifact and its
-    ``{"after_layer", "layers", "params"}`` (both or neither).
+    ``{"after_layer", "layers", "params"}`` (both or neither). `job` is the training.Job that made
+    it; a carried copy passes the version it copies (`carried_from`) and who carried it
+    (`carried_by`, who also appears as the actor of its history), while `user` stays the
+    original's author.
     """
     if (branch_blob is None) != (branch is None):
         raise ValueError("Pass branch_blob and branch together, or neither.")
@@ -123,10 +130,13 @@ def head_version_create(
                     dataset=dataset,
                     branch_blob=branch_blob,
                     branch=branch,
+                    job=job,
+                    carried_from=carried_from,
+                    carried_by=carried_by,
                 )
                 head.full_clean()
                 head.save()
-                _event(head, actor=user, action=action, new=status)
+                _event(head, actor=carried_by or user, action=action, new=status)
                 return head
         except IntegrityError:
             continue
@@ -140,6 +150,7 @@ def heads_carry(
     user: AbstractBaseUser | None,
     reason: dict,
     head_ids: list[int] | None = None,
+    job=None,
 ) -> list[HeadVersion]:
     """Register the parent's approved heads (or the given ones among them) on a new backbone version.
 
@@ -147,6 +158,10 @@ def heads_carry(
     blob, with `reason` (e.g. {"kind": "grow_preserved", "job": 7}) and the head it came from
     in its origin. Used when a growth preserved the function exactly, and when a reviewer
     accepts a forgetting report. Call it inside the transaction that registers `backbone`.
+
+    Four eyes by provenance: a copy keeps the original's ``created_by``; `user` is recorded as
+    ``carried_by``, the original as ``carried_from`` and `job` (the training.Job that made
+    `backbone`) as ``job``, so the original's author and the job's requester stay its authors.
     """
     heads = HeadVersion.objects.filter(backbone=parent, status=S.APPROVED).select_related(
         "task", "blob", "dataset", "branch_blob"
@@ -160,7 +175,7 @@ def heads_carry(
                 task=task_get_or_create(team=backbone.team, slug=head.task.slug),
                 backbone=backbone,
                 blob=head.blob,
-                user=user,
+                user=head.created_by,
                 filename=head.filename,
                 labels=head.labels,
                 description=head.description,
@@ -173,6 +188,9 @@ def heads_carry(
                 dataset=head.dataset,
                 branch_blob=head.branch_blob,
                 branch=head.branch,
+                job=job,
+                carried_from=head,
+                carried_by=user,
             )
         )
     return carried
@@ -216,6 +234,23 @@ def head_upload(
 
 # --- Review workflow ----------------------------------------------------------------------
 
+
+def check_not_author(*, user: AbstractBaseUser, authors: Authors, doing: str, must: str) -> None:
+    """Refuse (PermissionDeniedError, 403) a user who is one of `authors` (heads.selectors.head_version_authors).
+
+    The message names every way the user authored the version, e.g. "You requested job 7
+    (grow_backbone), which made sentiment v4 (head version 12), so you cannot point alias
+    'champion' at it. Four eyes: another reviewer ... must."
+    """
+    phrases = authors.get(user.pk)
+    if phrases:
+        raise PermissionDeniedError(
+            f"You {'; you '.join(phrases)}, so you cannot {doing}. Four eyes: another reviewer, who did not "
+            f"write, carry, derive or request this version, must {must}.",
+            detail={"authorship": phrases},
+        )
+
+
 TRANSITIONS = {
     "submit": ({S.DRAFT, S.CHANGES_REQUESTED}, S.IN_REVIEW, HeadEvent.Action.SUBMIT),
     "approve": ({S.IN_REVIEW}, S.APPROVED, HeadEvent.Action.APPROVE),
@@ -243,10 +278,12 @@ def head_transition(*, head: HeadVersion, user: AbstractBaseUser, action: str, c
                 f"Only reviewers and admins of team '{head.task.team.slug}' can {action.replace('_', ' ')}; "
                 f"you are '{membership.role}'. Ask a reviewer."
             )
-        if head.created_by_id == user.pk:
-            raise PermissionDeniedError(
-                "You authored this head version, so you cannot review it. Another reviewer must."
-            )
+        check_not_author(
+            user=user,
+            authors=head_version_authors(head=head),
+            doing=f"{action.replace('_', ' ')} it",
+            must=action.replace("_", " ") + " it",
+        )
     if action == "archive" and head.created_by_id != user.pk and not membership.can_review:
         raise PermissionDeniedError("Only the author, reviewers or admins can archive a head version.")
     with transaction.atomic():

@@ -18,8 +18,10 @@ from heads.models import HeadVersion, ModelImport
 from heads.selectors import (
     head_comment_list,
     head_get,
+    head_get_comparable,
     head_history,
     head_list,
+    head_version_authors,
     import_get,
     import_list,
     review_queue,
@@ -78,7 +80,9 @@ def review_panel(*, head: HeadVersion, membership: Membership, user) -> dict:
     is_author = head.created_by_id == user.pk
     can_submit = status in TRANSITIONS["submit"][0]
     in_review = status in TRANSITIONS["approve"][0]
-    can_review = in_review and membership.can_review and not is_author
+    # Four eyes by provenance (heads.selectors.head_version_authors), as head_transition checks.
+    authorship = head_version_authors(head=head).get(user.pk) if in_review and membership.can_review else None
+    can_review = in_review and membership.can_review and not authorship
     review_note = ""
     if in_review and not can_review:
         if not membership.can_review:
@@ -86,8 +90,10 @@ def review_panel(*, head: HeadVersion, membership: Membership, user) -> dict:
                 f"Waiting for a reviewer. Only reviewers and admins of team '{membership.team.slug}' can approve "
                 f"or request changes; you are '{membership.role}'."
             )
-        else:
+        elif is_author:
             review_note = "You authored this head version, so you cannot review it. Another reviewer must."
+        else:
+            review_note = f"You {'; you '.join(authorship)}, so you cannot review it. Another reviewer must."
     can_archive = status in TRANSITIONS["archive"][0] and (is_author or membership.can_review)
     return {
         "can_submit": can_submit,
@@ -247,8 +253,12 @@ def head_compare_view(request):
     if a_id is None or b_id is None:
         messages.error(request, "Pick two versions to compare (a and b) in a head's version list.")
         return redirect(reverse("heads:detail", args=[a_id]) if a_id is not None else reverse("heads:list"))
-    a = object_or_404(head_get, user=request.user, pk=a_id)
-    b = object_or_404(head_get, user=request.user, pk=b_id)
+    try:
+        a = object_or_404(head_get_comparable, user=request.user, pk=a_id)
+        b = object_or_404(head_get_comparable, user=request.user, pk=b_id)
+    except ApplicationError as exc:  # a version not validated (yet): its file is never read
+        messages.error(request, exc.message)
+        return redirect(reverse("heads:detail", args=[(exc.detail or {}).get("head", a_id)]))
     versions = list(head_list(user=request.user, filters={"team": a.task.team.slug, "task": a.task.slug}))
     return render(
         request,

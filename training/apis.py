@@ -48,6 +48,7 @@ class DatasetOutputSerializer(serializers.ModelSerializer):
 
 
 class DatasetListCreateApi(APIView):
+    throttle_scope = "uploads"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -82,6 +83,7 @@ class DatasetDetailApi(APIView):
 class JobOutputSerializer(serializers.ModelSerializer):
     team = serializers.CharField(source="team.slug")
     created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
+    retried_by = serializers.CharField(source="retried_by.username", default=None, allow_null=True)
     forgetting_report = serializers.SerializerMethodField()
 
     class Meta:
@@ -99,6 +101,7 @@ class JobOutputSerializer(serializers.ModelSerializer):
             "error",
             "cancel_requested",
             "retry_of",
+            "retried_by",
             "worker",
             "created_by",
             "created_at",
@@ -149,6 +152,7 @@ def job_request_schemas() -> tuple[dict[str, dict], dict]:
 
 
 class JobListCreateApi(APIView):
+    throttle_scope = "jobs"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
     parser_classes = [JSONParser]
 
     class InputSerializer(serializers.Serializer):
@@ -232,6 +236,8 @@ class JobCancelApi(APIView):
 
 
 class JobRetryApi(APIView):
+    throttle_scope = "jobs"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
+
     @extend_schema(
         request=None,
         responses={
@@ -282,6 +288,7 @@ class ReportDecisionApi(APIView):
 class HeadEvaluateApi(APIView):
     """Queue an evaluate_head job: the head version's metrics on a dataset (stored with the version)."""
 
+    throttle_scope = "evaluate"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
     parser_classes = [JSONParser]
 
     class InputSerializer(serializers.Serializer):

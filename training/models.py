@@ -72,6 +72,15 @@ class Job(TrackedWork):
     result = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
     retry_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries")
+    # A retry keeps the original requester in created_by (four eyes); the member who retried is here.
+    retried_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who retried it (created_by stays the member who requested the original job).",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -20,7 +20,7 @@ def dataset_get(*, user: AbstractBaseUser, pk) -> Dataset:
 
 def job_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Job]:
     filters = filters or {}
-    queryset = scoped_to_member(Job.objects.select_related("team", "created_by"), user=user)
+    queryset = scoped_to_member(Job.objects.select_related("team", "created_by", "retried_by"), user=user)
     for field in ("kind", "status"):
         if filters.get(field):
             queryset = queryset.filter(**{field: filters[field]})
@@ -30,7 +30,8 @@ def job_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet
 
 
 def job_get(*, user: AbstractBaseUser, pk) -> Job:
-    return team_object_get(Job.objects.select_related("team", "created_by"), user=user, pk=pk, label="Job")
+    jobs = Job.objects.select_related("team", "created_by", "retried_by")
+    return team_object_get(jobs, user=user, pk=pk, label="Job")
 
 
 def report_get(*, user: AbstractBaseUser, pk) -> ForgettingReport:

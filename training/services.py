@@ -15,7 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from heads.models import HeadVersion
-from heads.services import heads_carry
+from heads.selectors import heads_carry_authors
+from heads.services import check_not_author, heads_carry
 from modelhub.artifacts.services import blob_store_uploaded_file
 from modelhub.backbones.models import BackboneVersion
 from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
@@ -281,13 +282,20 @@ def job_check(*, team: Team, spec: JobSpec) -> JobSpec:
 
 
 def job_create(
-    *, team: Team, user: AbstractBaseUser, spec: JobSpec, retry_of: Job | None = None, attempts: int = 0
+    *,
+    team: Team,
+    user: AbstractBaseUser | None,
+    spec: JobSpec,
+    retry_of: Job | None = None,
+    attempts: int = 0,
+    retried_by: AbstractBaseUser | None = None,
 ) -> Job:
     """Create a job from its spec; queue it, or fail it at once when a check against the database fails.
 
     The spec is already valid (job_spec_parse); a job that cannot work because of the database
     (dataset not ready, shapes that do not fit...) is stored failed with what to change, and
-    nothing is queued.
+    nothing is queued. `user` is the requester (for a retry: the original job's requester);
+    `retried_by` the member who retried it.
     """
     try:
         spec = job_check(team=team, spec=spec)
@@ -301,6 +309,7 @@ def job_create(
             params=spec.to_params(),
             created_by=user,
             retry_of=retry_of,
+            retried_by=retried_by,
             attempts=attempts,
             status=Job.Status.FAILED if error else Job.Status.QUEUED,
             error=error,
@@ -336,7 +345,8 @@ def job_retry(*, job: Job, user: AbstractBaseUser) -> Job:
 
     The original row is locked, so two concurrent retries make one job; the second answers 409
     naming it. A retry of work that killed its worker keeps counting attempts, so a second loss
-    is reported as such (probably out of memory).
+    is reported as such (probably out of memory). The new job keeps the original requester as
+    ``created_by`` (four eyes: the heads it makes stay theirs) and records `user` as ``retried_by``.
     """
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
@@ -363,7 +373,8 @@ def job_retry(*, job: Job, user: AbstractBaseUser) -> Job:
         lost = locked.error.startswith("Worker lost")
         return job_create(
             team=locked.team,
-            user=user,
+            user=locked.created_by,
+            retried_by=user,
             spec=spec,
             retry_of=locked,
             attempts=locked.attempts if lost else 0,
@@ -373,15 +384,33 @@ def job_retry(*, job: Job, user: AbstractBaseUser) -> Job:
 # --- Forgetting reports -------------------------------------------------------------------
 
 
+def report_carried_heads(report: ForgettingReport) -> list[HeadVersion]:
+    """Return the parent's approved head versions that accepting `report` carries."""
+    head_ids = [row["head_version"] for row in report.rows]
+    return list(
+        HeadVersion.objects.filter(backbone=report.parent, status=HeadVersion.Status.APPROVED, pk__in=head_ids)
+        .select_related("task", "job", "carried_from")
+        .order_by("pk")
+    )
+
+
 def report_decide(*, report: ForgettingReport, user: AbstractBaseUser, accept: bool) -> ForgettingReport:
-    """Accept (carry the parent's approved heads to the new backbone) or reject a report."""
+    """Accept (carry the parent's approved heads to the new backbone) or reject a report.
+
+    Accepting approves the carried copies at once, so it refuses (403) every author of them by
+    provenance: whoever requested or retried the job, and the authors of the heads it carries
+    (heads.selectors.heads_carry_authors). Anyone may reject.
+    """
     membership = membership_get(user=user, team_slug=report.job.team.slug)
     if not membership.can_review:
         raise PermissionDeniedError("Only reviewers and admins can decide on a forgetting report.")
-    if accept and report.job.created_by_id == user.pk:
-        raise PermissionDeniedError(
-            f"You started job {report.job_id}, so you cannot accept its forgetting report: another reviewer "
-            "must (four eyes, as for approving your own head). You may reject it."
+    if accept:
+        authors = heads_carry_authors(heads=report_carried_heads(report), job=report.job)
+        check_not_author(
+            user=user,
+            authors=authors,
+            doing="accept its forgetting report",
+            must="accept it (as for approving your own head). You may reject it",
         )
     with transaction.atomic():
         locked = ForgettingReport.objects.select_for_update().get(pk=report.pk)
@@ -399,5 +428,6 @@ def report_decide(*, report: ForgettingReport, user: AbstractBaseUser, accept: b
                 user=user,
                 head_ids=[row["head_version"] for row in locked.rows],
                 reason={"kind": "forgetting_report", "report": locked.pk},
+                job=locked.job,
             )
     return locked

@@ -61,14 +61,27 @@ class WorkerProbe(TrackedWork):
 
 
 class AuditEvent(models.Model):
-    """A change made outside the workflows (e.g. a status edited in the Django admin): who, what, when."""
+    """A change made outside the workflows (an add, change or delete in the Django admin): who, what, when.
+
+    One row per admin action. ``changes`` holds every changed field as ``{field: [before, after]}``
+    (a deletion holds the deleted row's values as before). ``field`` lists the changed field
+    names; ``old_value``/``new_value`` are filled when exactly one field changed.
+    """
+
+    class Action(models.TextChoices):
+        ADD = "add", "Added"
+        CHANGE = "change", "Changed"
+        DELETE = "delete", "Deleted"
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.CHANGE)
     model = models.CharField(max_length=100)
     object_id = models.CharField(max_length=64)
-    field = models.CharField(max_length=100)
+    object_repr = models.CharField(max_length=200, blank=True)
+    field = models.CharField(max_length=500, blank=True)
     old_value = models.TextField(blank=True)
     new_value = models.TextField(blank=True)
+    changes = models.JSONField(default=dict, blank=True)
     source = models.CharField(max_length=32, default="admin")
     created_at = models.DateTimeField(auto_now_add=True)
 

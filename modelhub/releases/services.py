@@ -1,7 +1,8 @@
 """Writes of the release workflow: set, move and delete aliases; create webhooks; queue deliveries.
 
 Aliases are protected: only reviewers and admins move them, never onto a head version they
-authored, and only onto approved versions. Every change is a row of the alias's history.
+authored by provenance (wrote, carried from their version, or requested the job that made it:
+heads.selectors.head_version_authors), and only onto approved versions. Every change is a row of the alias's history.
 Events reach webhooks through modelhub.core.events (apps below emit, this app subscribes).
 """
 
@@ -16,6 +17,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from heads.models import HeadVersion, Task
+from heads.selectors import head_version_authors
+from heads.services import check_not_author
 from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
 from modelhub.core.events import EVENTS, event_emit
 from modelhub.releases.destinations import destination_check
@@ -78,11 +81,12 @@ def alias_set(
         if head.task_id != task.pk:
             message = f"Head version {head_id} is a version of task '{head.task.slug}', not of '{task.slug}'."
             raise ValidationError(message, detail={"head": [message]})
-        if head.created_by_id == user.pk:
-            raise PermissionDeniedError(
-                f"You authored {task.slug} v{head.version}, so you cannot point alias '{name}' at it. "
-                "Another reviewer must."
-            )
+        check_not_author(
+            user=user,
+            authors=head_version_authors(head=head),
+            doing=f"point alias '{name}' at it",
+            must="set or move the alias",
+        )
         if head.status != HeadVersion.Status.APPROVED:
             raise ConflictError(
                 f"Only approved head versions can be aliased; {task.slug} v{head.version} is '{head.status}'. "

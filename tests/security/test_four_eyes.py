@@ -36,7 +36,8 @@ def test_status_edits_in_the_admin_write_an_audit_event(make_member):
     superuser, _ = make_member("root", team="vision", role="admin")
     superuser.is_staff = superuser.is_superuser = True
     superuser.save()
-    head = head_row(superuser, backbone_row(superuser), task="t", status=HeadVersion.Status.DRAFT)
+    author, _ = make_member("ann", team="vision")  # not root: an author may not approve, in the admin neither
+    head = head_row(author, backbone_row(author), task="t", status=HeadVersion.Status.DRAFT)
     model_admin = admin.site._registry[HeadVersion]
     request = RequestFactory().post("/admin/")
     request.user = superuser

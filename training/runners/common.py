@@ -162,6 +162,7 @@ def register_head(
         backbone=backbone_version,
         blob=stored.blob,
         user=job.created_by,
+        job=job,
         filename=f"{task_slug}.keras",
         labels=labels if len(labels) == stored.output_width else [],
         status=HeadVersion.Status.DRAFT,

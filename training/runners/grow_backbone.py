@@ -98,8 +98,9 @@ def run_grow_backbone(job: Job, spec: GrowBackboneSpec) -> dict:
             carried = heads_carry(
                 parent=parent_version,
                 backbone=new_version,
-                user=job.created_by,
+                user=job.retried_by or job.created_by,
                 reason={"kind": "grow_preserved", "job": job.pk},
+                job=job,
             )
             result["carried_head_versions"] = [head.pk for head in carried]
         return result

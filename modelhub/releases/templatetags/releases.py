@@ -3,6 +3,7 @@
 from django import template
 from django.utils.html import format_html_join
 
+from heads.selectors import head_version_authors
 from modelhub.releases.selectors import alias_list_for_task, alias_names_by_head
 from modelhub.teams.selectors import membership_get
 
@@ -33,6 +34,9 @@ def alias_panel(context, head) -> dict:
         reason = "Only reviewers and admins move aliases."
     elif head.created_by_id == user.pk:
         reason = "You authored this version, so another reviewer must point an alias at it."
+    elif head.status == "approved" and user.pk in head_version_authors(head=head):
+        authorship = "; you ".join(head_version_authors(head=head)[user.pk])
+        reason = f"You {authorship}, so another reviewer must point an alias at it."
     elif head.status != "approved":
         reason = "Only approved versions can be aliased."
     return {
