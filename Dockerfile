@@ -16,4 +16,6 @@ RUN useradd --system --home /var/lib/modelhub modelhub \
        python manage.py collectstatic --no-input -v0
 USER modelhub
 EXPOSE 8000
-CMD ["gunicorn", "modelhub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "600"]
+# --limit-request-line: gunicorn's largest (8190 bytes; default 4094), so that long filter queries
+# fit; longer request lines get 414 (documented in the API description and README).
+CMD ["gunicorn", "modelhub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "600", "--limit-request-line", "8190"]

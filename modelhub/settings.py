@@ -9,6 +9,7 @@ Two runtime shapes (see README "Configuration"):
 
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -155,6 +156,7 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "modelhub.core.middleware.UploadLimitMiddleware",
+    "modelhub.core.middleware.MalformedRequestMiddleware",
     "modelhub.core.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -269,6 +271,9 @@ WHITENOISE_USE_FINDERS = True
 # Uploads stream to temp files on disk (never held whole in memory) and are size-capped.
 MODELHUB_MAX_UPLOAD_BYTES = env_int("MODELHUB_MAX_UPLOAD_BYTES", 2 * 1024**3)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+# Bodies that are not file uploads (JSON such as a predict's inputs, form fields) are read into
+# memory: at most this many bytes, else 413 (modelhub.core.middleware.MalformedRequestMiddleware).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MODELHUB_MAX_REQUEST_BODY_BYTES", 16 * 1024**2)
 FILE_UPLOAD_TEMP_DIR = str(MODELHUB_HOME / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_HANDLERS = ["modelhub.artifacts.upload_handlers.LimitedTemporaryFileUploadHandler"]
@@ -301,6 +306,40 @@ MODELHUB_MAX_LEARNING_RATE = env_float("MODELHUB_MAX_LEARNING_RATE", 1.0)
 
 # --- REST API -----------------------------------------------------------------------------
 
+
+# Per-user rate limits of the expensive operations (modelhub/core/throttling.py): each scope's
+# MODELHUB_THROTTLE_<SCOPE> is "<requests>/<s|min|hour|day>", or 0 / off for no limit. Over it:
+# 429 with Retry-After. Lists, details and status polls are never throttled.
+THROTTLE_DEFAULT_RATES = {
+    "compare": "30/min",  # GET /api/heads/compare/
+    "predict": "30/min",  # POST /api/assemblies/{id}/predict/
+    "evaluate": "30/min",  # POST /api/heads/{id}/evaluate/
+    "imports": "20/min",  # POST /api/imports/
+    "uploads": "120/min",  # POST /api/uploads/, /api/heads/, /api/backbones/, /api/datasets/
+    "webhook_test": "5/min",  # POST /api/webhooks/{id}/test/
+    "tokens": "10/min",  # POST /api/tokens/ and /api/auth/token/ (per address when anonymous)
+    "jobs": "30/min",  # POST /api/jobs/, /api/jobs/{id}/retry/
+    "assemblies": "20/min",  # POST /api/assemblies/
+}
+THROTTLE_RATE_PATTERN = r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$"
+
+
+def _throttle_rate(scope: str, default: str) -> str | None:
+    """Return MODELHUB_THROTTLE_<SCOPE> (checked), ``default`` when unset, None for "0" or "off"."""
+    name = f"MODELHUB_THROTTLE_{scope.upper()}"
+    raw = env_str(name, default).strip().lower().replace(" ", "")
+    if raw in {"0", "off", "none"} or raw.startswith("0/"):
+        return None
+    if not re.match(THROTTLE_RATE_PATTERN, raw):
+        raise ImproperlyConfigured(
+            f"{name} must be a rate such as '30/min' (requests per s, min, hour or day), or 0 / off for no "
+            f"limit; got {raw!r}."
+        )
+    return raw
+
+
+MODELHUB_THROTTLE_RATES = {scope: _throttle_rate(scope, rate) for scope, rate in THROTTLE_DEFAULT_RATES.items()}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Named, hashed, expiring tokens (modelhub.teams.models.ApiToken); header "Token <key>".
@@ -313,6 +352,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "modelhub.core.exception_handler.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "modelhub.core.schema.ModelHubAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Views opt in with throttle_scope; rates are MODELHUB_THROTTLE_RATES (above).
+    "DEFAULT_THROTTLE_CLASSES": ["modelhub.core.throttling.UserScopedRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ModelHub API",
@@ -322,7 +363,11 @@ SPECTACULAR_SETTINGS = {
         "Lists are pages: `{count, next, previous, results}`, with `?page=N&page_size=M` (at most 500). "
         'Every error has the body `{"error": {"code", "message", "detail"}}`; non-members get 404, never 403. '
         "Besides the statuses each operation lists, any path answers 405 to a method it does not list and "
-        "406 to an Accept header it cannot satisfy (JSON is always available)."
+        "406 to an Accept header it cannot satisfy (JSON is always available). "
+        "Expensive operations (compare, predict, evaluate, imports, uploads, jobs, assemblies, webhook tests, "
+        "token creation) are rate-limited per user: 429 with Retry-After (MODELHUB_THROTTLE_<SCOPE>). "
+        "A request line (method, path and query) over 8,190 bytes gets 414 from the web server "
+        "(gunicorn --limit-request-line), a header line over 8,190 bytes 400, before ModelHub sees it."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -394,6 +439,11 @@ MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
 # The longest a request may hold a web thread waiting for a trial prediction: POST
 # /api/assemblies/{id}/predict/ waits min("wait", this) seconds, then answers 202 with an id to poll.
 MODELHUB_PREDICT_MAX_WAIT = env_int("MODELHUB_PREDICT_MAX_WAIT", 30)
+# GET /api/heads/compare/ (and the compare page) reads two validated head files' weights in the web
+# process only when they hold at most this many bytes together; a worker compares larger pairs
+# (cached per pair of blobs), and the request waits for it at most MODELHUB_COMPARE_MAX_WAIT seconds.
+MODELHUB_COMPARE_WEB_MAX_BYTES = env_int("MODELHUB_COMPARE_WEB_MAX_BYTES", 256 * 1024)
+MODELHUB_COMPARE_MAX_WAIT = env_int("MODELHUB_COMPARE_MAX_WAIT", 10)
 # Webhooks (modelhub.releases): deliveries go to public addresses only, unless a host name or a
 # CIDR is listed here (e.g. "127.0.0.1" or "hooks.internal,10.0.0.0/8" for a receiver inside).
 MODELHUB_WEBHOOK_ALLOWED_HOSTS = env_list("MODELHUB_WEBHOOK_ALLOWED_HOSTS", [])

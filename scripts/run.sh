@@ -36,7 +36,7 @@ trap cleanup INT TERM EXIT
   done
 ) &
 pids+=($!)
-.venv/bin/gunicorn modelhub.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 600 \
+.venv/bin/gunicorn modelhub.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 600 --limit-request-line 8190 \
   --access-logfile - &
 pids+=($!)
 echo "==> ModelHub on http://127.0.0.1:$PORT/ (API docs: /api/docs/, health: /api/health/). Ctrl-C stops."

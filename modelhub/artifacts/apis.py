@@ -30,6 +30,8 @@ class UploadCreatedOutputSerializer(UploadOutputSerializer):
 class UploadListCreateApi(APIView):
     """Upload a file into the team's artifact store (deduplicated by sha256)."""
 
+    throttle_scope = "uploads"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
+
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):

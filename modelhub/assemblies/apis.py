@@ -170,6 +170,8 @@ def _head_entry(assembly: Assembly, task_id: int) -> dict:
 
 
 class AssemblyListCreateApi(APIView):
+    throttle_scope = "assemblies"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
+
     class InputSerializer(serializers.Serializer):
         team = serializers.CharField()
         backbone = serializers.IntegerField()
@@ -257,6 +259,8 @@ class AssemblyPredictApi(APIView):
     query string; default 5, at most 30) for a worker's answer, then answers 202 with the
     prediction's id to poll at GET /api/assemblies/{id}/predictions/{pid}/.
     """
+
+    throttle_scope = "predict"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
 
     class InputSerializer(serializers.Serializer):
         task = serializers.CharField(required=False)

@@ -61,6 +61,7 @@ class BackboneUploadedOutputSerializer(BackboneOutputSerializer):
 
 
 class BackboneListCreateApi(APIView):
+    throttle_scope = "uploads"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):

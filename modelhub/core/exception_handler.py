@@ -73,6 +73,6 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     else:
         code = getattr(exc, "default_code", "error")
         message = _first_message(getattr(exc, "detail", str(exc)))
-        detail = None
+        detail = getattr(exc, "envelope_detail", None)  # facts such as a throttle's scope and limit
     response.data = error_body(code, message, detail)
     return response

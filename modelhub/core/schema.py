@@ -10,7 +10,8 @@ DEFAULT_SCHEMA_CLASS) adds what the views share, so that the schema says what th
   envelope of modelhub.core.exception_handler (``ErrorSerializer``): 401 (no, invalid, expired
   or revoked token), 403 (CSRF, for session-cookie clients on unsafe methods), 404 (everywhere:
   objects and teams you cannot see, a page past the end, an unknown ``?format=``), 400 / 413 /
-  415 where the operation reads a body or query parameters, 503 (database unavailable).
+  415 where the operation reads a body or query parameters, 429 with Retry-After where the view
+  has a throttle scope that counts the method (modelhub.core.throttling), 503 (database unavailable).
 - A serializer nested in a view (``HeadTransitionApi.InputSerializer``) without a ``Meta.ref_name``
   gets a component name from its view, so that two views' "Input" never collide.
 
@@ -28,6 +29,7 @@ from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
 
 from modelhub.core.pagination import StandardPagination
+from modelhub.core.throttling import counted_scope, setting_name
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -82,7 +84,14 @@ NOT_FOUND = (
     "never 403), a page past the end of a list, or an unknown ?format=."
 )
 INVALID = "Invalid input: the message names each bad field, and detail maps fields to messages."
-TOO_LARGE = "The request body is larger than MODELHUB_MAX_UPLOAD_BYTES; nothing was stored."
+TOO_LARGE = (
+    "The request body is larger than MODELHUB_MAX_UPLOAD_BYTES (file uploads) or MODELHUB_MAX_REQUEST_BODY_BYTES "
+    "(JSON and form bodies); nothing was stored."
+)
+THROTTLED = (
+    "Too many {scope} requests from this user (code throttled): at most {setting} per period. Nothing was done; "
+    "wait Retry-After seconds. detail holds scope, limit, period_seconds and retry_after."
+)
 UNSUPPORTED_MEDIA_TYPE = "The request body's Content-Type is not one this operation reads (see requestBody)."
 DATABASE_UNAVAILABLE = "The database is not answering; nothing was changed. Retry after Retry-After seconds."
 PAGINATION_PARAMETERS = {"page", "page_size"}
@@ -149,5 +158,8 @@ class ModelHubAutoSchema(AutoSchema):
         if reads_body:
             errors.append(("413", TOO_LARGE))
             errors.append(("415", UNSUPPORTED_MEDIA_TYPE))
+        scope = counted_scope(self.view, self.method)
+        if scope is not None:
+            errors.append(("429", THROTTLED.format(scope=scope.replace("_", " "), setting=setting_name(scope))))
         errors.append(("503", DATABASE_UNAVAILABLE))
         return errors

@@ -273,6 +273,8 @@ class WebhookDeliveriesApi(APIView):
 class WebhookTestApi(APIView):
     """Send a 'webhook.test' event to the webhook now (a worker delivers it; see its deliveries)."""
 
+    throttle_scope = "webhook_test"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
+
     @extend_schema(
         request=None,
         responses={202: WebhookDeliveryOutputSerializer, 403: error_response("Only reviewers and admins.")},

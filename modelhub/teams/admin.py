@@ -24,7 +24,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "status", "created_at", "last_used_at", "expires_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), ("expires_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "user__username"]
-    readonly_fields = ["user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    readonly_fields = ["user", "name", "prefix", "parent", "created_at", "last_used_at", "expires_at", "revoked_at"]
     exclude = ["key_hash"]
     actions = ["revoke_selected"]
 

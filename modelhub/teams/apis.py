@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from modelhub.core.api import paginated_response
 from modelhub.core.errors import ApplicationError, NotFoundError
 from modelhub.core.schema import error_response
+from modelhub.core.throttling import throttle_count
 from modelhub.teams.login_throttle import blocked_message, client_ip, login_retry_after
 from modelhub.teams.models import ApiToken, Membership
 from modelhub.teams.selectors import api_token_get, api_token_list, membership_get, membership_require_role
@@ -60,7 +61,8 @@ class TokenApi(APIView):
             401: error_response("Wrong username or password (code invalid_credentials)."),
             429: error_response(
                 "Too many failed attempts for this username or from this address in the last minute (code "
-                "too_many_attempts), even with the right password: wait Retry-After seconds."
+                "too_many_attempts), even with the right password; or too many tokens made for this user "
+                "(code throttled, MODELHUB_THROTTLE_TOKENS): wait Retry-After seconds."
             ),
         },
         description=(
@@ -82,6 +84,7 @@ class TokenApi(APIView):
                 "Wrong username or password. Check both, or ask a team admin to reset your "
                 "password (manage.py create_user USERNAME --team T --password NEW)."
             )
+        throttle_count(request, scope="tokens", user=user)
         token, key = api_token_exchange(user=user)
         return Response({"token": key, "expires_at": token.expires_at})
 
@@ -102,7 +105,12 @@ class ApiTokenCreatedSerializer(ApiTokenOutputSerializer):
 
 
 class ApiTokenListCreateApi(APIView):
-    """GET: your API tokens (never their keys). POST {name, expires_in_days?}: a new token, key shown once."""
+    """GET: your API tokens (never their keys). POST {name, expires_in_days?}: a new token, key shown once.
+
+    A token made with a token expires no later than that token, and is revoked with it.
+    """
+
+    throttle_scope = "tokens"  # POST counted per user: settings.MODELHUB_THROTTLE_RATES
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=ApiToken.NAME_MAX_LENGTH)
@@ -121,6 +129,12 @@ class ApiTokenListCreateApi(APIView):
         request=InputSerializer,
         responses={201: ApiTokenCreatedSerializer},
         examples=[OpenApiExample("For CI", value={"name": "ci", "expires_in_days": 90}, request_only=True)],
+        description=(
+            "Create a token; its key is shown once. A request authenticated by a token makes a token that "
+            "expires no later than that one (without expires_in_days, at the same moment; a token that never "
+            "expires makes tokens as asked), and revoking that token revokes the new one too. From a "
+            "dashboard session, the token expires as asked."
+        ),
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -129,12 +143,13 @@ class ApiTokenListCreateApi(APIView):
             user=request.user,
             name=data.validated_data["name"],
             expires_in_days=data.validated_data.get("expires_in_days"),
+            parent=request.auth if isinstance(request.auth, ApiToken) else None,
         )
         return Response({**ApiTokenOutputSerializer(token).data, "key": key}, status=status.HTTP_201_CREATED)
 
 
 class ApiTokenDetailApi(APIView):
-    """DELETE: revoke one of your tokens (204; another user's token is 404)."""
+    """DELETE: revoke one of your tokens, and every token made with it (204; another user's token is 404)."""
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):

@@ -76,6 +76,16 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="children",
+        editable=False,
+        help_text="The token whose request made this one (POST /api/tokens/ with a token): it never outlives "
+        "it, and revoking it revokes this one. Empty for tokens made from a session or by password exchange.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

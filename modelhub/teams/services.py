@@ -73,10 +73,15 @@ def user_create_in_team(
 
 
 @transaction.atomic
-def api_token_create(*, user: AbstractBaseUser, name: str, expires_in_days: int | None = None) -> tuple[ApiToken, str]:
+def api_token_create(
+    *, user: AbstractBaseUser, name: str, expires_in_days: int | None = None, parent: ApiToken | None = None
+) -> tuple[ApiToken, str]:
     """Create a named API token for `user`; return (token, key). The key is not stored: show it once.
 
-    `expires_in_days` None means the token never expires.
+    `expires_in_days` None means the token never expires. `parent` is the token that authenticated
+    the request (None from a dashboard session or a password exchange): the new token expires no
+    later than it (an expiring parent caps the child, a non-expiring one does not), and revoking
+    the parent revokes it.
     """
     name = (name or "").strip()
     if not name:
@@ -86,15 +91,21 @@ def api_token_create(*, user: AbstractBaseUser, name: str, expires_in_days: int 
             f"expires_in_days must be between 1 and {ApiToken.MAX_EXPIRY_DAYS}, got {expires_in_days}. "
             "Leave it out for a token that never expires."
         )
+    if parent is not None and parent.user_id != user.pk:
+        raise ValidationError("A token can only make tokens for its own user.")
     key = API_TOKEN_KEY_PREFIX + secrets.token_urlsafe(32)
     now = timezone.now()
+    expires_at = now + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    if parent is not None and parent.expires_at is not None:
+        expires_at = parent.expires_at if expires_at is None else min(expires_at, parent.expires_at)
     token = ApiToken(
         user=user,
         name=name,
         prefix=key[: ApiToken.PREFIX_LENGTH],
         key_hash=ApiToken.hash_key(key),
         created_at=now,
-        expires_at=now + timedelta(days=expires_in_days) if expires_in_days is not None else None,
+        expires_at=expires_at,
+        parent=parent,
     )
     try:
         token.full_clean()
@@ -115,10 +126,18 @@ def api_token_exchange(*, user: AbstractBaseUser) -> tuple[ApiToken, str]:
 
 @transaction.atomic
 def api_token_revoke(*, token: ApiToken) -> ApiToken:
-    """Revoke `token` (idempotent): requests with it get 401 from now on. The row stays, listed as revoked."""
+    """Revoke `token` and every token it made, transitively (idempotent): requests with them get 401.
+
+    The rows stay, listed as revoked.
+    """
+    now = timezone.now()
+    family, frontier = [token.pk], [token.pk]
+    while frontier:
+        frontier = list(ApiToken.objects.filter(parent_id__in=frontier).values_list("pk", flat=True))
+        family += frontier
+    ApiToken.objects.filter(pk__in=family, revoked_at__isnull=True).update(revoked_at=now)
     if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        token.revoked_at = now
     return token
 
 

@@ -157,3 +157,59 @@ class LiveClient:
                         fields.append((key, str(item)))
             return self.session.post(self.base_url + path, data=fields, files=files, timeout=120)
         return self.session.post(self.base_url + path, json=data, timeout=60)
+
+
+# --- The embedded default: SQLite, filesystem broker, file cache, all under one MODELHUB_HOME ---------
+
+
+def embedded_env(home: Path, **extra: str) -> dict:
+    """Return the environment of an embedded-default app (what `make run` starts) under ``home``.
+
+    No DATABASE_URL, PG* or Redis: SQLite, the filesystem broker and the file cache, as a fresh
+    install has them. The app's database is its own (not the test database): make it with
+    ``embedded_setup`` and its users with ``embedded_member``.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PG", "DATABASE_URL", "CELERY_BROKER_URL", "MODELHUB_S3_"))
+    }
+    env.update(
+        MODELHUB_HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES=str(256 * 1024 * 1024),
+    )
+    env.pop("DEBUG", None)
+    env.update(extra)
+    return env
+
+
+def manage(env: dict, *args: str) -> str:
+    """Run ``manage.py ARGS`` in ``env``; return its stdout (fail the test with its output if it fails)."""
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "manage.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.fail(f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def embedded_setup(env: dict) -> None:
+    """Create the embedded app's SQLite database (migrate)."""
+    manage(env, "migrate", "--no-input", "-v0")
+
+
+def embedded_member(
+    env: dict, username: str, *, role: str = "member", team: str = "vision", password: str = "pw-Secret-123"
+) -> str:
+    """Create a user in the embedded app's team with a role; return a new API token of theirs."""
+    output = manage(
+        env, "create_user", username, "--team", team, "--role", role, "--password", password, "--print-token"
+    )
+    return output.strip().splitlines()[-1]
+
+
+def embedded_shell(env: dict, code: str) -> str:
+    """Run Python ``code`` in the embedded app's Django (manage.py shell -c); return its stdout."""
+    return manage(env, "shell", "-c", code)

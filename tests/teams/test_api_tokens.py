@@ -209,3 +209,88 @@ def test_staff_see_and_revoke_tokens_in_the_admin_but_never_keys(admin_client, m
     )
     assert response.status_code == 302
     assert with_key(key).get("/api/teams/").status_code == 401
+
+
+# --- A token never mints a token that outlives it (issue 20, item 6) ---------------------------------
+
+
+def exchanged_key(make_member, username: str = "ana") -> str:
+    make_member(username, password=PASSWORD)
+    response = APIClient().post("/api/auth/token/", {"username": username, "password": PASSWORD})
+    assert response.status_code == 200, response.json()
+    return response.json()["token"]
+
+
+def test_an_expiring_token_caps_the_expiry_of_the_tokens_it_makes(make_member):
+    parent_key = exchanged_key(make_member)
+    parent = ApiToken.objects.get(key_hash=ApiToken.hash_key(parent_key))
+    assert parent.expires_at is not None and parent.parent is None  # password exchange: no parent
+
+    forever = with_key(parent_key).post("/api/tokens/", {"name": "forever"}, format="json")
+    assert forever.status_code == 201, forever.json()
+    assert datetime.fromisoformat(forever.json()["expires_at"]) == parent.expires_at
+    longer = with_key(parent_key).post("/api/tokens/", {"name": "longer", "expires_in_days": 3650}, format="json")
+    assert datetime.fromisoformat(longer.json()["expires_at"]) == parent.expires_at
+    shorter = with_key(parent_key).post("/api/tokens/", {"name": "shorter", "expires_in_days": 2}, format="json")
+    assert datetime.fromisoformat(shorter.json()["expires_at"]) < parent.expires_at
+
+    # The grandchild of a capped child is capped too.
+    grandchild = with_key(forever.json()["key"]).post("/api/tokens/", {"name": "grandchild"}, format="json")
+    assert datetime.fromisoformat(grandchild.json()["expires_at"]) == parent.expires_at
+    assert ApiToken.objects.get(pk=grandchild.json()["id"]).parent_id == forever.json()["id"]
+
+    # Once the parent has expired, neither it nor its children work.
+    ApiToken.objects.filter(user=parent.user).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert with_key(forever.json()["key"]).get("/api/teams/").status_code == 401
+
+
+def test_a_non_expiring_token_makes_tokens_as_asked(api_client_for):
+    ana = api_client_for("ana")  # its token never expires
+    month = ana.post("/api/tokens/", {"name": "month", "expires_in_days": 30}, format="json").json()
+    assert timedelta(days=29, hours=23) < datetime.fromisoformat(month["expires_at"]) - timezone.now()
+    assert ana.post("/api/tokens/", {"name": "forever"}, format="json").json()["expires_at"] is None
+
+
+def test_revoking_a_token_revokes_every_token_it_made(make_member):
+    parent_key = exchanged_key(make_member)
+    child = with_key(parent_key).post("/api/tokens/", {"name": "child"}, format="json").json()
+    grandchild = with_key(child["key"]).post("/api/tokens/", {"name": "grandchild"}, format="json").json()
+    sibling_user_key = exchanged_key(make_member, "ben")
+    parent = ApiToken.objects.get(key_hash=ApiToken.hash_key(parent_key))
+    # An unrelated token of the same user, made by another exchange, is left alone.
+    other_key = APIClient().post("/api/auth/token/", {"username": "ana", "password": PASSWORD}).json()["token"]
+
+    assert with_key(parent_key).delete(f"/api/tokens/{parent.pk}/").status_code == 204
+    for key in (parent_key, child["key"], grandchild["key"]):
+        refused = with_key(key).get("/api/teams/")
+        assert refused.status_code == 401 and "was revoked" in refused.json()["error"]["message"]
+    assert with_key(other_key).get("/api/teams/").status_code == 200
+    assert with_key(sibling_user_key).get("/api/teams/").status_code == 200
+    statuses = dict(ApiToken.objects.filter(user=parent.user).values_list("name", "revoked_at"))
+    assert statuses["child"] is not None and statuses["grandchild"] is not None
+
+
+def test_revoking_a_child_leaves_its_parent_working(make_member):
+    parent_key = exchanged_key(make_member)
+    child = with_key(parent_key).post("/api/tokens/", {"name": "child"}, format="json").json()
+    assert with_key(parent_key).delete(f"/api/tokens/{child['id']}/").status_code == 204
+    assert with_key(child["key"]).get("/api/teams/").status_code == 401
+    assert with_key(parent_key).get("/api/teams/").status_code == 200
+
+
+def test_the_admin_revoke_action_revokes_the_children_too(admin_client, make_member):
+    parent_key = exchanged_key(make_member)
+    child = with_key(parent_key).post("/api/tokens/", {"name": "child"}, format="json").json()
+    parent = ApiToken.objects.get(key_hash=ApiToken.hash_key(parent_key))
+    response = admin_client.post(
+        "/admin/teams/apitoken/", {"action": "revoke_selected", "_selected_action": [parent.pk]}
+    )
+    assert response.status_code == 302
+    assert with_key(child["key"]).get("/api/teams/").status_code == 401
+
+
+def test_tokens_made_from_a_session_keep_their_asked_expiry(dana_client):
+    response = dana_client.post("/api/tokens/", {"name": "from the dashboard"}, content_type="application/json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["expires_at"] is None
+    assert ApiToken.objects.get(pk=response.json()["id"]).parent is None

@@ -13,6 +13,7 @@ ModelHubError with the server's error envelope when a call fails. Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +55,10 @@ PAGE_SIZE = 500  # the server's largest page
 MODEL_SUFFIX = ".keras"
 # Statuses worth retrying while polling: a proxy or the database was briefly away.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
+# 429 (a rate limit: settings MODELHUB_THROTTLE_*): every request waits the server's Retry-After and
+# tries again, at most this many times, never waiting longer than MAX_RETRY_AFTER seconds at once.
+MAX_RATE_LIMIT_RETRIES = 5
+MAX_RETRY_AFTER = 300.0
 
 
 def sha256_of(path: PathLike) -> str:
@@ -136,6 +141,8 @@ class Client:
         timeout: seconds to wait for each network read or write (not for a whole upload).
         progress: show progress bars on stderr: True, False, or None for "when stderr is a terminal".
         transport: an httpx transport (tests pass httpx.MockTransport).
+        max_rate_limit_retries: how many times one request is sent again after a 429 (rate limited),
+            each after the server's Retry-After (else 1, 2, 4, ... s, up to 300 s); then the 429 is raised.
     """
 
     def __init__(
@@ -146,6 +153,7 @@ class Client:
         timeout: float = 60.0,
         progress: bool | None = None,
         transport: httpx.BaseTransport | None = None,
+        max_rate_limit_retries: int = MAX_RATE_LIMIT_RETRIES,
     ) -> None:
         settings = resolve_settings(url, token)
         if not settings.url:
@@ -156,6 +164,7 @@ class Client:
         self.url = settings.url
         self.token = settings.token
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.max_rate_limit_retries = max_rate_limit_retries
         headers = {"User-Agent": f"modelhub-client/{__version__}", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
@@ -182,16 +191,29 @@ class Client:
     # --- HTTP -----------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, authenticated: bool = True, **kwargs: Any) -> httpx.Response:
-        """Send one request; return the response, or raise ModelHubError for a 4xx/5xx or no answer."""
+        """Send one request; return the response, or raise ModelHubError for a 4xx/5xx or no answer.
+
+        A 429 (rate limited) is sent again after the server's Retry-After, up to
+        ``max_rate_limit_retries`` times; files being uploaded are rewound for each try.
+        """
         if authenticated and not self.token:
             raise ModelHubError(
                 f"No API token for {self.url}: set MODELHUB_TOKEN or run `modelhub login {self.url}`.",
                 code="not_authenticated",
             )
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ModelHubError.from_transport(exc, f"{self.url}{path}") from exc
+        rewind = _rewinder(kwargs.get("files"))
+        for attempt in range(self.max_rate_limit_retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise ModelHubError.from_transport(exc, f"{self.url}{path}") from exc
+            if response.status_code != 429 or attempt == self.max_rate_limit_retries:
+                break
+            delay = _retry_after(response, attempt)
+            logger.info("%s %s: rate limited (HTTP 429); trying again in %.0f s", method, path, delay)
+            response.close()
+            time.sleep(delay)
+            rewind()
         if response.status_code >= 400:
             raise ModelHubError.from_response(response)
         self._refuse_redirect(method, path, response)
@@ -580,7 +602,7 @@ class Client:
                 detail={"current_status": obj.status},
             )
         target = Path(path)
-        with self._http.stream("GET", obj.download_url, headers={"Accept": "*/*"}) as response:
+        with self._stream_get(obj.download_url) as response:
             if response.status_code >= 400:
                 raise ModelHubError.from_response(response)
             self._refuse_redirect("GET", obj.download_url, response)
@@ -616,6 +638,21 @@ class Client:
         os.replace(partial, target)
         logger.info("%s: saved %s (sha256 %s verified)", obj.label, target, digest.hexdigest()[:12])
         return target
+
+    @contextlib.contextmanager
+    def _stream_get(self, path: str) -> Iterator[httpx.Response]:
+        """Open a streamed GET of ``path``, waiting out 429s as request() does."""
+        for attempt in range(self.max_rate_limit_retries + 1):
+            try:
+                with self._http.stream("GET", path, headers={"Accept": "*/*"}) as response:
+                    if response.status_code != 429 or attempt == self.max_rate_limit_retries:
+                        yield response
+                        return
+                    delay = _retry_after(response, attempt)
+            except httpx.TransportError as exc:
+                raise ModelHubError.from_transport(exc, f"{self.url}{path}") from exc
+            logger.info("GET %s: rate limited (HTTP 429); trying again in %.0f s", path, delay)
+            time.sleep(delay)
 
     # --- Training jobs ----------------------------------------------------------------------
 
@@ -712,6 +749,41 @@ class Client:
                     detail={"id": job_id},
                 )
             time.sleep(interval)
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    """Return the seconds to wait after a 429: its Retry-After (seconds or an HTTP date), else 1, 2, 4, ..."""
+    value = response.headers.get("retry-after", "").strip()
+    seconds: float | None = None
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                seconds = None
+    if seconds is None or seconds != seconds:  # missing, unreadable or NaN
+        seconds = float(2**attempt)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _rewinder(files: Any):
+    """Return a function that puts every file object of an httpx ``files=`` argument back where it started."""
+    streams = []
+    values = files.values() if isinstance(files, dict) else [item[1] for item in files or []]
+    for value in values:
+        stream = value[1] if isinstance(value, tuple) else value  # (filename, stream[, content type]) or stream
+        if hasattr(stream, "seek") and hasattr(stream, "tell"):
+            streams.append((stream, stream.tell()))
+
+    def rewind() -> None:
+        for stream, position in streams:
+            stream.seek(position)
+
+    return rewind
 
 
 def _new_log_lines(shown: str, log: str) -> list[str]:
