@@ -9,8 +9,9 @@ DEFAULT_SCHEMA_CLASS) adds what the views share, so that the schema says what th
 - The error statuses that come from the framework rather than from one view, each with the
   envelope of modelhub.core.exception_handler (``ErrorSerializer``): 401 (no, invalid, expired
   or revoked token), 403 (CSRF, for session-cookie clients on unsafe methods), 404 (everywhere:
-  objects and teams you cannot see, a page past the end, an unknown ``?format=``), 400 / 413 /
-  415 where the operation reads a body or query parameters, 429 with Retry-After where the view
+  objects and teams you cannot see, a page past the end, an unknown ``?format=``), 400 everywhere
+  (a query-string integer out of range; any bad field where the operation reads input), 413 /
+  415 where the operation reads a body, 429 with Retry-After where the view
   has a throttle scope that counts the method (modelhub.core.throttling), 503 (database unavailable).
 - A serializer nested in a view (``HeadTransitionApi.InputSerializer``) without a ``Meta.ref_name``
   gets a component name from its view, so that two views' "Input" never collide.
@@ -83,7 +84,11 @@ NOT_FOUND = (
     "Not found: an object or team that does not exist or that you cannot see (non-members get 404, "
     "never 403), a page past the end of a list, or an unknown ?format=."
 )
-INVALID = "Invalid input: the message names each bad field, and detail maps fields to messages."
+INVALID = (
+    "Invalid input: the message names each bad field, and detail maps fields to messages; or an integer in the "
+    "query string beyond 9223372036854775807."
+)
+QUERY_OUT_OF_RANGE = "An integer in the query string beyond 9223372036854775807 (no id or number is that large)."
 TOO_LARGE = (
     "The request body is larger than MODELHUB_MAX_UPLOAD_BYTES (file uploads) or MODELHUB_MAX_REQUEST_BODY_BYTES "
     "(JSON and form bodies); nothing was stored."
@@ -145,9 +150,9 @@ class ModelHubAutoSchema(AutoSchema):
             parameter["in"] == "query" and parameter["name"] not in PAGINATION_PARAMETERS
             for parameter in self._get_parameters()
         )
-        errors = []
-        if reads_body or reads_query:
-            errors.append(("400", INVALID))
+        # Any API request may get a 400 for an out-of-range integer in its query string
+        # (modelhub.core.middleware.MalformedRequestMiddleware), whatever parameters it documents.
+        errors = [("400", INVALID if reads_body or reads_query else QUERY_OUT_OF_RANGE)]
         if authenticators:
             errors.append(("401", UNAUTHENTICATED))
         if self.method not in ("GET", "HEAD", "OPTIONS") and any(

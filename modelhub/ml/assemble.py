@@ -48,6 +48,7 @@ from modelhub.ml.trunk_serving import (
     check_branches,
     plan_branches,
     reference_features,
+    unless_empty,
 )
 
 FORMAT_VERSION = 1
@@ -867,7 +868,8 @@ def _build_module(
 
         @tf.function(input_signature=input_specs)
         def features_fn(*inputs: tf.Tensor) -> tf.Tensor:
-            return tf.cast(backbone(keras_inputs(inputs), training=False), tf.float32)
+            run = lambda: tf.cast(backbone(keras_inputs(inputs), training=False), tf.float32)  # noqa: E731
+            return unless_empty(run, tf.shape(inputs[0])[0], backbone.outputs[0])
 
     else:
 

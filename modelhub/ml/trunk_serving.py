@@ -227,7 +227,7 @@ class BranchedFeatures:
         num_rows = tf.shape(task_id)[0]
         point_of_row = tf.gather(tf.constant(self.plan.point_of_task), task_id)
         branch_of_row = tf.gather(tf.constant(self.plan.branch_of_task), task_id)
-        hidden = self._segments[0](inputs, training=False)
+        hidden = self._run_segment(0, inputs, num_rows)
         rows = tf.range(num_rows)
         row_parts, feature_parts = [], []
         for position in range(len(self.trunk.points)):
@@ -239,7 +239,7 @@ class BranchedFeatures:
             onward = tf.cast(tf.where(tf.gather(point_of_row, rows) > position)[:, 0], tf.int32)
             rows, hidden = tf.gather(rows, onward), tf.gather(hidden, onward)
             if position + 1 < len(self._segments):
-                hidden = self._next_segment(position + 1, hidden)
+                hidden = self._run_segment(position + 1, hidden, tf.shape(hidden)[0])
         if len(self._segments) > len(self.trunk.points):
             row_parts.append(rows)
             feature_parts.append(tf.cast(hidden, tf.float32))
@@ -274,13 +274,24 @@ class BranchedFeatures:
         _, found_rows, found = tf.while_loop(lambda step, *_: step < count, run_member, [0, found_rows, found])
         return found_rows.concat(), tf.reshape(found.concat(), [-1, *self.feature_shape])
 
-    def _next_segment(self, index: int, hidden: tf.Tensor) -> tf.Tensor:
+    def _run_segment(self, index: int, hidden: Any, num_rows: tf.Tensor) -> tf.Tensor:
+        """Run segment ``index`` on ``hidden``, or give its empty output when there are no rows."""
         segment = self._segments[index]
-        shape = segment.outputs[0].shape[1:]
-        if any(d is None for d in shape):  # unknown shape: run it on the (maybe empty) rows
-            return segment(hidden, training=False)
-        empty = tf.zeros([0, *[int(d) for d in shape]], segment.outputs[0].dtype)
-        return tf.cond(tf.shape(hidden)[0] > 0, lambda: segment(hidden, training=False), lambda: empty)
+        return unless_empty(lambda: segment(hidden, training=False), num_rows, segment.outputs[0])
+
+
+def unless_empty(run: Callable[[], tf.Tensor], num_rows: tf.Tensor, output: Any) -> tf.Tensor:
+    """Return ``run()``, or an empty tensor shaped like ``output`` (a KerasTensor) when ``num_rows`` is 0.
+
+    TensorFlow's CPU kernels fail on some layers with zero rows (a Conv2D then BatchNormalization
+    answers "Incompatible shapes: [0,32,32,3] vs. [16]"), so an empty batch is not run. An output
+    of unknown shape is run as it is.
+    """
+    shape = output.shape[1:]
+    if any(d is None for d in shape):
+        return run()
+    empty = tf.zeros([0, *[int(d) for d in shape]], output.dtype)
+    return tf.cond(num_rows > 0, run, lambda: empty)
 
 
 def reference_features(

@@ -7,7 +7,8 @@
  * [data-import-detail-url="/heads/imports/0/"] around the dashboard form, #upload-error and
  * #upload-table. Without JavaScript the form posts everything to the dashboard view as before.
  * Upload ids are remembered per file for the life of the page, so resubmitting after an error
- * (a typo in the tasks, say) does not send the bytes again. Session cookie + CSRF token, no
+ * (a typo in the tasks, say) does not send the bytes again. A 429 (the uploads rate limit) is
+ * waited out as its Retry-After says and the file sent again. Session cookie + CSRF token, no
  * dependencies.
  */
 (function () {
@@ -25,6 +26,7 @@
   var csrfToken = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   var team = root.getAttribute("data-team");
   var staged = {}; // file key -> upload id
+  var MAX_RATE_LIMIT_RETRIES = 10;
   var busy = false;
   // API field -> form field that shows its error.
   var FIELD_FOR = { uploads: "files", files: "files", tasks: "tasks", backbone_name: "backbone_name", feature_layer: "feature_layer", branches: "branches", min_shared_fraction: "min_shared_fraction" };
@@ -115,7 +117,14 @@
     if (text) row.querySelector("[data-upload-state]").textContent = text;
   }
 
-  function uploadOne(file, row) {
+  // Seconds to wait after a 429: the server's Retry-After (seconds), else 2, at most 120.
+  function retryAfterSeconds(header) {
+    var seconds = parseInt(header || "", 10);
+    return isNaN(seconds) || seconds < 1 ? 2 : Math.min(seconds, 120);
+  }
+
+  function uploadOne(file, row, attempt) {
+    attempt = attempt || 0;
     var key = fileKey(file);
     if (staged[key]) {
       setProgress(row, 100, "succeeded", "already uploaded");
@@ -138,6 +147,11 @@
           staged[key] = body.id;
           setProgress(row, 100, "succeeded", body.deduplicated ? "already stored" : "uploaded");
           resolve(body.id);
+        } else if (xhr.status === 429 && attempt < MAX_RATE_LIMIT_RETRIES) {
+          // Over the uploads rate limit (MODELHUB_THROTTLE_UPLOADS): wait as told, then send it again.
+          var wait = retryAfterSeconds(xhr.getResponseHeader("Retry-After"));
+          setProgress(row, 0, "queued", "rate limited: sending again in " + wait + " s");
+          window.setTimeout(function () { uploadOne(file, row, attempt + 1).then(resolve, reject); }, wait * 1000);
         } else {
           setProgress(row, 0, "failed", "failed");
           reject(apiMessage(body, xhr.status));

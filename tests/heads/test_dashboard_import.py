@@ -139,3 +139,21 @@ def test_no_js_form_single_file_needs_a_feature_layer(member_client):
     assert response.status_code == 200
     assert "feature_layer is required when importing a single model" in response.content.decode()
     assert ModelImport.objects.count() == 0 and ModelImportFile.objects.count() == 0 and Blob.objects.count() == 0
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_import_form_waits_out_the_uploads_rate_limit_and_sends_the_file_again(
+    logged_in_page, live_server, tmp_path, settings
+):
+    settings.MODELHUB_THROTTLE_RATES = {**settings.MODELHUB_THROTTLE_RATES, "uploads": "1/s"}
+    page, paths = _fill_import_form(logged_in_page, live_server, tmp_path, size=20_000)
+    statuses = []
+    page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/api/uploads/") else None)
+    page.route("**/api/imports/", lambda route: route.abort())  # only the uploads matter here
+    page.click("form.form button[type=submit]")
+    for path in paths:
+        row = page.locator(f"#upload-table tr[data-upload-file='{path.name}']")
+        expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100", timeout=30_000)
+    assert 429 in statuses and statuses.count(201) == 2, statuses
+    assert sorted(Upload.objects.values_list("filename", flat=True)) == ["sentiment.keras", "topic.keras"]

@@ -90,6 +90,13 @@ def test_mixed_batch_matches_components(assembly):
         assert np.all(outputs[row, width:] == 0)
 
 
+def test_an_empty_batch_gives_no_rows(assembly):
+    """TensorFlow's CPU kernels fail on Conv2D + BatchNormalization with zero rows; the assembly does not."""
+    serving = tf.saved_model.load(str(assembly["dir"])).signatures["serving_default"]
+    result = serving(inputs=tf.zeros([0, 8, 8, 3]), task_id=tf.zeros([0], tf.int32))
+    assert result["outputs"].shape == (0, 5) and result["output_width"].shape == (0,)
+
+
 def test_wide_batch_takes_grouped_path(assembly, monkeypatch):
     """Above the per-row gather budget the rows are grouped by task; results are the same."""
     import modelhub.ml.assemble as assemble_module

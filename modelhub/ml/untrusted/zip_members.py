@@ -64,8 +64,8 @@ def check_zip_members(infos: list[zipfile.ZipInfo], *, what: str, max_members: i
         unpacked += info.file_size
     if unpacked > max_unpacked:
         raise InvalidModelFileError(
-            f"Expected at most {max_unpacked:,} unpacked bytes in {what}, its members declare {unpacked:,}; "
-            "it looks like a zip bomb."
+            f"Expected at most {max_unpacked:,} uncompressed bytes in {what}, its members declare {unpacked:,} "
+            "unpacked; it looks like a zip bomb."
         )
     return unpacked
 
