@@ -88,14 +88,14 @@ def seed_team(*, team_slug: str, num_heads: int) -> dict:
     from django.db import transaction
     from django.utils import timezone
 
+    from artifacts.models import Blob
+    from artifacts.services import blob_store_bytes
+    from artifacts.stores import get_blob_store
+    from backbones.models import BackboneVersion
+    from backbones.services import backbone_version_create
     from heads.models import HeadVersion, Task
-    from modelhub.artifacts.models import Blob
-    from modelhub.artifacts.services import blob_store_bytes
-    from modelhub.artifacts.stores import get_blob_store
-    from modelhub.backbones.models import BackboneVersion
-    from modelhub.backbones.services import backbone_version_create
-    from modelhub.teams.models import Team
-    from modelhub.teams.services import token_for_user, user_create_in_team
+    from teams.models import Team
+    from teams.services import token_for_user, user_create_in_team
 
     author, _ = user_create_in_team(username=f"{team_slug}-author", team_slug=team_slug, role="member")
     reviewer, _ = user_create_in_team(username=f"{team_slug}-reviewer", team_slug=team_slug, role="reviewer")

@@ -87,7 +87,7 @@ def api_overhead(
     from django.core.management import call_command
     from rest_framework.test import APIClient
 
-    from modelhub.teams.services import token_for_user, user_create_in_team
+    from teams.services import token_for_user, user_create_in_team
 
     call_command("migrate", verbosity=0)
     user, _ = user_create_in_team(username="bench", team_slug="bench", role="admin", password="bench-pw-123")

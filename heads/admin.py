@@ -3,9 +3,9 @@
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 
+from core.admin import AuditedAdmin
 from heads.models import HeadEvent, HeadVersion, ModelImport, Task
 from heads.selectors import head_version_authors
-from modelhub.core.admin import AuditedAdmin
 
 
 class HeadEventInline(admin.TabularInline):

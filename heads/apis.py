@@ -6,14 +6,14 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from artifacts.downloads import blob_download_response
+from core.api import TRACKED_WORK_FIELDS, paginated_response
+from core.schema import error_response
 from heads.compare import COMPARE_RETRY_AFTER_SECONDS, head_compare
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport
 from heads.selectors import head_get, head_get_comparable, head_history, head_list, import_get, import_list
 from heads.services import head_comment_add, head_transition, head_upload, import_create
-from modelhub.artifacts.downloads import blob_download_response
-from modelhub.core.api import TRACKED_WORK_FIELDS, paginated_response
-from modelhub.core.schema import error_response
-from modelhub.teams.selectors import membership_get
+from teams.selectors import membership_get
 
 
 class HeadOutputSerializer(serializers.ModelSerializer):

@@ -24,11 +24,11 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import QuerySet
 
+from artifacts.models import Blob
+from artifacts.services import blob_fetch_verified
+from core.errors import ApplicationError
 from heads.models import HeadEvaluation, HeadVersion
 from heads.selectors import NOT_VALIDATED_STATUSES
-from modelhub.artifacts.models import Blob
-from modelhub.artifacts.services import blob_fetch_verified
-from modelhub.core.errors import ApplicationError
 
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024**2
 DEFAULT_WEB_MAX_BYTES = 256 * 1024
@@ -301,7 +301,7 @@ def task_metric_charts(*, versions: list[HeadVersion]) -> list:
 
     Each point is the version's newest evaluation on that dataset (HeadEvaluation).
     """
-    from modelhub.dashboard.charts import line_chart
+    from dashboard.charts import line_chart
 
     versions = sorted(versions, key=lambda head: head.version)
     position = {head.pk: index for index, head in enumerate(versions)}

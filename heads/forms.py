@@ -4,9 +4,9 @@ import json
 
 from django import forms
 
+from backbones.models import BackboneVersion
+from dashboard.fields import BackboneChoiceField
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
-from modelhub.dashboard.fields import BackboneChoiceField
 
 
 def split_list(raw: str) -> list[str]:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from django.db import transaction
 
+from artifacts.services import blob_fetch_verified
+from backbones.loading import check_model_file
+from backbones.models import BackboneVersion
+from backbones.services import backbone_version_create
+from core.tracked_work import row_finish, run_tracked, work_heartbeat
 from heads.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion, ModelImport
 from heads.services import head_version_create, task_get_or_create
-from modelhub.artifacts.services import blob_fetch_verified
-from modelhub.backbones.loading import check_model_file
-from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.services import backbone_version_create
-from modelhub.core.tracked_work import row_finish, run_tracked, work_heartbeat
 
 logger = logging.getLogger(__name__)
 

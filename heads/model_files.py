@@ -12,9 +12,9 @@ from pathlib import Path
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 
+from artifacts.models import Blob
+from artifacts.services import blob_open, blob_store_bytes, blob_store_path
 from heads.models import HeadWeights
-from modelhub.artifacts.models import Blob
-from modelhub.artifacts.services import blob_open, blob_store_bytes, blob_store_path
 
 
 def head_output_width(head) -> int:

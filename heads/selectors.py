@@ -3,9 +3,9 @@
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from core.errors import ConflictError, NotFoundError
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport, Task
-from modelhub.core.errors import ConflictError, NotFoundError
-from modelhub.teams.selectors import scoped_to_member, team_object_get
+from teams.selectors import scoped_to_member, team_object_get
 
 
 def head_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[HeadVersion]:

@@ -18,18 +18,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from artifacts.models import Blob
+from artifacts.selectors import upload_list_for_team
+from artifacts.services import blob_store_path, blob_store_uploaded_file
+from backbones.models import BackboneVersion
+from backbones.services import check_backbone_name, check_keras_filename
+from core.errors import ConflictError, PermissionDeniedError, ValidationError
+from core.events import change_check, event_emit
+from core.tracked_work import queue_on_commit
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport, ModelImportFile, Task
 from heads.selectors import Authors, head_version_authors
-from modelhub.artifacts.models import Blob
-from modelhub.artifacts.selectors import upload_list_for_team
-from modelhub.artifacts.services import blob_store_path, blob_store_uploaded_file
-from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.services import check_backbone_name, check_keras_filename
-from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
-from modelhub.core.events import change_check, event_emit
-from modelhub.core.tracked_work import queue_on_commit
-from modelhub.teams.models import Team
-from modelhub.teams.selectors import membership_get
+from teams.models import Team
+from teams.selectors import membership_get
 
 TASK_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 S = HeadVersion.Status
@@ -197,7 +197,7 @@ def heads_carry(
 
 
 def _ready_backbone(*, user: AbstractBaseUser, backbone_id: int) -> BackboneVersion:
-    from modelhub.backbones.selectors import backbone_get
+    from backbones.selectors import backbone_get
 
     backbone = backbone_get(user=user, pk=backbone_id)
     if backbone.status != BackboneVersion.Status.READY:
@@ -295,7 +295,7 @@ def head_transition(*, head: HeadVersion, user: AbstractBaseUser, action: str, c
                 detail={"current_status": locked.status},
                 code="invalid_transition",
             )
-        if action == "archive":  # an alias pointing at it refuses (modelhub.releases)
+        if action == "archive":  # an alias pointing at it refuses (releases)
             change_check(team_id=head.task.team_id, change="head.archive", data={"head_version": locked.pk})
         old_status = locked.status
         locked.status = new_status

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from django.db import transaction
 
+from backbones.loading import fetch_blob_to, load_backbone, load_model_file
+from core.tracked_work import row_finish, run_tracked
 from heads.model_files import head_output_width, head_weights_record, save_head_as_blob
 from heads.models import HeadEvent, HeadVersion
-from modelhub.backbones.loading import fetch_blob_to, load_backbone, load_model_file
-from modelhub.core.tracked_work import row_finish, run_tracked
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from backbones.models import BackboneVersion
+from backbones.selectors import backbone_list
+from core.errors import ApplicationError
+from dashboard.context_processors import current_membership
+from dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
 from heads.compare import card_diff, head_compare, task_metric_charts
 from heads.forms import MAX_TASK_CHOICES, HeadFilterForm, HeadUploadForm, ImportForm
 from heads.models import HeadVersion, ModelImport
@@ -28,13 +33,8 @@ from heads.selectors import (
     task_list,
 )
 from heads.services import TRANSITIONS, head_comment_add, head_transition, head_upload, import_create
-from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.selectors import backbone_list
-from modelhub.core.errors import ApplicationError
-from modelhub.dashboard.context_processors import current_membership
-from modelhub.dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
-from modelhub.teams.models import Membership
-from modelhub.teams.selectors import membership_get
+from teams.models import Membership
+from teams.selectors import membership_get
 
 ACTION_DONE = {
     "submit": "Submitted {head} for review.",

@@ -7,7 +7,7 @@ name prefix, so task modules only choose good names.
 Delivery: `acks_late` + `task_reject_on_worker_lost` mean a message is acknowledged only after
 the task returns, and a worker killed mid-task (OOM, SIGKILL) puts it back on the queue instead
 of losing it silently. Every task therefore guards on its row's status
-(modelhub.core.tracked_work), and a redelivered message for a row still marked running is
+(core.tracked_work), and a redelivered message for a row still marked running is
 recorded as "worker lost" rather than run twice.
 """
 

@@ -140,24 +140,24 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "modelhub.core",
-    "modelhub.teams",
-    "modelhub.artifacts",
-    "modelhub.backbones",
+    "core",
+    "teams",
+    "artifacts",
+    "backbones",
     "heads",
-    "modelhub.assemblies",
+    "assemblies",
     "training",
-    "modelhub.releases",
-    "modelhub.dashboard",
+    "releases",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "modelhub.core.middleware.UploadLimitMiddleware",
-    "modelhub.core.middleware.MalformedRequestMiddleware",
-    "modelhub.core.middleware.DatabaseUnavailableMiddleware",
+    "core.middleware.UploadLimitMiddleware",
+    "core.middleware.MalformedRequestMiddleware",
+    "core.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -179,7 +179,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "modelhub.dashboard.context_processors.current_team",
+                "dashboard.context_processors.current_team",
             ],
         },
     },
@@ -272,11 +272,11 @@ WHITENOISE_USE_FINDERS = True
 MODELHUB_MAX_UPLOAD_BYTES = env_int("MODELHUB_MAX_UPLOAD_BYTES", 2 * 1024**3)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 # Bodies that are not file uploads (JSON such as a predict's inputs, form fields) are read into
-# memory: at most this many bytes, else 413 (modelhub.core.middleware.MalformedRequestMiddleware).
+# memory: at most this many bytes, else 413 (core.middleware.MalformedRequestMiddleware).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MODELHUB_MAX_REQUEST_BODY_BYTES", 16 * 1024**2)
 FILE_UPLOAD_TEMP_DIR = str(MODELHUB_HOME / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
-FILE_UPLOAD_HANDLERS = ["modelhub.artifacts.upload_handlers.LimitedTemporaryFileUploadHandler"]
+FILE_UPLOAD_HANDLERS = ["artifacts.upload_handlers.LimitedTemporaryFileUploadHandler"]
 # Zip-bomb guard for .keras files: the largest total uncompressed size a worker will open.
 MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES = env_int("MODELHUB_MAX_MODEL_UNCOMPRESSED_BYTES", 8 * 1024**3)
 # What one model file may hold, checked by the untrusted-file reader (modelhub/ml/untrusted) before
@@ -307,7 +307,7 @@ MODELHUB_MAX_LEARNING_RATE = env_float("MODELHUB_MAX_LEARNING_RATE", 1.0)
 # --- REST API -----------------------------------------------------------------------------
 
 
-# Per-user rate limits of the expensive operations (modelhub/core/throttling.py): each scope's
+# Per-user rate limits of the expensive operations (core/throttling.py): each scope's
 # MODELHUB_THROTTLE_<SCOPE> is "<requests>/<s|min|hour|day>", or 0 / off for no limit. Over it:
 # 429 with Retry-After. Lists, details and status polls are never throttled.
 THROTTLE_DEFAULT_RATES = {
@@ -342,18 +342,18 @@ MODELHUB_THROTTLE_RATES = {scope: _throttle_rate(scope, rate) for scope, rate in
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Named, hashed, expiring tokens (modelhub.teams.models.ApiToken); header "Token <key>".
-        "modelhub.teams.authentication.ApiTokenAuthentication",
+        # Named, hashed, expiring tokens (teams.models.ApiToken); header "Token <key>".
+        "teams.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "modelhub.core.pagination.StandardPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.StandardPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "modelhub.core.exception_handler.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "modelhub.core.schema.ModelHubAutoSchema",
+    "EXCEPTION_HANDLER": "core.exception_handler.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.ModelHubAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Views opt in with throttle_scope; rates are MODELHUB_THROTTLE_RATES (above).
-    "DEFAULT_THROTTLE_CLASSES": ["modelhub.core.throttling.UserScopedRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.UserScopedRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ModelHub API",
@@ -376,10 +376,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # One enum component per lifecycle, named after its model (many serializers have a "status").
     "ENUM_NAME_OVERRIDES": {
-        "BackboneStatusEnum": "modelhub.backbones.models.BackboneVersion.Status",
+        "BackboneStatusEnum": "backbones.models.BackboneVersion.Status",
         "HeadStatusEnum": "heads.models.HeadVersion.Status",
         "ImportStatusEnum": "heads.models.ModelImport.Status",
-        "AssemblyStatusEnum": "modelhub.assemblies.models.Assembly.Status",
+        "AssemblyStatusEnum": "assemblies.models.Assembly.Status",
         "PredictionPendingStatusEnum": ["queued", "running"],
         "PredictionAnsweredStatusEnum": ["succeeded"],
         "DatasetStatusEnum": "training.models.Dataset.Status",
@@ -444,7 +444,7 @@ MODELHUB_PREDICT_MAX_WAIT = env_int("MODELHUB_PREDICT_MAX_WAIT", 30)
 # (cached per pair of blobs), and the request waits for it at most MODELHUB_COMPARE_MAX_WAIT seconds.
 MODELHUB_COMPARE_WEB_MAX_BYTES = env_int("MODELHUB_COMPARE_WEB_MAX_BYTES", 256 * 1024)
 MODELHUB_COMPARE_MAX_WAIT = env_int("MODELHUB_COMPARE_MAX_WAIT", 10)
-# Webhooks (modelhub.releases): deliveries go to public addresses only, unless a host name or a
+# Webhooks (releases): deliveries go to public addresses only, unless a host name or a
 # CIDR is listed here (e.g. "127.0.0.1" or "hooks.internal,10.0.0.0/8" for a receiver inside).
 MODELHUB_WEBHOOK_ALLOWED_HOSTS = env_list("MODELHUB_WEBHOOK_ALLOWED_HOSTS", [])
 MODELHUB_WEBHOOK_TIMEOUT_SECONDS = env_float("MODELHUB_WEBHOOK_TIMEOUT_SECONDS", 5.0)
@@ -503,7 +503,7 @@ def _trusted_proxies() -> list[str]:
 CACHES = _caches()
 # Failed logins and token exchanges (POST /api/auth/token/, /login/, /admin/login/) allowed per
 # username and per client address in one minute; then 429 with Retry-After until the minute ends,
-# even with the right password (modelhub/teams/login_throttle.py). 0 turns it off.
+# even with the right password (teams/login_throttle.py). 0 turns it off.
 MODELHUB_LOGIN_FAILURES_PER_MINUTE = env_int("MODELHUB_LOGIN_FAILURES_PER_MINUTE", 10)
 # The client address is REMOTE_ADDR. Behind a reverse proxy (nginx in docker-compose) that is the
 # proxy's: list the proxies' addresses or networks here, and for requests from them the client is

@@ -8,14 +8,14 @@ from django.utils.csp import CSP
 from django.views.decorators.csp import csp_override
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from artifacts import apis as artifact_apis
+from assemblies import apis as assembly_apis
+from backbones import apis as backbone_apis
+from core import apis as core_apis
 from heads import apis as head_apis
-from modelhub.artifacts import apis as artifact_apis
-from modelhub.assemblies import apis as assembly_apis
-from modelhub.backbones import apis as backbone_apis
-from modelhub.core import apis as core_apis
-from modelhub.releases import apis as release_apis
-from modelhub.teams import apis as team_apis
-from modelhub.teams.login_throttle import login_throttled
+from releases import apis as release_apis
+from teams import apis as team_apis
+from teams.login_throttle import login_throttled
 from training import apis as training_apis
 
 api_patterns = [
@@ -100,12 +100,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", login_throttled(auth_views.LoginView.as_view()), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("backbones/", include("modelhub.backbones.urls")),
-    path("assemblies/", include("modelhub.assemblies.urls")),
+    path("backbones/", include("backbones.urls")),
+    path("assemblies/", include("assemblies.urls")),
     path("", include("training.urls")),
-    path("", include("modelhub.releases.urls")),
+    path("", include("releases.urls")),
     path("", include("heads.urls")),
-    path("", include("modelhub.dashboard.urls")),
+    path("", include("dashboard.urls")),
 ]
 
-handler404 = "modelhub.core.views.not_found"
+handler404 = "core.views.not_found"

@@ -52,7 +52,7 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2, message: str
 @pytest.fixture
 def make_member(db):
     """Create a user with a role in a team; return (user, token)."""
-    from modelhub.teams.services import token_for_user, user_create_in_team
+    from teams.services import token_for_user, user_create_in_team
 
     def make(username: str, *, team: str = "vision", role: str = "member", password: str = "pw-Secret-123"):
         user, _ = user_create_in_team(username=username, team_slug=team, role=role, password=password)

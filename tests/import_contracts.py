@@ -100,7 +100,7 @@ class AppInterfacesContract(Contract):
     """Apps import each other only through their public modules.
 
     Options:
-        apps: the app packages (e.g. ``heads``, ``modelhub.backbones``).
+        apps: the app packages (e.g. ``heads``, ``backbones``).
         public: submodule names every app offers to the others (e.g. ``services``).
         also_public: further modules that are part of an app's interface, each named in full.
 

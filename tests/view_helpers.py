@@ -1,13 +1,13 @@
 """Registry rows for fast dashboard view tests, created through the services without a worker."""
 
+from artifacts.services import blob_store_bytes
+from assemblies.models import Assembly
+from assemblies.services import assembly_create
+from backbones.models import BackboneVersion
+from backbones.services import backbone_version_create
 from heads.models import HeadVersion
 from heads.services import head_version_create, task_get_or_create
-from modelhub.artifacts.services import blob_store_bytes
-from modelhub.assemblies.models import Assembly
-from modelhub.assemblies.services import assembly_create
-from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.services import backbone_version_create
-from modelhub.teams.models import Team
+from teams.models import Team
 from training.models import ForgettingReport, Job
 from training.services import job_create
 from training.specs import job_spec_parse

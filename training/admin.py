@@ -6,7 +6,7 @@ so its status is read-only: reviewers decide reports through the API or the dash
 
 from django.contrib import admin
 
-from modelhub.core.admin import AuditedAdmin
+from core.admin import AuditedAdmin
 from training.models import Dataset, ForgettingReport, Job
 
 

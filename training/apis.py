@@ -6,11 +6,11 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backbones.selectors import backbone_get
+from core.api import paginated_response
+from core.schema import JsonSchemaBody, error_response
 from heads.selectors import head_get
-from modelhub.backbones.selectors import backbone_get
-from modelhub.core.api import paginated_response
-from modelhub.core.schema import JsonSchemaBody, error_response
-from modelhub.teams.selectors import membership_get
+from teams.selectors import membership_get
 from training.lineage import backbone_family_graph
 from training.models import Dataset, ForgettingReport, Job
 from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get

@@ -27,8 +27,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from django.conf import settings
 
-from modelhub.artifacts.services import blob_fetch_verified
-from modelhub.core.tracked_work import row_finish, run_tracked
+from artifacts.services import blob_fetch_verified
+from core.tracked_work import row_finish, run_tracked
 from training.models import Dataset
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ backbone is picked.
 
 from django import forms
 
-from modelhub.backbones.models import BackboneVersion
+from backbones.models import BackboneVersion
 from training.models import Dataset
 from training.services import backbone_input_shape, dataset_fit_problem
 from training.specs import (

@@ -16,8 +16,8 @@ from django.db.models import Count, F, Window
 from django.db.models.functions import RowNumber
 from django.urls import reverse
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
 from training.models import Dataset, Job
 from training.specs import stored_dataset_ids
 

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import models
 
-from modelhub.core.models import TrackedWork
+from core.models import TrackedWork
 
 
 class Dataset(TrackedWork):

@@ -3,9 +3,9 @@
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
-from modelhub.teams.selectors import scoped_to_member, team_object_get
+from teams.selectors import scoped_to_member, team_object_get
 from training.models import Dataset, ForgettingReport, Job
 
 
@@ -38,7 +38,7 @@ def report_get(*, user: AbstractBaseUser, pk) -> ForgettingReport:
     queryset = ForgettingReport.objects.select_related("job", "job__team", "parent", "backbone")
     report = queryset.filter(pk=pk, job__team__memberships__user=user).first() if user.is_authenticated else None
     if report is None:
-        from modelhub.core.errors import NotFoundError
+        from core.errors import NotFoundError
 
         raise NotFoundError(f"Forgetting report {pk} was not found in any of your teams.")
     return report

@@ -14,15 +14,15 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
+from artifacts.services import blob_store_uploaded_file
+from backbones.models import BackboneVersion
+from core.errors import ConflictError, PermissionDeniedError, ValidationError
+from core.tracked_work import queue_on_commit
 from heads.models import HeadVersion
 from heads.selectors import heads_carry_authors
 from heads.services import check_not_author, heads_carry
-from modelhub.artifacts.services import blob_store_uploaded_file
-from modelhub.backbones.models import BackboneVersion
-from modelhub.core.errors import ConflictError, PermissionDeniedError, ValidationError
-from modelhub.core.tracked_work import queue_on_commit
-from modelhub.teams.models import Team
-from modelhub.teams.selectors import membership_get
+from teams.models import Team
+from teams.selectors import membership_get
 from training.models import Dataset, ForgettingReport, Job
 from training.specs import (
     EvaluateHeadSpec,

@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Self
 
 from django.conf import settings
 
+from core.errors import ValidationError
 from heads.services import TASK_SLUG, check_task_slug
-from modelhub.core.errors import ValidationError
 
 REQUIRED = dataclasses.MISSING
 NON_FIELD_ERRORS = "non_field_errors"

@@ -13,13 +13,13 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from backbones.models import BackboneVersion
+from backbones.selectors import backbone_get, backbone_list
+from core.errors import ApplicationError
+from dashboard.context_processors import current_membership
+from dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.selectors import backbone_get, backbone_list
-from modelhub.core.errors import ApplicationError
-from modelhub.dashboard.context_processors import current_membership
-from modelhub.dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
-from modelhub.teams.selectors import membership_get
+from teams.selectors import membership_get
 from training.forms import JOB_FORMS, DatasetUploadForm
 from training.lineage import backbone_family_graph, family_root
 from training.models import Dataset, ForgettingReport, Job

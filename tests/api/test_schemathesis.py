@@ -204,7 +204,7 @@ MEMBERS = [("author", "member"), ("reviewer", "reviewer")]
 
 def postgresql_app(make_member) -> dict:
     """The full stack's shape: the PostgreSQL test database and a Redis broker of its own."""
-    from modelhub.teams.models import ApiToken
+    from teams.models import ApiToken
 
     env = isolated_env(**LIVE_LIMITS)
     flush_redis(env["CELERY_BROKER_URL"])
@@ -222,7 +222,7 @@ def sqlite_app(home) -> dict:
     tokens["run"] = embedded_member(env, RUN_USERNAME, role="admin", password=RUN_PASSWORD)
     embedded_shell(
         env,
-        "from modelhub.teams.models import ApiToken; "
+        "from teams.models import ApiToken; "
         f"ApiToken.objects.filter(user__username={RUN_USERNAME!r}).update(id={RUN_TOKEN_ID})",
     )
     return {"env": env, "tokens": tokens}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelhub.artifacts.stores import get_blob_store
+from artifacts.stores import get_blob_store
 from tests.conftest import free_port, wait_until
 
 

@@ -18,10 +18,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, connections
 from django.utils import timezone
 
-from modelhub.artifacts import services
-from modelhub.artifacts.models import Blob, Upload
-from modelhub.artifacts.services import artifacts_gc, blob_fetch_verified, blob_store_path, upload_create
-from modelhub.artifacts.stores import get_blob_store
+from artifacts import services
+from artifacts.models import Blob, Upload
+from artifacts.services import artifacts_gc, blob_fetch_verified, blob_store_path, upload_create
+from artifacts.stores import get_blob_store
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,7 +107,7 @@ def assert_blob_intact(sha256: str, data: bytes, tmp_path) -> None:
 
 @pytest.fixture
 def member(make_member):
-    from modelhub.teams.models import Team
+    from teams.models import Team
 
     user, _ = make_member("uploader")
     return Team.objects.get(slug="vision"), user

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from modelhub.artifacts.models import Blob
-from modelhub.artifacts.services import (
+from artifacts.models import Blob
+from artifacts.services import (
     ChecksumMismatchError,
     artifacts_gc,
     blob_fetch_verified,
@@ -66,7 +66,7 @@ def test_interrupted_write_leaves_no_row_and_no_blob(blob_store, tmp_path, monke
 
 
 def test_filesystem_put_is_atomic_when_the_copy_fails(settings, tmp_path, monkeypatch):
-    from modelhub.artifacts.stores import FilesystemBlobStore
+    from artifacts.stores import FilesystemBlobStore
 
     store = FilesystemBlobStore(tmp_path / "store")
     source = write(tmp_path, "src.bin", os.urandom(3 * 1024 * 1024))
@@ -78,10 +78,10 @@ def test_filesystem_put_is_atomic_when_the_copy_fails(settings, tmp_path, monkey
         calls["n"] += 1
         raise OSError("disk full")
 
-    monkeypatch.setattr("modelhub.artifacts.stores.shutil.copyfileobj", copy_then_fail)
+    monkeypatch.setattr("artifacts.stores.shutil.copyfileobj", copy_then_fail)
     with pytest.raises(OSError, match="disk full"):
         store.put_file("ab" * 32, source)
-    monkeypatch.setattr("modelhub.artifacts.stores.shutil.copyfileobj", real_copy)
+    monkeypatch.setattr("artifacts.stores.shutil.copyfileobj", real_copy)
     assert calls["n"] == 1
     assert not store.exists("ab" * 32)
     assert list(store.tmp.iterdir()) == []
@@ -105,8 +105,8 @@ def test_gc_never_deletes_a_blob_younger_than_the_longest_task(blob_store, tmp_p
 
 
 def test_gc_removes_only_unreferenced_blobs_past_the_grace_period(blob_store, tmp_path, make_member, settings):
-    from modelhub.artifacts.models import Upload
-    from modelhub.teams.models import Team
+    from artifacts.models import Upload
+    from teams.models import Team
 
     user, _ = make_member("gc-user")
     kept = blob_store_path(path=write(tmp_path, "kept.bin", b"kept"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from modelhub.artifacts.models import Blob, Upload
-from modelhub.artifacts.stores import get_blob_store
+from artifacts.models import Blob, Upload
+from artifacts.stores import get_blob_store
 
 
 def stored_blob_count() -> int:
@@ -65,8 +65,8 @@ def test_upload_over_the_limit_gets_413_and_stores_nothing(api_client_for, setti
 
 def test_streaming_limit_stops_a_body_without_content_length(settings):
     """Bodies with no declared length are counted chunk by chunk by the upload handler."""
-    from modelhub.artifacts.upload_handlers import LimitedTemporaryFileUploadHandler
-    from modelhub.core.errors import PayloadTooLargeError
+    from artifacts.upload_handlers import LimitedTemporaryFileUploadHandler
+    from core.errors import PayloadTooLargeError
 
     settings.MODELHUB_MAX_UPLOAD_BYTES = 100
     handler = LimitedTemporaryFileUploadHandler()

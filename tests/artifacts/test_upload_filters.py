@@ -16,7 +16,7 @@ def stage(client, tmp_path, name: str, data: bytes, *, team: str = "vision") -> 
 
 @pytest.mark.django_db
 def test_uploads_filter_by_team_and_sha256(api_client_for, tmp_path):
-    from modelhub.teams.services import user_create_in_team
+    from teams.services import user_create_in_team
 
     ana = api_client_for("ana")
     user_create_in_team(username="ana", team_slug="audio", role="member")

@@ -2,8 +2,8 @@
 for a two-input, a text (string) and an old single-"input" backbone, and a stand-in worker that
 answers trial predictions in the web process."""
 
-from modelhub.assemblies import predicting
-from modelhub.assemblies.models import Assembly, Prediction
+from assemblies import predicting
+from assemblies.models import Assembly, Prediction
 
 TWO_INPUTS = [
     {"name": "token_ids", "shape": [None, 12], "dtype": "int32"},

@@ -181,7 +181,7 @@ def test_only_approved_heads_on_that_backbone_are_accepted(api_client_for, model
 
 def test_predict_with_two_named_inputs_end_to_end(api_client_for, celery_worker, tmp_path):
     """A real two-input backbone (token_ids int32 [12], numeric float32 [5]): predict by input name."""
-    from modelhub.assemblies.models import Prediction
+    from assemblies.models import Prediction
     from tests import real_models
 
     family = real_models.two_inputs(num_models=2)

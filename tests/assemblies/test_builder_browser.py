@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
+from assemblies import views as assembly_views
 from heads.models import HeadVersion
-from modelhub.assemblies import views as assembly_views
 from tests.view_helpers import backbone_row, head_row
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -54,7 +54,7 @@ def test_every_task_box_switches_the_choice(logged_in_page, live_server, monkeyp
 
 def test_ticking_a_branched_head_adds_its_branch_to_the_estimate(logged_in_page, live_server):
     """Trunk and branches (issue 10): the branch table and the bytes saved follow the ticks."""
-    from modelhub.artifacts.services import blob_store_bytes
+    from artifacts.services import blob_store_bytes
 
     page = logged_in_page("dana", team="vision", role="admin")
     errors = []

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
+from assemblies import views as assembly_views
+from assemblies.models import Assembly
+from backbones import views as backbone_views
 from heads.forms import MAX_TASK_CHOICES
 from heads.models import HeadVersion
-from modelhub.assemblies import views as assembly_views
-from modelhub.assemblies.models import Assembly
-from modelhub.backbones import views as backbone_views
 from tests.heads.test_query_counts import MAX_QUERIES, counts_at_3_and_30
 from tests.heads.test_query_counts import team as team  # noqa: F401 - the fixture
 from tests.view_helpers import backbone_row, head_row

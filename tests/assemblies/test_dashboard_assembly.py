@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from modelhub.assemblies import views as assembly_views
+from assemblies import views as assembly_views
 from tests.registry_helpers import import_and_approve
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
+from artifacts.services import blob_store_bytes
+from assemblies import selectors as assembly_selectors
+from assemblies.models import Assembly
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.artifacts.services import blob_store_bytes
-from modelhub.assemblies import selectors as assembly_selectors
-from modelhub.assemblies.models import Assembly
-from modelhub.backbones.models import BackboneVersion
 from tests.assemblies.manifests import with_branches
 from tests.view_helpers import SPEC, assembly_row, backbone_row, head_row
 

@@ -18,8 +18,8 @@ def _assemble(client, backbone: int, **extra) -> dict:
 
 
 def test_packed_weights_are_written_used_and_checked(api_client_for, model_files, celery_worker):
+    from artifacts.stores import get_blob_store
     from heads.models import HeadVersion, HeadWeights
-    from modelhub.artifacts.stores import get_blob_store
     from modelhub.ml.head_weights import pack, unpack
 
     author = api_client_for("alice")

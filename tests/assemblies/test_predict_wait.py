@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import requests
 
+from assemblies import predicting
+from assemblies import views as assembly_views
+from assemblies.models import Prediction
+from core.tracked_work import row_claim, row_finish
 from heads.models import HeadVersion
-from modelhub.assemblies import predicting
-from modelhub.assemblies import views as assembly_views
-from modelhub.assemblies.models import Prediction
-from modelhub.core.tracked_work import row_claim, row_finish
 from tests.assemblies.manifests import fake_worker
 from tests.view_helpers import assembly_row, backbone_row, head_row
 

@@ -4,10 +4,10 @@ and an old single-"input" manifest."""
 
 import pytest
 
+from assemblies.models import Prediction
+from assemblies.predicting import coerce_inputs, manifest_inputs
+from core.errors import ValidationError
 from heads.models import HeadVersion
-from modelhub.assemblies.models import Prediction
-from modelhub.assemblies.predicting import coerce_inputs, manifest_inputs
-from modelhub.core.errors import ValidationError
 from tests.assemblies.manifests import TEXT_INPUT, TWO_INPUTS, fake_worker, with_inputs
 from tests.view_helpers import assembly_row, backbone_row, head_row
 

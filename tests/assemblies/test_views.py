@@ -13,10 +13,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from assemblies import views as assembly_views
+from assemblies.forms import RANDOM_WORDS, TryItForm
+from assemblies.models import Assembly, Prediction
 from heads.models import HeadVersion
-from modelhub.assemblies import views as assembly_views
-from modelhub.assemblies.forms import RANDOM_WORDS, TryItForm
-from modelhub.assemblies.models import Assembly, Prediction
 from tests.assemblies.manifests import TEXT_INPUT, TWO_INPUTS, fake_worker, with_inputs
 from tests.view_helpers import assembly_row, backbone_row, head_row
 

@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from modelhub.artifacts.models import Blob
-from modelhub.backbones.models import BackboneVersion
+from artifacts.models import Blob
+from backbones.models import BackboneVersion
 from tests.registry_helpers import upload, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)

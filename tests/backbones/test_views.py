@@ -3,8 +3,8 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from modelhub.artifacts.models import Blob
-from modelhub.backbones.models import BackboneVersion
+from artifacts.models import Blob
+from backbones.models import BackboneVersion
 from tests.view_helpers import backbone_row, head_row
 
 pytestmark = pytest.mark.django_db

@@ -31,7 +31,7 @@ def test_anonymous_health_answers_only_the_status(client, settings, celery_worke
 def test_health_pings_workers_at_most_once_per_cache_window_and_never_writes(client, settings, monkeypatch):
     from django.core.cache import cache
 
-    from modelhub.core import services
+    from core import services
 
     cache.delete(services.WORKER_PING_CACHE_KEY)
     settings.MODELHUB_HEALTH_WORKER_CACHE_SECONDS = 60

@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from modelhub.core.models import WorkerProbe
-from modelhub.core.tracked_work import (
+from core.models import WorkerProbe
+from core.tracked_work import (
     WORKER_KILLED_TWICE_MESSAGE,
     WORKER_LOST_MESSAGE,
     reap_stale_work,

@@ -3,8 +3,8 @@
 import pytest
 from django.core.management import call_command
 
-from modelhub.core.models import WorkerProbe
-from modelhub.core.services import probe_enqueue
+from core.models import WorkerProbe
+from core.services import probe_enqueue
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

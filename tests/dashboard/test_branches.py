@@ -14,14 +14,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils.html import strip_tags
 from playwright.sync_api import expect
 
+from artifacts.services import blob_store_bytes
+from assemblies import views as assembly_views
+from backbones.models import BackboneVersion
+from backbones.selectors import branch_points_cache_key, branch_points_pending_key
+from backbones.services import backbone_version_create
+from backbones.validation import backbone_branch_points_describe
 from heads.models import HeadVersion
-from modelhub.artifacts.services import blob_store_bytes
-from modelhub.assemblies import views as assembly_views
-from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.selectors import branch_points_cache_key, branch_points_pending_key
-from modelhub.backbones.services import backbone_version_create
-from modelhub.backbones.validation import backbone_branch_points_describe
-from modelhub.teams.models import Team
+from teams.models import Team
 from tests.conftest import wait_until
 from tests.view_helpers import SPEC, backbone_row, head_row
 

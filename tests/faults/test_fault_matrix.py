@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from assemblies.models import Assembly
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion, ModelImport
-from modelhub.assemblies.models import Assembly
-from modelhub.backbones.models import BackboneVersion
 from tests.conftest import REPO_ROOT, pool_processes, running_worker, wait_until
 from tests.registry_helpers import import_and_approve, upload, wait_status
 from tests.training.helpers import finished_job, post_job, setup_backbone_and_data

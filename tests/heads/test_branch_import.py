@@ -11,8 +11,8 @@ import json
 
 import pytest
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
 from tests.branched_models import BRANCH_POINTS, build_branched_family
 from tests.heads.test_real_models import approve_assemble_and_serve, import_files
 

@@ -10,11 +10,11 @@ import os
 import pytest
 from django.core.cache import cache
 
+from artifacts.services import blob_store_bytes, blob_store_path
+from artifacts.stores import get_blob_store
 from heads.compare import weights_cache_key, weights_compare_run
 from heads.models import HeadVersion
 from heads.services import head_version_create, task_get_or_create
-from modelhub.artifacts.services import blob_store_bytes, blob_store_path
-from modelhub.artifacts.stores import get_blob_store
 from tests import model_factory as mf
 from tests.conftest import wait_until
 from tests.view_helpers import backbone_row

@@ -9,9 +9,9 @@ import io
 import numpy as np
 import pytest
 
+from artifacts.services import blob_store_bytes, blob_store_path
 from heads.models import HeadEvaluation, HeadVersion
 from heads.services import head_version_create, task_get_or_create
-from modelhub.artifacts.services import blob_store_bytes, blob_store_path
 from tests import model_factory as mf
 from tests.training.helpers import dataset_row
 from tests.view_helpers import backbone_row

@@ -7,8 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import expect
 
+from artifacts.models import Blob, Upload
 from heads.models import ModelImport, ModelImportFile
-from modelhub.artifacts.models import Blob, Upload
 
 
 def _fill_import_form(logged_in_page, live_server, tmp_path, *, size: int):

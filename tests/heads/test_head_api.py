@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from artifacts.models import Blob
 from heads.models import HeadVersion
-from modelhub.artifacts.models import Blob
 from tests.registry_helpers import ready_backbone, settled_head, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)

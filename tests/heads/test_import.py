@@ -5,8 +5,8 @@ import contextlib
 import pytest
 from django.core.management import call_command
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion, ModelImport
-from modelhub.backbones.models import BackboneVersion
 from tests.registry_helpers import ready_backbone, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)

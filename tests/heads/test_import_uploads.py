@@ -6,8 +6,8 @@ import os
 import pytest
 from django.core.management import CommandError, call_command
 
+from artifacts.models import Blob, Upload
 from heads.models import ModelImport, ModelImportFile
-from modelhub.artifacts.models import Blob, Upload
 from tests.registry_helpers import wait_status
 
 FIELDS = {"team": "vision", "backbone_name": "shared"}

@@ -24,8 +24,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
 from tests import real_models
 from tests.registry_helpers import wait_status
 

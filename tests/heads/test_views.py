@@ -4,8 +4,8 @@ the review panel and its POST handlers, the review queue and the import report."
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from backbones.models import BackboneVersion
 from heads.models import HeadEvent, HeadVersion, ModelImport
-from modelhub.backbones.models import BackboneVersion
 from tests.view_helpers import backbone_row, head_row
 
 pytestmark = pytest.mark.django_db

@@ -147,7 +147,7 @@ def test_assembly_by_alias_records_what_it_resolved(team, webhook_settings, rece
     assert built["resolved_from"]["alias"] == "champion"
     # The build's worker (the session's shared one) queued the event for the webhook. It delivers on its
     # own queue and allows no loopback destination, so here the body is read from the delivery log.
-    from modelhub.releases.models import WebhookDelivery
+    from releases.models import WebhookDelivery
 
     delivery = wait_until(
         lambda: WebhookDelivery.objects.filter(event="assembly.ready").first(), timeout=60, message="the delivery"

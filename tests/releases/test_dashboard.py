@@ -90,7 +90,7 @@ def test_the_control_says_why_it_is_not_offered(client, make_member):
 
 @pytest.mark.django_db
 def test_webhooks_page_creates_shows_the_secret_once_and_queues_a_test(client, make_member, settings):
-    from modelhub.releases.models import Webhook, WebhookDelivery
+    from releases.models import Webhook, WebhookDelivery
 
     settings.MODELHUB_WEBHOOK_QUEUE = "nobody-consumes-this"
     rita, _ = make_member("rita", role="reviewer")

@@ -145,7 +145,7 @@ def test_bad_events_and_short_secrets_are_refused(api_client_for, webhook_settin
 
 
 def test_loopback_is_refused_by_default_with_a_clear_error(api_client_for, settings, receiver):
-    from modelhub.releases.models import Webhook
+    from releases.models import Webhook
 
     settings.MODELHUB_WEBHOOK_ALLOWED_HOSTS = []
     rita = api_client_for("rita", role="reviewer")
@@ -189,8 +189,8 @@ def test_a_host_name_resolving_to_a_private_address_is_refused(api_client_for, s
 
 def test_delivery_checks_the_destination_again(api_client_for, settings, receiver):
     """A destination allowed when registered but not when delivering is refused by the worker, without retries."""
-    from modelhub.releases.delivering import webhook_deliver
-    from modelhub.releases.models import WebhookDelivery
+    from releases.delivering import webhook_deliver
+    from releases.models import WebhookDelivery
 
     settings.MODELHUB_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.MODELHUB_WEBHOOK_QUEUE = "nobody-consumes-this"
@@ -228,7 +228,7 @@ def test_delivery_checks_the_destination_again(api_client_for, settings, receive
     ],
 )
 def test_address_rules(address, reason):
-    from modelhub.releases.destinations import _why_refused
+    from releases.destinations import _why_refused
 
     assert _why_refused(ipaddress.ip_address(address)) == reason
 
@@ -239,8 +239,8 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline(set
     import threading
     import time
 
-    from modelhub.releases.delivering import _post
-    from modelhub.releases.destinations import Destination
+    from releases.delivering import _post
+    from releases.destinations import Destination
 
     settings.MODELHUB_WEBHOOK_TIMEOUT_SECONDS = 1.0
     listener = socket.socket()

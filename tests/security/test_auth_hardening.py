@@ -14,9 +14,9 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from modelhub.teams import login_throttle
-from modelhub.teams.models import ApiToken
-from modelhub.teams.services import token_for_user, user_create_in_team
+from teams import login_throttle
+from teams.models import ApiToken
+from teams.services import token_for_user, user_create_in_team
 
 pytestmark = pytest.mark.django_db
 
@@ -192,7 +192,7 @@ def test_the_migration_hashes_old_plaintext_tokens_and_deletes_them(make_member)
             "user_id integer NOT NULL UNIQUE)"
         )
         cursor.execute("INSERT INTO authtoken_token VALUES (%s, %s, %s)", [old_key, timezone.now(), user.pk])
-    migration = importlib.import_module("modelhub.teams.migrations.0003_hash_authtoken_tokens")
+    migration = importlib.import_module("teams.migrations.0003_hash_authtoken_tokens")
     migration.hash_old_tokens(django_apps, SimpleNamespace(connection=connection))
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM authtoken_token")

@@ -3,8 +3,8 @@
 import pytest
 from django.test import RequestFactory
 
+from core.models import AuditEvent
 from heads.models import HeadEvent, HeadVersion
-from modelhub.core.models import AuditEvent
 from tests.view_helpers import backbone_row, head_row, report_setup
 from training.models import ForgettingReport
 

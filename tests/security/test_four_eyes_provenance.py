@@ -18,12 +18,12 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from backbones.models import BackboneVersion
+from core.models import AuditEvent
 from heads.models import HeadEvent, HeadVersion, ModelImport
 from heads.services import head_transition, import_create
-from modelhub.backbones.models import BackboneVersion
-from modelhub.core.models import AuditEvent
-from modelhub.releases.models import Alias, AliasMove
-from modelhub.releases.services import alias_set
+from releases.models import Alias, AliasMove
+from releases.services import alias_set
 from tests import model_factory as mf
 from tests.view_helpers import backbone_row, head_row
 from training.models import ForgettingReport, Job

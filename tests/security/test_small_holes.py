@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 def logged_in(client, make_member):
     from django.contrib.auth.models import User
 
-    from modelhub.teams.services import user_create_in_team
+    from teams.services import user_create_in_team
 
     make_member("dana", team="vision", role="admin", password="pw-Secret-123")
     user_create_in_team(username="dana", team_slug="other", role="member", password="pw-Secret-123")
@@ -38,8 +38,8 @@ def test_team_switch_never_redirects_off_site(logged_in, target, allowed):
 
 
 def test_download_filename_with_quotes_and_unicode_is_rfc_6266(tmp_path):
-    from modelhub.artifacts.downloads import blob_download_response
-    from modelhub.artifacts.services import blob_store_path
+    from artifacts.downloads import blob_download_response
+    from artifacts.services import blob_store_path
 
     path = tmp_path / "x.bin"
     path.write_bytes(b"zip bytes")
@@ -79,7 +79,7 @@ def test_upload_dedupe_is_reported_per_team(make_member):
 
 
 def test_markdown_keeps_only_same_origin_images():
-    from modelhub.dashboard.templatetags.markdown_safe import render_markdown
+    from dashboard.templatetags.markdown_safe import render_markdown
 
     html = render_markdown(
         "![pixel](https://tracker.example/p.gif) ![proto](//tracker.example/p.gif) ![ok](/static/img/plot.png)"
@@ -90,9 +90,9 @@ def test_markdown_keeps_only_same_origin_images():
 
 @pytest.mark.parametrize("slug", ["sentiment\n", "tiny\n"])
 def test_names_with_a_trailing_newline_are_refused(slug):
+    from backbones.services import check_backbone_name
+    from core.errors import ValidationError
     from heads.services import check_task_slug
-    from modelhub.backbones.services import check_backbone_name
-    from modelhub.core.errors import ValidationError
 
     with pytest.raises(ValidationError):
         check_task_slug(slug)

@@ -6,7 +6,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from modelhub.core import throttling
+from core import throttling
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from modelhub.teams.models import ApiToken
+from teams.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 

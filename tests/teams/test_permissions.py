@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from modelhub.teams.models import Membership
+from teams.models import Membership
 
 pytestmark = pytest.mark.django_db
 

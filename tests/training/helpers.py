@@ -50,10 +50,10 @@ def approved_trained_head(author, reviewer, *, backbone: int, dataset: int, task
 
 def backbone_version_row(user, tmp_path, *, team: str = "vision", name: str = "tiny", seed: int = 0):
     """A ready backbone version holding the tiny backbone (tests/model_factory.py), described."""
-    from modelhub.artifacts.services import blob_store_path
-    from modelhub.backbones.services import backbone_version_create
+    from artifacts.services import blob_store_path
+    from backbones.services import backbone_version_create
     from modelhub.ml.inspect import inspect_model
-    from modelhub.teams.models import Team
+    from teams.models import Team
 
     model = mf.make_backbone(seed=seed)
     spec = inspect_model(model)
@@ -66,8 +66,8 @@ def backbone_version_row(user, tmp_path, *, team: str = "vision", name: str = "t
 
 def dataset_row_from_file(user, path, *, team: str = "vision", name: str = "data"):
     """A dataset stored from `path` and validated in-process by the real validator (ready or rejected)."""
-    from modelhub.artifacts.services import blob_store_path
-    from modelhub.teams.models import Team
+    from artifacts.services import blob_store_path
+    from teams.models import Team
     from training.datasets import dataset_validate
     from training.models import Dataset
 
@@ -82,8 +82,8 @@ def dataset_row_from_file(user, path, *, team: str = "vision", name: str = "data
 
 def dataset_row(user, *, team="vision", name="data", input_shape=(8,), status=None, fmt="npz", **fields):
     """A dataset row as the worker leaves it after validation (ready unless `status` says otherwise); no file."""
-    from modelhub.artifacts.services import blob_store_bytes
-    from modelhub.teams.models import Team
+    from artifacts.services import blob_store_bytes
+    from teams.models import Team
     from training.models import Dataset
 
     blob = blob_store_bytes(data=f"dataset {team} {name} {input_shape} {fmt}".encode()).blob

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from modelhub.artifacts.services import blob_store_path
-from modelhub.teams.models import Team
+from artifacts.services import blob_store_path
+from teams.models import Team
 from tests import model_factory as mf
 from tests.registry_helpers import upload, wait_status
 from training import datasets

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from modelhub.artifacts.models import Blob
+from artifacts.models import Blob
 from tests import model_factory as mf
 from tests.registry_helpers import upload, wait_status
 from training.models import Dataset

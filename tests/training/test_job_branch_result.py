@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from artifacts.services import blob_store_bytes
 from heads.models import HeadVersion
-from modelhub.artifacts.services import blob_store_bytes
 from tests.training.helpers import dataset_row
 from tests.view_helpers import backbone_row, head_row
 from training.models import ForgettingReport, Job

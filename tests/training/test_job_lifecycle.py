@@ -77,7 +77,7 @@ def test_concurrent_retries_make_one_job_and_the_second_answers_409(api_client_f
     from django.db import connection
     from rest_framework.test import APIClient
 
-    from modelhub.teams.models import Team
+    from teams.models import Team
     from training.models import Job
 
     client = api_client_for("ana")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
 from tests import model_factory as mf
 from tests.registry_helpers import ready_backbone
 from tests.training.helpers import (
@@ -178,7 +178,7 @@ def test_fine_tune_to_a_branch_creates_no_backbone_version(api_client_for, celer
     """The head owns the tuned top of MobileNetV2 as a branch on the unchanged parent backbone."""
     import keras
 
-    from modelhub.artifacts.services import blob_fetch_verified
+    from artifacts.services import blob_fetch_verified
     from modelhub.ml.branches import trunk_until
     from modelhub.ml.inspect import copy_model
     from training.models import ForgettingReport

@@ -2,8 +2,8 @@
 
 import pytest
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
 from tests.training.helpers import dataset_row
 from tests.view_helpers import assembly_row, backbone_row, head_row
 from training.models import Job

@@ -3,8 +3,8 @@ terminal status and result, and that a failing, cancelled or lost job registers 
 
 import pytest
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
 from tests import model_factory as mf
 from tests.training.helpers import backbone_version_row, dataset_row_from_file
 from training import runners

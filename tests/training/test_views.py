@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.models import BackboneVersion
 from tests.training.helpers import dataset_row
 from tests.view_helpers import SPEC, backbone_row, head_row, report_setup
 from training.models import Dataset, ForgettingReport, Job

@@ -15,8 +15,8 @@ backbone or head, and a succeeded job always has its results.
 import logging
 from collections.abc import Callable
 
-from modelhub.core.events import event_emit
-from modelhub.core.tracked_work import row_finish, run_tracked
+from core.events import event_emit
+from core.tracked_work import row_finish, run_tracked
 from modelhub.ml.errors import MLError, TrainingCancelled
 from training.datasets import DatasetError
 from training.models import Job

@@ -15,14 +15,14 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
+from artifacts.models import Blob
+from backbones.loading import load_backbone
+from backbones.models import BackboneVersion
+from backbones.services import backbone_version_create
+from core.tracked_work import row_finish
 from heads.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion
 from heads.services import head_version_create, task_get_or_create
-from modelhub.artifacts.models import Blob
-from modelhub.backbones.loading import load_backbone
-from modelhub.backbones.models import BackboneVersion
-from modelhub.backbones.services import backbone_version_create
-from modelhub.core.tracked_work import row_finish
 from modelhub.ml.errors import TrainingCancelled
 from training.datasets import DatasetError, dataset_arrays
 from training.models import Dataset, Job

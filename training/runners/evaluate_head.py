@@ -11,9 +11,9 @@ import io
 import numpy as np
 from django.conf import settings
 
+from artifacts.services import blob_store_bytes
+from backbones.loading import load_model_blob
 from heads.models import HeadEvaluation, HeadVersion
-from modelhub.artifacts.services import blob_store_bytes
-from modelhub.backbones.loading import load_model_blob
 from training.models import Job
 from training.runners.common import feature_cache_dir, finish_succeeded, load_dataset, load_frozen_backbone
 from training.runners.progress import JobReporter, steps_per_epoch

@@ -9,7 +9,7 @@ change, so there is no backbone version and no forgetting report.
 import tempfile
 from pathlib import Path
 
-from modelhub.backbones.loading import fetch_blob_to
+from backbones.loading import fetch_blob_to
 from training.models import ForgettingReport, Job
 from training.runners.common import (
     backbone_artifact,

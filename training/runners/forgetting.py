@@ -5,9 +5,9 @@ through the parent and through the new backbone (before and after). The rows are
 before anything is registered; the ForgettingReport row is written with the job's results.
 """
 
+from backbones.loading import load_model_blob
+from backbones.models import BackboneVersion
 from heads.models import HeadVersion
-from modelhub.backbones.loading import load_model_blob
-from modelhub.backbones.models import BackboneVersion
 from training.runners.common import load_dataset
 from training.runners.progress import JobReporter
 

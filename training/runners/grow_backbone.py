@@ -4,9 +4,9 @@ Without training the new version computes exactly what its parent did, so the pa
 heads are carried to it. With training they are not: a forgetting report goes to a reviewer.
 """
 
+from backbones.loading import load_backbone
+from backbones.models import BackboneVersion
 from heads.services import heads_carry
-from modelhub.backbones.loading import load_backbone
-from modelhub.backbones.models import BackboneVersion
 from training.datasets import DatasetError
 from training.models import ForgettingReport, Job
 from training.runners.common import (

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from django.utils import timezone
 
-from modelhub.core.tracked_work import work_heartbeat
+from core.tracked_work import work_heartbeat
 from training.models import Job
 
 LOG_TAIL_CHARS = 20_000

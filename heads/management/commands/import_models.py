@@ -6,10 +6,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.errors import ApplicationError
 from heads.importing import import_run
 from heads.services import import_create
-from modelhub.core.errors import ApplicationError
-from modelhub.teams.services import team_get_or_create
+from teams.services import team_get_or_create
 
 
 class Command(BaseCommand):

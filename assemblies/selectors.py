@@ -1,0 +1,135 @@
+"""Reads of assemblies, scoped to the user's teams."""
+
+from collections.abc import Iterable
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from assemblies.models import Assembly, AssemblyHead, Prediction
+from core.errors import NotFoundError
+from teams.selectors import scoped_to_member, team_object_get
+
+
+def assembly_list(*, user: AbstractBaseUser) -> QuerySet[Assembly]:
+    return scoped_to_member(Assembly.objects.select_related("team", "backbone", "blob"), user=user)
+
+
+def assembly_get(*, user: AbstractBaseUser, pk) -> Assembly:
+    return team_object_get(
+        Assembly.objects.select_related("team", "backbone", "blob"), user=user, pk=pk, label="Assembly"
+    )
+
+
+def assembly_entry_list(*, assembly: Assembly) -> QuerySet[AssemblyHead]:
+    """Return the assembly's heads in task_id order, with their task, blob and branch blob loaded."""
+    return assembly.entries.select_related("head", "head__task", "head__blob", "head__branch_blob")
+
+
+# The branch table names this many tasks per branch, then says how many more use it.
+MAX_BRANCH_TASKS_SHOWN = 20
+
+
+def assembly_branches(*, assembly: Assembly, entries: Iterable[AssemblyHead]) -> dict | None:
+    """Return where the assembly's trunk is cut and its distinct branches; None when no head has a branch.
+
+    Read from the manifest once the build has written it (what the SavedModel serves), else from
+    the head versions (what the build will cut). No query: ``entries`` come from
+    assembly_entry_list. A branch is distinct by its artifact and branch point, as the build
+    counts them (tasks sharing one are served by it once).
+
+    Returns:
+        ``{"built", "branch_points", "num_segments", "num_plain", "branches"}``: ``built`` says
+        the figures come from the manifest; ``branch_points`` are the backbone layers the trunk is
+        cut after, in graph order; ``num_plain`` counts the tasks that read the whole backbone;
+        ``branches`` are ``{"after_layer", "num_layers", "params", "sha256", "num_tasks", "tasks",
+        "num_more_tasks"}`` ordered by branch point, ``tasks`` the first MAX_BRANCH_TASKS_SHOWN
+        ``{"task_id", "task", "head_id"}`` that use it.
+    """
+    entries = list(entries)
+    head_ids = {entry.task_id: entry.head_id for entry in entries}
+    manifest = assembly.manifest or {}
+    built = bool(manifest.get("heads"))
+    if built:
+        rows = [(head["task_id"], head["task"], head.get("branch")) for head in manifest["heads"]]
+        trunk = manifest.get("backbone", {}).get("trunk") or {}
+    else:
+        rows = [(entry.task_id, entry.head.task.slug, _planned_branch(entry.head)) for entry in entries]
+        trunk = {}
+    groups: dict[tuple[str, str], dict] = {}
+    for task_id, task, branch in rows:
+        if not branch:
+            continue
+        key = (branch.get("sha256", ""), branch.get("after_layer", ""))
+        group = groups.setdefault(
+            key,
+            {
+                "after_layer": key[1],
+                "num_layers": int(branch.get("layers") or 0),
+                "params": int(branch.get("params") or 0),
+                "sha256": key[0],
+                "tasks": [],
+            },
+        )
+        group["tasks"].append({"task_id": task_id, "task": task, "head_id": head_ids.get(task_id)})
+    if not groups:
+        return None
+    points = trunk.get("branch_points") or _in_graph_order(
+        {group["after_layer"] for group in groups.values()}, assembly.backbone.spec or {}
+    )
+    position = {point: index for index, point in enumerate(points)}
+    branches = sorted(
+        groups.values(), key=lambda g: (position.get(g["after_layer"], len(points)), g["tasks"][0]["task_id"])
+    )
+    for group in branches:
+        tasks = group["tasks"]
+        group.update(
+            num_tasks=len(tasks),
+            tasks=tasks[:MAX_BRANCH_TASKS_SHOWN],
+            num_more_tasks=max(0, len(tasks) - MAX_BRANCH_TASKS_SHOWN),
+        )
+    num_plain = len(rows) - sum(group["num_tasks"] for group in branches)
+    return {
+        "built": built,
+        "branch_points": list(points),
+        # The trunk's segments: one below each point, and the top when some task reads the whole backbone.
+        "num_segments": int(trunk.get("segments") or len(points) + (1 if num_plain else 0)),
+        "num_plain": num_plain,
+        "branches": branches,
+    }
+
+
+def _planned_branch(head) -> dict | None:
+    """A head version's branch as the manifest will list it (layers counted), or None for a plain head."""
+    if not head.branch or head.branch_blob_id is None:
+        return None
+    return {
+        "after_layer": head.branch.get("after_layer", ""),
+        "layers": len(head.branch.get("layers") or []),
+        "params": head.branch.get("params"),
+        "sha256": head.branch_blob.sha256,
+    }
+
+
+def _in_graph_order(points: set[str], spec: dict) -> list[str]:
+    """Order branch points as the backbone spec lists its layers (unknown names last, by name)."""
+    index = {layer.get("name"): position for position, layer in enumerate(spec.get("layers") or [])}
+    leaf_index = {str(name).rsplit("/", 1)[-1]: position for name, position in index.items()}
+
+    def place(point: str) -> tuple[int, str]:
+        found = index.get(point, leaf_index.get(point.rsplit("/", 1)[-1]))
+        return (len(index) if found is None else found, point)
+
+    return sorted(points, key=place)
+
+
+def prediction_get(*, user: AbstractBaseUser, assembly_pk, pk) -> Prediction:
+    """Return prediction `pk` of assembly `assembly_pk` in one of the user's teams, else NotFoundError."""
+    assembly = assembly_get(user=user, pk=assembly_pk)
+    prediction = Prediction.objects.filter(assembly=assembly, pk=pk).first()
+    if prediction is None:
+        raise NotFoundError(
+            f"Prediction {pk} was not found on assembly {assembly.pk}. Use the 'poll' URL that "
+            "POST /api/assemblies/{id}/predict/ answered."
+        )
+    prediction.assembly = assembly
+    return prediction

@@ -1,0 +1,19 @@
+"""Celery tasks for assemblies (routed to the `assembly` queue by their name)."""
+
+from modelhub.celery import app
+
+
+@app.task(name="assemblies.build")
+def build_assembly(assembly_id: int) -> None:
+    """Build, verify, zip and store the assembly's SavedModel."""
+    from assemblies.building import assembly_build
+
+    assembly_build(assembly_id=assembly_id)
+
+
+@app.task(name="assemblies.predict")
+def run_prediction(prediction_id: int) -> None:
+    """Compute a trial prediction on an assembly."""
+    from assemblies.predicting import prediction_compute
+
+    prediction_compute(prediction_id=prediction_id)

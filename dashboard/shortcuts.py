@@ -1,0 +1,41 @@
+"""Helpers shared by the dashboard views of the domain apps (backbones, heads)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.core.paginator import Page
+from django.http import Http404
+
+from core.errors import NotFoundError
+from core.pagination import TwoStepPaginator
+
+PAGE_SIZE = 50
+
+
+def object_or_404(selector: Callable[..., Any], **kwargs) -> Any:
+    """Call a team-scoped selector; turn its NotFoundError into Http404 (other teams' objects)."""
+    try:
+        return selector(**kwargs)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from None
+
+
+def paginate(request, queryset, *, per_page: int = PAGE_SIZE) -> Page:
+    """Return the page of `queryset` named by the `page` query parameter."""
+    return TwoStepPaginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def query_without_page(request) -> str:
+    """Return the current query string minus `page`, for pagination links that keep filters."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+def parse_id(raw) -> int | None:
+    """A primary key from a query or form value, or None: ASCII digits only ("²".isdigit() is
+    True, int("²") fails) and at most 18 of them (a larger number overflows the database's key)."""
+    text = str(raw or "")
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)

@@ -1,7 +1,0 @@
-from django.apps import AppConfig
-
-
-class DashboardConfig(AppConfig):
-    name = "modelhub.dashboard"
-    label = "dashboard"
-    verbose_name = "Dashboard shell"
