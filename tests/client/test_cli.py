@@ -4,11 +4,11 @@ import io
 import json
 import os
 import stat
+import time
 
 import httpx
 import pytest
 from modelhub_client import cli
-from modelhub_client import client as client_module
 from modelhub_client.config import config_path
 
 from tests.client.fake_server import TOKEN, URL, FakeServer, envelope, page
@@ -40,7 +40,7 @@ def run(server, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("MODELHUB_URL", URL)
     monkeypatch.setenv("MODELHUB_TOKEN", TOKEN)
-    monkeypatch.setattr(client_module.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
     real_client = cli.Client
     monkeypatch.setattr(cli, "Client", lambda *a, **kw: real_client(*a, **kw, transport=server.transport()))
 

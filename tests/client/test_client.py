@@ -2,11 +2,11 @@
 
 import hashlib
 import json
+import time
 
 import httpx
 import pytest
-from modelhub_client import Assembly, Client, Head, Job, ModelHubError, ModelImport
-from modelhub_client import client as client_module
+from modelhub_client import Assembly, Client, Head, Job, ModelHubError, ModelImport, transfers
 
 from tests.client.fake_server import TOKEN, URL, FakeServer, envelope, page
 
@@ -18,7 +18,7 @@ def server():
 
 @pytest.fixture
 def hub(server, monkeypatch):
-    monkeypatch.setattr(client_module.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
     with Client(URL, TOKEN, transport=server.transport(), progress=False) as client:
         yield client
 
@@ -219,12 +219,12 @@ def test_import_of_an_empty_folder_says_how_to_make_files(hub, server, tmp_path)
 def test_upload_progress_bar_counts_the_bytes_sent(server, tmp_path, monkeypatch):
     bars = []
 
-    class RecordingBar(client_module.tqdm):
+    class RecordingBar(transfers.tqdm):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             bars.append(self)
 
-    monkeypatch.setattr(client_module, "tqdm", RecordingBar)
+    monkeypatch.setattr(transfers, "tqdm", RecordingBar)
     data = b"w" * 200_000
     (tmp_path / "big.keras").write_bytes(data)
     server.on("POST", "/api/uploads/", (201, upload_body(1, "big.keras", data)))
@@ -293,7 +293,7 @@ def test_wait_polls_through_a_brief_outage_and_gives_up_after_its_timeout(hub, s
     assert hub.wait(Job.from_api({"id": 5, "status": "queued"})).status == "succeeded"
 
     clock = iter(range(0, 10_000, 10))
-    monkeypatch.setattr(client_module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
     server.on("GET", "/api/jobs/6/", {"id": 6, "status": "running"})
     with pytest.raises(ModelHubError) as raised:
         hub.wait(Job.from_api({"id": 6, "status": "queued"}), timeout=60)

@@ -13,7 +13,6 @@ import time
 import httpx
 import pytest
 from modelhub_client import Client, Job, ModelHubError
-from modelhub_client import client as client_module
 
 from tests.client.fake_server import TOKEN, URL, FakeServer, envelope
 
@@ -28,7 +27,7 @@ def throttled(retry_after: str | None = "7") -> httpx.Response:
 @pytest.fixture
 def slept(monkeypatch) -> list[float]:
     waits: list[float] = []
-    monkeypatch.setattr(client_module.time, "sleep", waits.append)
+    monkeypatch.setattr(time, "sleep", waits.append)
     return waits
 
 

@@ -14,9 +14,10 @@ try:
 except PackageNotFoundError:  # run from a source tree, not installed
     __version__ = "0+source"
 
-from modelhub_client.client import Client, sha256_of  # noqa: E402
+from modelhub_client.client import Client  # noqa: E402
 from modelhub_client.errors import ModelHubError  # noqa: E402
 from modelhub_client.models import Assembly, Backbone, Head, Job, ModelImport, Team, Upload  # noqa: E402
+from modelhub_client.transfers import sha256_of  # noqa: E402
 
 __all__ = [
     "Assembly",
