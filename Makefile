@@ -1,7 +1,8 @@
 # ModelHub: the two commands a fresh machine needs.
 #   make run   set up .venv, migrate, create the first admin, start web + one worker (embedded default)
 #   make test  install what is missing (Debian + pip), start throwaway PostgreSQL + Redis, run pytest
-.PHONY: run test venv lint bench compose-check
+# make test-all is make test with the slow set too (heavy architectures, benchmarks), which CI skips.
+.PHONY: run test test-all venv lint bench compose-check
 
 venv:
 	@scripts/venv.sh requirements.txt
@@ -11,6 +12,9 @@ run:
 
 test:
 	@scripts/test.sh $(PYTEST_ARGS)
+
+test-all:
+	@scripts/test.sh -m "slow or not slow" $(PYTEST_ARGS)
 
 lint:
 	@scripts/venv.sh requirements-dev.txt

@@ -241,6 +241,26 @@ def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": executable, "args": CHROMIUM_ARGS, "headless": True}
 
 
+# Playwright's defaults (30 s for actions and navigations, 5 s for `expect`) are sized for a quiet
+# machine. These are sized for a busy one (2 cores, another job on one of them): a page of the
+# dashboard renders in well under a second there, so each is a deadline, never a wait. A test
+# waiting for a worker passes its own timeout, sized to that work.
+PLAYWRIGHT_ACTION_TIMEOUT_MS = 60_000
+PLAYWRIGHT_NAVIGATION_TIMEOUT_MS = 90_000
+PLAYWRIGHT_EXPECT_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def context(context):
+    """pytest-playwright's browser context, with this suite's default timeouts (above)."""
+    from playwright.sync_api import expect
+
+    context.set_default_timeout(PLAYWRIGHT_ACTION_TIMEOUT_MS)
+    context.set_default_navigation_timeout(PLAYWRIGHT_NAVIGATION_TIMEOUT_MS)
+    expect.set_options(timeout=PLAYWRIGHT_EXPECT_TIMEOUT_MS)
+    return context
+
+
 @pytest.fixture
 def logged_in_page(page, live_server, make_member):
     """A Playwright page logged in to the dashboard as a fresh team admin."""

@@ -1,7 +1,9 @@
 """Registry helpers for API tests: upload, wait for the worker, a ready backbone, a settled head,
-and full models imported with their heads approved (the assembly seed scenario)."""
+full models imported with their heads approved (the assembly seed scenario), a job's final status
+with its error, and an HTTP client with APIClient's interface for a server started outside the test."""
 
 import contextlib
+from pathlib import Path
 
 from tests.conftest import wait_until
 
@@ -55,3 +57,44 @@ def import_and_approve(
         assert author.post(f"/api/heads/{entry['head_version']}/submit/").status_code == 200
         assert reviewer.post(f"/api/heads/{entry['head_version']}/approve/").status_code == 200
     return body
+
+
+def assert_job_succeeded(body: dict) -> dict:
+    """Fail with the job's recorded error (and its log's tail) unless it succeeded; return the body."""
+    assert body.get("status") == "succeeded", (
+        f"job {body.get('id')} ended {body.get('status')!r}: error={body.get('error')!r}\n"
+        f"log tail: {(body.get('log') or '')[-2000:]}"
+    )
+    return body
+
+
+class LiveApi:
+    """The part of DRF's APIClient that these helpers use (get, post with format), over real HTTP
+    to a server the test started (`make run`), authenticated by a token from /api/auth/token/."""
+
+    def __init__(self, base_url: str, *, username: str, password: str):
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        response = self.session.post(
+            f"{self.base_url}/api/auth/token/", json={"username": username, "password": password}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        self.session.headers["Authorization"] = f"Token {response.json()['token']}"
+
+    def get(self, path: str):
+        return self.session.get(self.base_url + path, timeout=60)
+
+    def post(self, path: str, data=None, format: str | None = None):
+        url = self.base_url + path
+        if format == "json" or data is None:
+            return self.session.post(url, json=data, timeout=60)
+        fields, files = {}, []
+        for key, value in data.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            if values and all(hasattr(item, "read") for item in values):
+                files += [(key, (Path(item.name).name, item)) for item in values]
+            else:
+                fields[key] = value
+        return self.session.post(url, data=fields, files=files, timeout=300)

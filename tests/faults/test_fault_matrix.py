@@ -19,7 +19,7 @@ from assemblies.models import Assembly
 from backbones.models import BackboneVersion
 from heads.models import HeadVersion, ModelImport
 from tests.conftest import REPO_ROOT, pool_processes, running_worker, wait_until
-from tests.registry_helpers import import_and_approve, upload, wait_status
+from tests.registry_helpers import assert_job_succeeded, import_and_approve, upload, wait_status
 from tests.training.helpers import finished_job, post_job, setup_backbone_and_data
 from training.models import Job
 
@@ -125,7 +125,7 @@ def test_pool_killed_during_a_training_job_then_retried(api_client_for, model_fi
     assert body["status"] == "failed" and body["error"].startswith("Worker lost"), body
     assert HeadVersion.objects.filter(task__slug="victim").count() == 0
     retry = client.post(f"/api/jobs/{job['id']}/retry/").json()
-    assert finished_job(client, retry["id"], timeout=120)["status"] == "succeeded"
+    assert_job_succeeded(finished_job(client, retry["id"], timeout=120))
     assert HeadVersion.objects.filter(task__slug="victim").count() == 1
 
 
@@ -138,10 +138,10 @@ def test_redis_restarted_during_a_job(api_client_for, model_files, fault_worker,
     )
     services("redis-restart")  # the broker loses every message and connection (no persistence)
     body = finished_job(client, job["id"], timeout=120)
-    assert body["status"] == "succeeded", body  # the pool process finishes; only the broker was lost
+    assert_job_succeeded(body)  # the pool process finishes; only the broker was lost
     assert fault_worker.poll() is None
     following = post_job(client, "train_head", backbone=backbone["id"], dataset=dataset["id"], task="after", epochs=1)
-    assert finished_job(client, following["id"], timeout=120)["status"] == "succeeded"
+    assert_job_succeeded(finished_job(client, following["id"], timeout=120))
 
 
 def test_postgres_stopped_for_10_s_while_the_web_serves_reads(api_client_for, model_files, fault_worker, tmp_path):
@@ -170,7 +170,7 @@ def test_postgres_stopped_for_10_s_while_the_web_serves_reads(api_client_for, mo
     wait_until(lambda: client.get("/api/heads/").status_code == 200, timeout=30, message="reads to come back")
     assert fault_worker.poll() is None
     job = post_job(client, "train_head", backbone=backbone["id"], dataset=dataset["id"], task="after-pg", epochs=1)
-    assert finished_job(client, job["id"], timeout=120)["status"] == "succeeded"
+    assert_job_succeeded(finished_job(client, job["id"], timeout=120))
 
 
 def test_the_matrix_left_the_worker_log_free_of_crashes(fault_worker):

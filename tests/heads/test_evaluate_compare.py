@@ -11,7 +11,7 @@ from drf_spectacular.generators import SchemaGenerator
 from heads.models import HeadEvaluation
 from tests import model_factory as mf
 from tests.api.test_schema import validate
-from tests.registry_helpers import settled_head
+from tests.registry_helpers import assert_job_succeeded, settled_head
 from tests.training.helpers import finished_job, post_job, ready_dataset, setup_backbone_and_data
 from training.models import Job
 
@@ -37,7 +37,7 @@ def _trained_head(client, backbone: int, dataset: int, *, seed: int, epochs: int
         head=head or {"type": "dense"}, epochs=epochs, batch_size=16, learning_rate=0.05, seed=seed,
     )  # fmt: skip
     body = finished_job(client, job["id"])
-    assert body["status"] == "succeeded", body
+    assert_job_succeeded(body)
     return body["result"]["head_versions"][0]
 
 
@@ -46,7 +46,7 @@ def _evaluate(client, head: int, dataset: int) -> dict:
     assert response.status_code == 202, response.json()
     assert response.json()["kind"] == "evaluate_head"
     body = finished_job(client, response.json()["id"])
-    assert body["status"] == "succeeded", body
+    assert_job_succeeded(body)
     return body
 
 

@@ -38,7 +38,9 @@ def test_test_event_is_signed_and_logged(api_client_for, webhook_settings, webho
     webhook = created.json()
     assert webhook["secret"] == SECRET and webhook["secret_hint"] == "...cret"
     assert "secret" not in rita.get(f"/api/webhooks/{webhook['id']}/").json()
-    assert all("secret" not in row for row in rita.get("/api/webhooks/?team=vision").json()["results"])
+    listed = rita.get("/api/webhooks/?team=vision").json()["results"]
+    assert [row["id"] for row in listed] == [webhook["id"]]
+    assert all("secret" not in row for row in listed)
 
     sent = rita.post(f"/api/webhooks/{webhook['id']}/test/")
     assert sent.status_code == 202, sent.json()
@@ -189,7 +191,7 @@ def test_a_host_name_resolving_to_a_private_address_is_refused(api_client_for, s
 
 def test_delivery_checks_the_destination_again(api_client_for, settings, receiver):
     """A destination allowed when registered but not when delivering is refused by the worker, without retries."""
-    from releases.delivering import webhook_deliver
+    from releases.work import webhook_deliver
     from releases.models import WebhookDelivery
 
     settings.MODELHUB_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
@@ -239,7 +241,7 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline(set
     import threading
     import time
 
-    from releases.delivering import _post
+    from releases.work import _post
     from releases.destinations import Destination
 
     settings.MODELHUB_WEBHOOK_TIMEOUT_SECONDS = 1.0
@@ -271,4 +273,6 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline(set
     finally:
         stop.set()
         listener.close()
-    assert time.monotonic() - started < 3
+    # Cut off, not read for ever: the receiver would dribble until stopped. A deadline sized for a
+    # busy machine (the delivery's own limit is 1 s).
+    assert time.monotonic() - started < 30

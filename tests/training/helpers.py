@@ -1,7 +1,7 @@
 """Helpers for job tests: a ready backbone and datasets, posting jobs, waiting for them."""
 
 from tests import model_factory as mf
-from tests.registry_helpers import ready_backbone, upload, wait_status
+from tests.registry_helpers import assert_job_succeeded, ready_backbone, upload, wait_status
 
 JOB_PENDING = ("queued", "running")
 
@@ -38,7 +38,7 @@ def approved_trained_head(author, reviewer, *, backbone: int, dataset: int, task
             "id"
         ],
     )
-    assert job["status"] == "succeeded", job
+    assert_job_succeeded(job)
     head_id = job["result"]["head_versions"][0]
     assert author.post(f"/api/heads/{head_id}/submit/").status_code == 200
     assert reviewer.post(f"/api/heads/{head_id}/approve/").status_code == 200
@@ -68,8 +68,8 @@ def dataset_row_from_file(user, path, *, team: str = "vision", name: str = "data
     """A dataset stored from `path` and validated in-process by the real validator (ready or rejected)."""
     from artifacts.services import blob_store_path
     from teams.models import Team
-    from training.datasets import dataset_validate
     from training.models import Dataset
+    from training.work.datasets import dataset_validate
 
     dataset = Dataset.objects.create(
         team=Team.objects.get(slug=team), name=name, format=Dataset.Format.NPZ,

@@ -4,6 +4,7 @@ finished job shows its loss curves and a link to the new head."""
 
 import os
 import re
+import signal
 
 import pytest
 from playwright.sync_api import expect
@@ -29,6 +30,31 @@ def screenshot(page, name: str) -> None:
     if folder:
         os.makedirs(folder, exist_ok=True)
         page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
+
+
+def shown_while_paused(page, worker, job_id: int, *, after: int) -> int:
+    """Wait until the job's row reports an epoch past `after` (and before the last), pause the worker's
+    pool process, wait for the page to show that epoch, resume; return the epoch."""
+    from tests.conftest import pool_processes, wait_until
+    from training.models import Job
+
+    def epoch() -> int:
+        job = Job.objects.get(pk=job_id)
+        assert job.status == "running", (job.status, job.error)
+        return (job.progress or {}).get("epoch", 0)
+
+    wait_until(lambda: epoch() > after, timeout=WORKER_TIMEOUT_MS / 1000, interval=0.05, message=f"epoch > {after}")
+    pids = pool_processes(worker)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        reached = epoch()
+        assert reached < 8, f"the job finished its epochs before the page was checked ({reached}/8)"
+        expect(page.locator("#job-epoch")).to_have_text(f"{reached}/8")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    return reached
 
 
 def test_launch_a_train_head_job_and_watch_it_live(logged_in_page, live_server, model_files, celery_worker, tmp_path):
@@ -69,9 +95,15 @@ def test_launch_a_train_head_job_and_watch_it_live(logged_in_page, live_server, 
     job_url = page.url
     page.evaluate(WATCH_EPOCHS)
 
-    # Live progress without a reload: the epoch counter climbs while the marker survives.
+    # Live progress without a reload: the epoch counter climbs while the marker survives. Twice the
+    # worker's pool process is paused between epochs until the page shows the epoch it stopped at,
+    # so the page is seen to follow two distinct epochs before the last whatever the machine's load.
     badge = page.locator("#status-badge")
     expect(badge).to_have_text("running", timeout=WORKER_TIMEOUT_MS)
+    job_id = int(job_url.rstrip("/").rsplit("/", 1)[1])
+    seen = 0
+    for _ in range(2):
+        seen = shown_while_paused(page, celery_worker, job_id, after=seen)
     expect(page.locator("#chart-loss polyline[data-series=loss]")).to_have_count(1, timeout=WORKER_TIMEOUT_MS)
     screenshot(page, "job-running")
     expect(badge).to_have_text("succeeded", timeout=WORKER_TIMEOUT_MS)

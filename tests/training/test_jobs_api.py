@@ -6,7 +6,7 @@ import pytest
 from backbones.models import BackboneVersion
 from heads.models import HeadVersion
 from tests import model_factory as mf
-from tests.registry_helpers import ready_backbone
+from tests.registry_helpers import assert_job_succeeded, ready_backbone
 from tests.training.helpers import (
     approved_trained_head,
     finished_job,
@@ -16,6 +16,16 @@ from tests.training.helpers import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _download_model(client, url: str, path):
+    """Download a stored .keras file and load it with Keras (safe mode)."""
+    import keras
+
+    response = client.get(url)
+    assert response.status_code == 200, url
+    path.write_bytes(b"".join(response.streaming_content))
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
 
 
 def test_train_head_end_to_end_stores_metrics_and_a_draft_head(api_client_for, model_files, celery_worker, tmp_path):
@@ -34,7 +44,7 @@ def test_train_head_end_to_end_stores_metrics_and_a_draft_head(api_client_for, m
         seed=1,
     )
     body = finished_job(client, job["id"])
-    assert body["status"] == "succeeded", body
+    assert_job_succeeded(body)
     assert [m["epoch"] for m in body["metrics"]] == [1, 2, 3, 4]
     assert all({"loss", "val_loss", "val_accuracy"} <= set(m) for m in body["metrics"])
     assert body["progress"]["epoch"] == 4 and body["progress"]["epochs"] == 4
@@ -49,6 +59,16 @@ def test_train_head_end_to_end_stores_metrics_and_a_draft_head(api_client_for, m
     assert head["labels"] == ["class_0", "class_1", "class_2"]
     assert head["metrics"]["val_accuracy"] == body["metrics"][-1]["val_accuracy"]
     assert len(head["metrics"]["history"]) == 4
+    # The last epoch's validation figures, recomputed with the downloaded models, Keras and NumPy.
+    data = np.load(tmp_path / "train.npz")
+    x_val, y_val = data["x_val"], data["y_val"]
+    backbone_model = _download_model(client, f"/api/backbones/{backbone['id']}/download/", tmp_path / "bb.keras")
+    head_model = _download_model(client, f"/api/heads/{head['id']}/download/", tmp_path / "head.keras")
+    probabilities = np.asarray(head_model(backbone_model(x_val, training=False), training=False), np.float64)
+    expected_loss = -np.mean(np.log(np.clip(probabilities[np.arange(len(y_val)), y_val], 1e-7, 1)))
+    last = body["metrics"][-1]
+    assert last["val_accuracy"] == pytest.approx(float(np.mean(probabilities.argmax(axis=1) == y_val)), abs=1e-6)
+    assert last["val_loss"] == pytest.approx(float(expected_loss), rel=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["joint", "disjoint"])
@@ -71,7 +91,7 @@ def test_train_heads_in_both_modes(api_client_for, model_files, celery_worker, t
         ],
     )
     body = finished_job(client, job["id"])
-    assert body["status"] == "succeeded", body
+    assert_job_succeeded(body)
     assert len(body["metrics"]) == 3 and {"a_loss", "b_loss"} <= set(body["metrics"][0])
     heads = [client.get(f"/api/heads/{i}/").json() for i in body["result"]["head_versions"]]
     assert sorted((h["task"], h["output_width"]) for h in heads) == [("a", 3), ("b", 4)]
@@ -87,7 +107,7 @@ def test_grow_backbone_preserves_the_function_and_carries_heads(api_client_for, 
 
     job = post_job(author, "grow_backbone", backbone=backbone["id"], insert={"after_layer": "hidden", "kind": "dense"})
     body = finished_job(author, job["id"])
-    assert body["status"] == "succeeded", body
+    assert_job_succeeded(body)
     assert body["result"]["verification"]["max_abs_diff"] <= 1e-6
     grown = author.get(f"/api/backbones/{body['result']['backbone_version']}/").json()
     assert grown["parent"] == backbone["id"] and grown["version"] == 2 and grown["origin"]["kind"] == "grow"
@@ -126,7 +146,7 @@ def test_fine_tune_makes_a_child_backbone_and_a_forgetting_report(api_client_for
         learning_rate=0.05,
     )
     body = finished_job(author, job["id"])
-    assert body["status"] == "succeeded", body
+    assert_job_succeeded(body)
     assert [m.get("phase") for m in body["metrics"]] == ["warmup", "finetune", "finetune"]
     child = author.get(f"/api/backbones/{body['result']['backbone_version']}/").json()
     assert child["parent"] == backbone["id"] and child["weights_sha256"] != backbone["weights_sha256"]
@@ -138,7 +158,16 @@ def test_fine_tune_makes_a_child_backbone_and_a_forgetting_report(api_client_for
     [row] = report["rows"]
     assert (row["head_version"], row["task"], row["metric"]) == (old_head, "old-task", "accuracy")
     assert row["delta"] == pytest.approx(row["after"] - row["before"])
-    assert 0.0 <= row["before"] <= 1.0 and 0.0 <= row["after"] <= 1.0
+    # Recomputed independently: the downloaded head on the old task's validation split, through
+    # the downloaded parent (before) and child (after) backbones, with Keras and NumPy.
+    data = np.load(tmp_path / "train.npz")
+    x_val, y_val = data["x_val"], data["y_val"]
+    head = _download_model(author, f"/api/heads/{old_head}/download/", tmp_path / "old-head.keras")
+    for key, version in (("before", backbone["id"]), ("after", child["id"])):
+        model = _download_model(author, f"/api/backbones/{version}/download/", tmp_path / f"{key}.keras")
+        probabilities = np.asarray(head(model(x_val, training=False), training=False))
+        assert row[key] == pytest.approx(float(np.mean(probabilities.argmax(axis=1) == y_val)), abs=1e-9), key
+    assert row["num_examples"] == len(y_val) > 0
     assert author.get(f"/api/heads/?backbone={child['id']}&status=approved").json()["count"] == 0
 
     assert author.post(f"/api/forgetting-reports/{report['id']}/accept/").status_code == 403
@@ -198,7 +227,7 @@ def test_fine_tune_to_a_branch_creates_no_backbone_version(api_client_for, celer
     )  # fmt: skip
     assert job["params"]["output"] == "branch"
     body = finished_job(client, job["id"], timeout=300)
-    assert body["status"] == "succeeded", body
+    assert_job_succeeded(body)
     assert BackboneVersion.objects.count() == backbones_before and not ForgettingReport.objects.exists()
     result = body["result"]
     assert result["backbone_version"] is None and result["forgetting_report"] is None
