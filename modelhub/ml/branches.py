@@ -6,7 +6,7 @@ the feature layer, with its own weights. Every other layer stays in the one shar
 backbone, the *trunk*, which never changes, so no other task can forget.
 
 Everything here works on ``.keras`` files read as flat graphs
-(:mod:`modelhub.ml.archive`): a branch point must cut the backbone cleanly (nothing above
+(:mod:`modelhub.ml.keras_file`): a branch point must cut the backbone cleanly (nothing above
 it reads anything below it but its output), and only the parts asked for are
 deserialised, with Keras' safe mode.
 """
@@ -20,8 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from modelhub.ml import archive as graphs
 from modelhub.ml.errors import LayerNotFoundError, MLError
+from modelhub.ml.freeze import top_weight_layers
+from modelhub.ml.inspect import iter_leaf_layers
+from modelhub.ml.keras_file.align import cut_error, feature_candidates
+from modelhub.ml.keras_file.archive import KerasArchive
+from modelhub.ml.keras_file.graph import OPERATION_KEY_PREFIX, FlatGraph, TensorRef
+from modelhub.ml.keras_file.submodel import build_submodel, submodel_layer_names
+from modelhub.ml.probes import check_close, probe_inputs_for
 
 BRANCH_INPUT_NAME = "trunk"
 
@@ -66,7 +72,7 @@ class Trunk:
     shapes: list[list[int | None]]
 
 
-def cut_points(graph: graphs.FlatGraph) -> list[graphs.TensorRef]:
+def cut_points(graph: FlatGraph) -> list[TensorRef]:
     """Return the tensors a backbone graph can branch after, shallowest first.
 
     A cut point is a layer output that splits the backbone in two: everything above reads
@@ -81,8 +87,8 @@ def cut_points(graph: graphs.FlatGraph) -> list[graphs.TensorRef]:
     inside = graph.ancestors(output[0])
     points = [
         ref
-        for ref in graphs.feature_candidates(graph, inside - {output[0]})
-        if not graph.nodes[ref[0]].is_input and graphs.cut_error(graph, ref) is None
+        for ref in feature_candidates(graph, inside - {output[0]})
+        if not graph.nodes[ref[0]].is_input and cut_error(graph, ref) is None
     ]
     return sorted(points)
 
@@ -98,7 +104,7 @@ def describe_points(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         >>> describe_points("backbone.keras")[-1]["layer"]
         'Conv_1_bn'
     """
-    with graphs.KerasArchive(path) as opened:
+    with KerasArchive(path) as opened:
         graph = opened.graph
         sizes = _layer_sizes(opened)
         output = graph.outputs[0]
@@ -118,9 +124,7 @@ def describe_points(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return rows
 
 
-def point_ref(
-    graph: graphs.FlatGraph, after_layer: str, points: list[graphs.TensorRef] | None = None
-) -> graphs.TensorRef:
+def point_ref(graph: FlatGraph, after_layer: str, points: list[TensorRef] | None = None) -> TensorRef:
     """Return the tensor after backbone layer ``after_layer``; raise unless it is a branch point.
 
     ``points`` is ``cut_points(graph)`` when the caller has it already.
@@ -149,7 +153,7 @@ def point_below(path: str | os.PathLike[str], layer_names: Iterable[str]) -> str
     Raises:
         BranchError: a name is not in the backbone, or no branch point lies below them all.
     """
-    with graphs.KerasArchive(path) as opened:
+    with KerasArchive(path) as opened:
         graph = opened.graph
         indices = set()
         for name in layer_names:
@@ -189,7 +193,7 @@ def cut_backbone(
         >>> trunk.points
         ['block_12_add', 'block_14_add']
     """
-    with graphs.KerasArchive(path) as opened:
+    with KerasArchive(path) as opened:
         opened.check_layout()
         graph = opened.graph
         points = cut_points(graph)
@@ -198,9 +202,7 @@ def cut_backbone(
         segments, start = [], None
         for position, end in enumerate(ends):
             start_name = BRANCH_INPUT_NAME if start is not None else "features"
-            segments.append(
-                graphs.build_submodel(opened, end, start=start, start_name=start_name, name=f"{name}_{position}")
-            )
+            segments.append(build_submodel(opened, end, start=start, start_name=start_name, name=f"{name}_{position}"))
             start = end
         return Trunk(
             points=[graph.nodes[ref[0]].path for ref in refs],
@@ -226,13 +228,13 @@ def extract_branch(
         ``(branch, info)``: a Keras model whose input ``trunk`` is the tensor after
         ``after_layer`` and whose output is the features, and its :class:`BranchInfo`.
     """
-    with graphs.KerasArchive(path) as opened:
+    with KerasArchive(path) as opened:
         opened.check_layout()
         graph = opened.graph
         feature = graph.resolve(feature_layer) if feature_layer else graph.outputs[0]
         start = point_ref(graph, after_layer)
-        branch = graphs.build_submodel(opened, feature, start=start, start_name=BRANCH_INPUT_NAME, name=name)
-        names = graphs.submodel_layer_names(graph, feature, start=start, start_name=BRANCH_INPUT_NAME)
+        branch = build_submodel(opened, feature, start=start, start_name=BRANCH_INPUT_NAME, name=name)
+        names = submodel_layer_names(graph, feature, start=start, start_name=BRANCH_INPUT_NAME)
         layers = [graph.nodes[index].path for index in sorted(names)]
         return branch, BranchInfo(graph.nodes[start[0]].path, layers, int(branch.count_params()))
 
@@ -278,8 +280,6 @@ def fine_tune_branch_point(path: str | os.PathLike[str], backbone: Any, num_laye
         >>> fine_tune_branch_point("mobilenet.keras", mobilenet, 9)
         'block_14_add'
     """
-    from modelhub.ml.freeze import top_weight_layers
-
     return point_below(path, top_weight_layers(backbone, num_layers))
 
 
@@ -300,7 +300,7 @@ def branch_from_fine_tune(
     in the branch unchanged. Two checks make sure nothing is lost: every weight below the
     point is bit-identical to the parent's, and on the probe rows
     ``head(branch(trunk(x)))`` (the trunk cut from the parent's file, as an assembly cuts
-    it) equals ``head(tuned(x))`` within 1e-5 scaled.
+    it) equals ``head(tuned(x))`` within the one tolerance (:data:`modelhub.ml.tolerance.VERIFY_TOLERANCE`), scaled.
 
     Args:
         parent_path: the parent backbone's ``.keras`` file.
@@ -309,7 +309,7 @@ def branch_from_fine_tune(
         head: the head trained with it, on the features.
         trained_layers: the layers the fine-tune trained (``result["unfreeze"]["unfrozen_layers"]``).
         name: the branch model's name.
-        probe: inputs to check on; default a few deterministic rows (:func:`split.probe_inputs_for`).
+        probe: inputs to check on; default a few deterministic rows (:func:`modelhub.ml.probes.probe_inputs_for`).
 
     Returns:
         ``(branch, info, verification)``: the branch model (input ``trunk``, output the
@@ -329,8 +329,6 @@ def branch_from_fine_tune(
     """
     import tempfile
     from pathlib import Path
-
-    from modelhub.ml.split import check_close, probe_inputs_for
 
     point = point_below(parent_path, trained_layers)
     with tempfile.TemporaryDirectory(prefix="modelhub-branch-") as tmp:
@@ -362,8 +360,6 @@ def _leaf_name(path: str) -> str:
 
 def _check_trunk_unchanged(parent: Any, tuned: Any, owned: set[str]) -> None:
     """Raise BranchError unless every layer outside the branch kept the parent's weights bit for bit."""
-    from modelhub.ml.inspect import iter_leaf_layers
-
     parent_layers, tuned_layers = iter_leaf_layers(parent), iter_leaf_layers(tuned)
     if [layer.name for layer in parent_layers] != [layer.name for layer in tuned_layers]:
         raise BranchError(f"Expected the tuned backbone to have the layers of '{parent.name}', they differ.")
@@ -384,11 +380,11 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
-def _layer_sizes(opened: graphs.KerasArchive) -> dict[str, int]:
+def _layer_sizes(opened: KerasArchive) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for node in opened.graph.nodes:
         key = node.layer_key
-        if not key or key in sizes or key.startswith(graphs.OPERATION_KEY_PREFIX) or node.is_input:
+        if not key or key in sizes or key.startswith(OPERATION_KEY_PREFIX) or node.is_input:
             continue
         sizes[key] = int(
             sum(np.prod(array.shape) for name, array in opened.layer_state(key) if not name.startswith("assets/"))

@@ -3,7 +3,7 @@
 Two versions of a head are compared often (the dashboard's compare page, the API), and heads are
 small: reading ``model.weights.h5`` with h5py is milliseconds and needs no TensorFlow, so the web
 process can do it on request (import this module inside the function that needs it). Layers are
-lined up by structure (:func:`modelhub.ml.archive.align`: class, config and connectivity, not
+lined up by structure (:func:`modelhub.ml.keras_file.align.align`: class, config and connectivity, not
 names), so two heads built alike but named differently still compare.
 
 Outputs compared row by row (max abs diff, top-class agreement) are in :func:`compare_outputs`;
@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from modelhub.ml.archive import Alignment, KerasArchive, _structure_difference, align
+from modelhub.ml.keras_file.align import Alignment, _structure_difference, align
+from modelhub.ml.keras_file.archive import KerasArchive
 from modelhub.ml.untrusted import Limits
 
 

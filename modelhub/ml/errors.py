@@ -63,3 +63,11 @@ class AssemblyError(MLError):
 
 class AssemblyVerificationError(AssemblyError):
     """An assembled SavedModel does not reproduce backbone + head outputs within tolerance."""
+
+
+class FamilySplitError(MLError):
+    """Some files of a family cannot be split; ``errors`` maps file index -> message."""
+
+    def __init__(self, message: str, errors: dict[int, str]) -> None:
+        super().__init__(message)
+        self.errors = errors

@@ -20,11 +20,11 @@ import numpy as np
 
 from modelhub.ml.errors import GrowthError, GrowthNotPreservedError, LayerNotFoundError
 from modelhub.ml.inspect import graph_nodes
-from modelhub.ml.split import probe_inputs_for
+from modelhub.ml.probes import probe_inputs_for
+from modelhub.ml.tolerance import VERIFY_TOLERANCE
 
 KINDS = ("dense_identity", "conv_identity", "residual", "widen")
 TRAIN_OPTIONS = ("new", "all")
-DEFAULT_RTOL = 1e-5
 # Layers that act on each channel independently (a widened unit can pass through them).
 PER_CHANNEL_LAYERS = (
     keras.layers.BatchNormalization,
@@ -64,7 +64,7 @@ def grow_model(
     hidden_units: int | None = None,
     train: str = "new",
     probe_inputs: np.ndarray | None = None,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float = VERIFY_TOLERANCE,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Return a grown copy of ``model`` that computes the same function.

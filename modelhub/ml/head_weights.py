@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from modelhub.ml.errors import InvalidModelFileError
+from modelhub.ml.inspect import graph_nodes
 
 FORMAT = "modelhub-dense-chain/1"
 MAGIC = b"MHDENSE1"
@@ -105,8 +106,6 @@ def dense_chain_steps(model: keras.Model) -> tuple[Step, ...] | None:
     A chain takes one ``[batch, width]`` input, and each layer takes the previous
     layer's output: Dense (float32, no LoRA, a named activation), Activation, Dropout.
     """
-    from modelhub.ml.inspect import graph_nodes
-
     if len(model.inputs) != 1 or len(model.outputs) != 1 or len(model.inputs[0].shape) != 2:
         return None
     if model.inputs[0].shape[1] is None:
@@ -141,8 +140,6 @@ def dense_chain_steps(model: keras.Model) -> tuple[Step, ...] | None:
 
 def dense_chain_of(model: keras.Model) -> DenseChain | None:
     """Return the model's weights as a :class:`DenseChain`, or None when it is not a chain."""
-    from modelhub.ml.inspect import graph_nodes
-
     steps = dense_chain_steps(model)
     if steps is None:
         return None

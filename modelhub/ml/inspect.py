@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from modelhub.ml.errors import LayerNotFoundError
+from modelhub.ml.errors import FeatureShapeMismatchError, LayerNotFoundError
+from modelhub.ml.keras_file.graph import normalized_config
 
 
 def inspect_model(model: keras.Model, *, feature_layer: str | None = None) -> dict[str, Any]:
@@ -104,8 +106,6 @@ def weights_fingerprint(model: keras.Model) -> str:
         >>> weights_fingerprint(backbone) == weights_fingerprint(reloaded_backbone)
         True
     """
-    from modelhub.ml.archive import normalized_config
-
     digest = hashlib.sha256(FINGERPRINT_VERSION.encode() + b"\n")
     leaves = iter_leaf_layers(model)
     for position, layer in enumerate(leaves):
@@ -242,3 +242,23 @@ def _shape_list(shape: Any) -> list[int | None]:
 
 def _count(weights: list[Any]) -> int:
     return int(sum(int(np.prod(weight.shape)) for weight in weights))
+
+
+def check_head_compatible(head: Any, feature_shape: Sequence[int | None], *, backbone_label: str = "backbone") -> None:
+    """Raise unless ``head`` takes exactly one input of ``feature_shape`` (batch excluded).
+
+    Example:
+        >>> check_head_compatible(head, [1280], backbone_label="'mobilenet' v2")
+    """
+    if len(head.inputs) != 1:
+        raise FeatureShapeMismatchError(
+            f"Expected a head with one input (the features), received {len(head.inputs)} inputs."
+        )
+    head_shape = [None if d is None else int(d) for d in head.inputs[0].shape[1:]]
+    expected = [None if d is None else int(d) for d in feature_shape]
+    if head_shape != expected:
+        raise FeatureShapeMismatchError(
+            f"Head '{head.name}' expects features of shape {head_shape}, {backbone_label} "
+            f"outputs {expected}. Train the head on this backbone or pick the backbone "
+            "version it was trained on."
+        )

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelhub.ml.archive import KerasArchive, import_registering_packages
 from modelhub.ml.errors import InvalidModelFileError, UnsafeModelError
+from modelhub.ml.keras_file.archive import KerasArchive, import_registering_packages
 from modelhub.ml.untrusted import SAVE_HINT, Limits, check_config_safe
 
 __all__ = ["check_config_safe", "check_keras_archive", "import_registering_packages", "load_keras_model"]

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modelhub.ml.assemble import AssemblyHead, build_assembly, variables_sha256, verify_assembly
+from modelhub.ml.assembly.build import build_assembly, variables_sha256
+from modelhub.ml.assembly.manifest import AssemblyHead
+from modelhub.ml.assembly.verify import verify_assembly
 from modelhub.ml.errors import AssemblyError, AssemblyVerificationError
 from modelhub.ml.inspect import weights_fingerprint
 from tests.ml.conftest import (
@@ -99,9 +101,9 @@ def test_an_empty_batch_gives_no_rows(assembly):
 
 def test_wide_batch_takes_grouped_path(assembly, monkeypatch):
     """Above the per-row gather budget the rows are grouped by task; results are the same."""
-    import modelhub.ml.assemble as assemble_module
+    import modelhub.ml.assembly.head_stage as head_stage_module
 
-    monkeypatch.setattr(assemble_module, "PER_ROW_GATHER_MAX_FLOATS", 0)
+    monkeypatch.setattr(head_stage_module, "PER_ROW_GATHER_MAX_FLOATS", 0)
     heads = assembly["heads"][:5]
     export_dir = assembly["dir"].parent / "grouped"
     result = build_assembly(

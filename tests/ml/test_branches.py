@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelhub.ml.archive import KerasArchive
 from modelhub.ml.branches import (
     BranchError,
     cut_backbone,
@@ -23,7 +22,9 @@ from modelhub.ml.branches import (
     point_below,
     trunk_until,
 )
-from modelhub.ml.split import FamilySplitError, ModelSource, split_family
+from modelhub.ml.errors import FamilySplitError
+from modelhub.ml.keras_file.archive import KerasArchive
+from modelhub.ml.split.family import ModelSource, split_family
 from tests.branched_models import BRANCH_POINTS, build_branched_family, top_layer_names
 
 TOPS = [0, 0, 1, 2, 4]
@@ -32,6 +33,11 @@ TOPS = [0, 0, 1, 2, 4]
 def _scaled_diff(expected: np.ndarray, got: np.ndarray) -> float:
     expected = np.asarray(expected, np.float64)
     return float(np.max(np.abs(expected - np.asarray(got, np.float64)))) / max(1.0, float(np.max(np.abs(expected))))
+
+
+def _nbytes(model) -> int:
+    """Bytes of a model's weights (variables and BatchNormalization statistics), as stored."""
+    return sum(int(np.asarray(weight).nbytes) for weight in model.get_weights())
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +140,7 @@ def test_branch_import_gives_each_model_its_branch_and_reproduces_it(family, fam
         report = result.reports[index]
         if k == 0:
             assert branch is None and report["branch"] is None
+            assert report["owned_bytes"] == _nbytes(head) and report["shared_bytes"] == _nbytes(result.backbone)
             got = head(result.backbone(x, training=False))
         else:
             model, info = branch
@@ -141,8 +148,11 @@ def test_branch_import_gives_each_model_its_branch_and_reproduces_it(family, fam
             assert report["branch"] == info.as_dict()
             assert set(top_layer_names(family.base, k)) <= set(info.layers)
             assert info.params == model.count_params()
-            assert report["owned_bytes"] > report["shared_bytes"] * 0 and report["shared_bytes"] > 0
-            got = head(model(trunk_until(result.backbone, info.after_layer)(x), training=False))
+            trunk = trunk_until(result.backbone, info.after_layer)
+            # A branched model owns its head and its branch; it shares the trunk up to the branch point.
+            assert report["owned_bytes"] == _nbytes(head) + _nbytes(model) > _nbytes(head)
+            assert report["shared_bytes"] == _nbytes(trunk) > 0
+            got = head(model(trunk(x), training=False))
         assert _scaled_diff(family.predict(index, x), got) <= 1e-5, f"model {index} (top {k} blocks)"
     # The branch never contains the trunk: its input is the tensor after the branch point.
     model, info = parts[4][1]

@@ -6,7 +6,8 @@ import pytest
 
 from modelhub.ml.branches import BranchError, branch_from_fine_tune, fine_tune_branch_point, trunk_until
 from modelhub.ml.freeze import freeze_backbone, top_weight_layers
-from modelhub.ml.train import build_head, fine_tune, make_trainable
+from modelhub.ml.train.backbone import fine_tune
+from modelhub.ml.train.model import build_head, make_trainable
 from tests.ml.conftest import image_batch
 
 

@@ -34,16 +34,16 @@ def test_unfreeze_top_skips_weightless_layers(backbone):
 
 
 def test_unfrozen_batchnorm_stays_in_inference_mode(backbone, images):
-    """Through train._full_model the backbone runs with training=False: BN stats do not move."""
+    """Through modelhub.ml.train.model.full_model the backbone runs with training=False: BN stats do not move."""
     import keras
 
-    from modelhub.ml.train import _full_model, build_head
+    from modelhub.ml.train.model import build_head, full_model
 
     freeze_backbone(backbone)
     unfreeze_top(backbone, 3)
     bn = backbone.get_layer("bn1")
     before = [w.copy() for w in bn.get_weights()[2:]]
-    model = _full_model(backbone, build_head([6], units=2), None)
+    model = full_model(backbone, build_head([6], units=2), None)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
     gamma_before = bn.get_weights()[0].copy()
     model.fit(images, np.array([0, 1, 0, 1]), epochs=1, verbose=0)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import modelhub.ml.assemble as assemble_module
-from modelhub.ml.assemble import AssemblyHead, build_assembly, verify_assembly
+import modelhub.ml.assembly.verify as verify_module
+from modelhub.ml.assembly.build import build_assembly
+from modelhub.ml.assembly.manifest import AssemblyHead
+from modelhub.ml.assembly.verify import verify_assembly
 from modelhub.ml.errors import AssemblyVerificationError, InvalidModelFileError
 from modelhub.ml.head_weights import (
     STACKABLE_ACTIVATIONS,
@@ -87,7 +89,7 @@ def test_packed_heads_assemble_like_keras_heads(tmp_path):
 
 def test_many_tasks_are_verified_through_the_head_stage(tmp_path, monkeypatch):
     """Above END_TO_END_MAX_ROWS, every task is still checked once, on the saved head stage."""
-    monkeypatch.setattr(assemble_module, "END_TO_END_MAX_ROWS", 4)
+    monkeypatch.setattr(verify_module, "END_TO_END_MAX_ROWS", 4)
     backbone = make_backbone()
     models = [make_dense_head(3, seed=40 + i) for i in range(12)]
     heads = [AssemblyHead(f"t{i}", packed(m), 1, f"{i:064x}") for i, m in enumerate(models)]
@@ -105,7 +107,7 @@ def test_many_tasks_are_verified_through_the_head_stage(tmp_path, monkeypatch):
 
 
 def _spread(heads):
-    return set(assemble_module._spread_tasks([h.model for h in heads], assemble_module.END_TO_END_MAX_ROWS))
+    return set(verify_module._spread_tasks([h.model for h in heads], verify_module.END_TO_END_MAX_ROWS))
 
 
 @pytest.mark.parametrize("activation", sorted(STACKABLE_ACTIVATIONS))

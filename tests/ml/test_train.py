@@ -10,7 +10,10 @@ from modelhub.ml.errors import InvalidDatasetError, TrainingCancelled
 from modelhub.ml.features import cached_features, compute_features, dataset_sha256
 from modelhub.ml.freeze import freeze_backbone
 from modelhub.ml.inspect import weights_fingerprint
-from modelhub.ml.train import build_head, evaluate_head, fine_tune, train_head, train_heads
+from modelhub.ml.train.backbone import fine_tune
+from modelhub.ml.train.evaluate import evaluate_head
+from modelhub.ml.train.heads import train_head, train_heads
+from modelhub.ml.train.model import build_head
 from tests.ml.conftest import image_batch
 
 
@@ -203,7 +206,12 @@ def test_fine_tune_returns_new_backbone(backbone, dataset):
     assert changed[conv2_kernel_index]
     assert sum(changed) == 2  # only conv2 kernel + bias moved
     metrics = evaluate_head(tuned, head, images, labels)
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_examples"] == 48
+    # Recomputed with Keras (the tuned backbone, then the head) and NumPy.
+    probabilities = np.asarray(head(tuned(images, training=False), training=False), np.float64)
+    assert metrics["accuracy"] == pytest.approx(float(np.mean(probabilities.argmax(axis=1) == labels)), abs=1e-9)
+    expected_loss = -np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1)))
+    assert metrics["loss"] == pytest.approx(float(expected_loss), rel=1e-4)
+    assert metrics["num_examples"] == 48
 
 
 def test_dataset_checks(frozen):

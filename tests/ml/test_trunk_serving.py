@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modelhub.ml.assemble import AssemblyHead, build_assembly
+from modelhub.ml.assembly.build import build_assembly
+from modelhub.ml.assembly.manifest import AssemblyHead
+from modelhub.ml.assembly.trunk import AssemblyBranch, group_branches, plan_branches
 from modelhub.ml.branches import cut_backbone, extract_branch
-from modelhub.ml.trunk_serving import AssemblyBranch, group_branches, plan_branches
 from tests.branched_models import BRANCH_POINTS, build_branched_family
 
 # Two plain heads, three models fine-tuned in the top block, two in the top 2, one in the top 4.

@@ -111,7 +111,7 @@ def test_json_nesting_depth_matches_the_parsed_depth(raw):
 
 
 def test_dataset_zips_get_the_same_zip_checks(tmp_path, settings):
-    from training.datasets import DatasetError, open_dataset_zip
+    from training.work.dataset_zips import DatasetError, open_dataset_zip
 
     symlinked = tmp_path / "symlink.npz"
     with zipfile.ZipFile(symlinked, "w") as archive:

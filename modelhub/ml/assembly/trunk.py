@@ -14,7 +14,7 @@ same point are stacked (:class:`BranchGroup`): one variable per weight, each bra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from modelhub.ml.branches import Trunk, check_branch_fits, trunk_until
+from modelhub.ml.assembly.backbone_graph import backbone_resources, unless_empty
+from modelhub.ml.branches import BranchError, Trunk, check_branch_fits
 from modelhub.ml.errors import AssemblyError
 
 
@@ -103,8 +104,6 @@ def plan_branches(branches: Sequence[AssemblyBranch | None], trunk: Trunk) -> Br
 
 def check_branches(plan: BranchPlan, trunk: Trunk, feature_shape: Sequence[int | None], tasks: Sequence[str]) -> None:
     """Raise AssemblyError unless every branch maps its point's tensor to the features."""
-    from modelhub.ml.branches import BranchError
-
     for index, branch in enumerate(plan.branches):
         owners = [tasks[t] for t in np.flatnonzero(plan.branch_of_task == index)]
         try:
@@ -218,8 +217,6 @@ class BranchedFeatures:
 
     def resources(self) -> list[Any]:
         """Lookup tables (a text backbone's vocabulary) the first segment holds."""
-        from modelhub.ml.assemble import backbone_resources
-
         return backbone_resources(self._segments[0])
 
     def __call__(self, inputs: Any, task_id: tf.Tensor) -> tf.Tensor:
@@ -278,61 +275,3 @@ class BranchedFeatures:
         """Run segment ``index`` on ``hidden``, or give its empty output when there are no rows."""
         segment = self._segments[index]
         return unless_empty(lambda: segment(hidden, training=False), num_rows, segment.outputs[0])
-
-
-def unless_empty(run: Callable[[], tf.Tensor], num_rows: tf.Tensor, output: Any) -> tf.Tensor:
-    """Return ``run()``, or an empty tensor shaped like ``output`` (a KerasTensor) when ``num_rows`` is 0.
-
-    TensorFlow's CPU kernels fail on some layers with zero rows (a Conv2D then BatchNormalization
-    answers "Incompatible shapes: [0,32,32,3] vs. [16]"), so an empty batch is not run. An output
-    of unknown shape is run as it is.
-    """
-    shape = output.shape[1:]
-    if any(d is None for d in shape):
-        return run()
-    empty = tf.zeros([0, *[int(d) for d in shape]], output.dtype)
-    return tf.cond(num_rows > 0, run, lambda: empty)
-
-
-def reference_features(
-    backbone: keras.Model,
-    branches: Sequence[AssemblyBranch | None],
-    task_of_row: np.ndarray,
-    inputs: Callable[[np.ndarray], Any],
-    graph_backbone: Callable[[Any], tf.Tensor],
-    *,
-    chunk_rows: int,
-) -> np.ndarray:
-    """Each row's features computed without the assembly: the Keras backbone, cut with Keras.
-
-    Rows of plain tasks go through ``graph_backbone``; rows of a branched task go through
-    the backbone's layers up to its point (:func:`trunk_until`, on the Keras model, not on
-    the file the SavedModel was cut from) and then its branch.
-
-    Args:
-        inputs: ``inputs(row_indices)`` returns those rows as the backbone takes them.
-    """
-    parts: dict[Any, list[int]] = {}
-    for row, task_id in enumerate(task_of_row.tolist()):
-        branch = branches[task_id]
-        parts.setdefault(None if branch is None else (branch.sha256, branch.after_layer), []).append(row)
-    features: np.ndarray | None = None
-    by_sha = {(branch.sha256, branch.after_layer): branch for branch in branches if branch is not None}
-    untils: dict[str, Callable] = {}
-    for key, rows in parts.items():
-        rows = np.asarray(rows)
-        if key is None:
-            compute = graph_backbone
-        else:
-            branch = by_sha[key]
-            if branch.after_layer not in untils:
-                untils[branch.after_layer] = tf.function(trunk_until(backbone, branch.after_layer))
-            until = untils[branch.after_layer]
-            compute = lambda x, b=branch, u=until: b.model(u(x, training=False), training=False)  # noqa: E731
-        for start in range(0, len(rows), chunk_rows):
-            chunk = rows[start : start + chunk_rows]
-            values = np.asarray(compute(inputs(chunk)), np.float32)
-            if features is None:
-                features = np.zeros((len(task_of_row), *values.shape[1:]), np.float32)
-            features[chunk] = values
-    return features
