@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modelhub.ml.assemble import directory_bytes  # noqa: E402
+from modelhub.ml.assembly.build import directory_bytes  # noqa: E402
 
 IMAGE = (96, 96, 3)
 FEATURES = 1280
@@ -123,7 +123,9 @@ print(json.dumps({"backbone_save_s": save_s, "read_artifacts_s": read_s, "artifa
 """
 
 BUILD_STEP = """
-from modelhub.ml.assemble import AssemblyHead, build_assembly, verify_assembly
+from modelhub.ml.assembly.build import build_assembly
+from modelhub.ml.assembly.manifest import AssemblyHead
+from modelhub.ml.assembly.verify import verify_assembly
 from modelhub.ml.head_weights import PackedDenseHead, unpack, unpack_steps
 baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -318,7 +320,8 @@ print(json.dumps({"head_stage_ms": {k: v * 1000 for k, v in med.items()},
 
 WIDE_STEP = """
 from bench.assembly import make_head
-from modelhub.ml.assemble import AssemblyHead, build_assembly
+from modelhub.ml.assembly.build import build_assembly
+from modelhub.ml.assembly.manifest import AssemblyHead
 heads = [AssemblyHead(f"wide-{{i}}", make_head(i, {wide_width}), 1, f"{{i:064x}}") for i in range({wide_heads})]
 info = {{"name": "mobilenet_v2", "version": 1, "sha256": "0" * 64}}
 build_assembly(backbone=backbone, heads=heads, export_dir=work / "out" / "wide", backbone_info=info, verify=False)

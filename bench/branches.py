@@ -80,9 +80,10 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from modelhub.ml.assemble import AssemblyHead, build_assembly, directory_bytes
+    from modelhub.ml.assembly.build import build_assembly, directory_bytes
+    from modelhub.ml.assembly.manifest import AssemblyHead
+    from modelhub.ml.assembly.trunk import AssemblyBranch
     from modelhub.ml.branches import cut_backbone, extract_branch
-    from modelhub.ml.trunk_serving import AssemblyBranch
     from tests.branched_models import BRANCH_POINTS, fine_tuned_copy
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-branches-"))

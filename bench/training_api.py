@@ -46,7 +46,8 @@ def _library_run(
     """The worker's work, in this process, with the library alone; return seconds."""
     from modelhub.ml.freeze import freeze_backbone
     from modelhub.ml.safe_load import load_keras_model
-    from modelhub.ml.train import build_head, train_heads
+    from modelhub.ml.train.heads import train_heads
+    from modelhub.ml.train.model import build_head
 
     start = time.perf_counter()
     backbone = load_keras_model(backbone_path)
