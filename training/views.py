@@ -16,8 +16,7 @@ from django.views.decorators.http import require_POST
 from backbones.models import BackboneVersion
 from backbones.selectors import backbone_get, backbone_list
 from core.errors import ApplicationError
-from dashboard.context_processors import current_membership
-from dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
+from dashboard.kit import object_or_404, paginate, parse_id, query_without_page, team_required
 from heads.models import HeadVersion
 from teams.selectors import membership_get
 from training.forms import JOB_FORMS, DatasetUploadForm
@@ -33,20 +32,14 @@ PENDING_JOB = (Job.Status.QUEUED, Job.Status.RUNNING)
 # --- Datasets -------------------------------------------------------------------------------
 
 
-@login_required
-def dataset_list_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def dataset_list_view(request, membership):
     page = paginate(request, dataset_list(user=request.user, team_slug=membership.team.slug))
     return render(request, "training/dataset_list.html", {"page": page, "membership": membership})
 
 
-@login_required
-def dataset_upload_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def dataset_upload_view(request, membership):
     form = DatasetUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -110,11 +103,8 @@ def progress_percent(job: Job) -> int:
     return max(0, min(100, round(100 * done / (epochs * steps))))
 
 
-@login_required
-def job_list_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def job_list_view(request, membership):
     filters = {"team": membership.team.slug}
     status = request.GET.get("status", "")
     if status in Job.Status.values:
@@ -137,11 +127,8 @@ def job_list_view(request):
     )
 
 
-@login_required
-def job_create_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def job_create_view(request, membership):
     kind = request.GET.get("kind") or Job.Kind.TRAIN_HEAD
     if kind not in JOB_FORMS:
         kind = Job.Kind.TRAIN_HEAD

@@ -20,9 +20,10 @@ from artifacts.services import blob_store_path
 from teams.models import Team
 from tests import model_factory as mf
 from tests.registry_helpers import upload, wait_status
-from training import datasets
-from training.datasets import DatasetError, load_images, load_npz, npz_array_headers, open_dataset_zip
 from training.models import Dataset
+from training.work import datasets
+from training.work.dataset_zips import DatasetError, load_npz, npz_array_headers, open_dataset_zip
+from training.work.image_zips import load_images
 
 PETABYTE_SHAPE = (2**40, 1024)
 

@@ -7,11 +7,11 @@ from backbones.models import BackboneVersion
 from heads.models import HeadVersion
 from tests import model_factory as mf
 from tests.training.helpers import backbone_version_row, dataset_row_from_file
-from training import runners
 from training.models import ForgettingReport, Job
-from training.runners import common, job_run
 from training.services import job_create
 from training.specs import job_spec_parse
+from training.work import common, jobs
+from training.work.jobs import job_run
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,7 @@ def approved_head(user, backbone, dataset, task: str = "old-task") -> HeadVersio
 
 def test_train_head_registers_a_draft_head_with_the_jobs_success(alice, backbone, dataset, monkeypatch):
     beats = []
-    monkeypatch.setattr("training.runners.progress.work_heartbeat", lambda row, **kw: beats.append(row.pk))
+    monkeypatch.setattr("training.work.progress.work_heartbeat", lambda row, **kw: beats.append(row.pk))
     job = queued(
         alice, "train_head", backbone=backbone.pk, dataset=dataset.pk, task="quadrant", head={"type": "mlp",
         "hidden": [8]}, epochs=3, batch_size=16, learning_rate=0.05, seed=1,
@@ -227,7 +227,7 @@ def test_a_crash_while_registering_leaves_nothing_registered(alice, backbone, da
     def broken(**kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("training.runners.fine_tune.ForgettingReport.objects.create", broken)
+    monkeypatch.setattr("training.work.fine_tune.ForgettingReport.objects.create", broken)
     job = run(queued(alice, "fine_tune", backbone=backbone.pk, dataset=dataset.pk, task="t", epochs=1, warmup_epochs=1))
     assert job.status == Job.Status.FAILED and "RuntimeError: disk full" in job.error
     assert counts() == before and job.result == {}
@@ -251,7 +251,7 @@ def test_a_cancel_requested_before_the_finish_registers_nothing(alice, backbone,
         Job.objects.filter(pk=job.pk).update(cancel_requested=True)
         return real(head, **kwargs)
 
-    monkeypatch.setattr("training.runners.train_head.head_artifact", cancel_meanwhile)
+    monkeypatch.setattr("training.work.train_head.head_artifact", cancel_meanwhile)
     job = run(job)
     assert job.status == Job.Status.CANCELLED and "Nothing was registered" in job.error
     assert counts() == (0, 1, 0)
@@ -273,7 +273,7 @@ def test_a_job_reaped_while_training_registers_nothing_and_keeps_its_failure(ali
         Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED, error="Worker lost: reaped")
         return real(head, **kwargs)
 
-    monkeypatch.setattr("training.runners.train_head.head_artifact", reaped_meanwhile)
+    monkeypatch.setattr("training.work.train_head.head_artifact", reaped_meanwhile)
     job = run(job)
     assert (job.status, job.error) == (Job.Status.FAILED, "Worker lost: reaped")
     assert counts() == (0, 1, 0)
@@ -298,4 +298,4 @@ def test_a_dataset_whose_labels_outgrow_a_stored_head_fails_the_job(alice, backb
 
 
 def test_every_job_kind_has_a_runner():
-    assert set(runners.RUNNERS) == set(Job.Kind.values)
+    assert set(jobs.RUNNERS) == set(Job.Kind.values)

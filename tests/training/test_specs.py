@@ -1,4 +1,4 @@
-"""Typed job specs (training/specs.py): every field's type, bounds and default, the cross-field
+"""Typed job specs (training/specs/): every field's type, bounds and default, the cross-field
 rules, the settings that bound them, and that the API, the dashboard forms and the services
 give the same answer for the same input (a 400 naming the field, never a 500 or a stored job)."""
 

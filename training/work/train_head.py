@@ -1,7 +1,8 @@
 """Worker side: train_head jobs: one new head on the frozen backbone's cached features."""
 
 from training.models import Job
-from training.runners.common import (
+from training.specs import TrainHeadSpec
+from training.work.common import (
     build_head,
     feature_cache_dir,
     finish_succeeded,
@@ -12,13 +13,12 @@ from training.runners.common import (
     sized_head,
     validation_data,
 )
-from training.runners.progress import JobReporter, steps_per_epoch
-from training.specs import TrainHeadSpec
+from training.work.progress import JobReporter, steps_per_epoch
 
 
 def run_train_head(job: Job, spec: TrainHeadSpec) -> dict:
     """Train the head, store it, then register it as a draft version with the job's success."""
-    from modelhub.ml.train import train_head
+    from modelhub.ml.train.heads import train_head
 
     backbone_version, backbone = load_frozen_backbone(spec.backbone)
     dataset, data = load_dataset(spec.dataset, backbone_version)

@@ -4,20 +4,20 @@ Without training the new version computes exactly what its parent did, so the pa
 heads are carried to it. With training they are not: a forgetting report goes to a reviewer.
 """
 
-from backbones.loading import load_backbone
 from backbones.models import BackboneVersion
+from backbones.work.loading import load_backbone
 from heads.services import heads_carry
-from training.datasets import DatasetError
 from training.models import ForgettingReport, Job
-from training.runners.common import (
+from training.specs import GrowBackboneSpec
+from training.work.common import (
     backbone_artifact,
     finish_succeeded,
     load_dataset,
     register_backbone,
 )
-from training.runners.forgetting import forgetting_rows
-from training.runners.progress import JobReporter, steps_per_epoch
-from training.specs import GrowBackboneSpec
+from training.work.dataset_zips import DatasetError
+from training.work.forgetting import forgetting_rows
+from training.work.progress import JobReporter, steps_per_epoch
 
 # insert.kind -> modelhub.ml.grow kind
 GROW_KINDS = {"dense": "dense_identity", "conv": "conv_identity", "residual": "residual"}
@@ -40,7 +40,7 @@ def grow_options(spec: GrowBackboneSpec) -> dict:
 def run_grow_backbone(job: Job, spec: GrowBackboneSpec) -> dict:
     """Grow (and optionally train) the backbone, store it and any report, then register."""
     from modelhub.ml.grow import grow_model
-    from modelhub.ml.train import train_grown_backbone
+    from modelhub.ml.train.backbone import train_grown_backbone
 
     parent_version = BackboneVersion.objects.select_related("blob", "team").get(pk=spec.backbone)
     parent_model = load_backbone(parent_version)

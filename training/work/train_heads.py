@@ -1,7 +1,8 @@
 """Worker side: train_heads jobs: several heads in one pass of backbone features."""
 
 from training.models import Job
-from training.runners.common import (
+from training.specs import TrainHeadsSpec
+from training.work.common import (
     build_head,
     feature_cache_dir,
     finish_succeeded,
@@ -11,14 +12,14 @@ from training.runners.common import (
     register_head,
     sized_head,
 )
-from training.runners.progress import JobReporter, steps_per_epoch
-from training.specs import TrainHeadsSpec
+from training.work.progress import JobReporter, steps_per_epoch
 
 
 def run_train_heads(job: Job, spec: TrainHeadsSpec) -> dict:
     """Train every head together, score each on its validation split, then register them all."""
     from modelhub.ml.features import cached_features
-    from modelhub.ml.train import head_validation_metrics, train_heads
+    from modelhub.ml.train.evaluate import head_validation_metrics
+    from modelhub.ml.train.heads import train_heads
 
     backbone_version, backbone = load_frozen_backbone(spec.backbone)
     # Several tasks often share one dataset: load each once. All share the inputs x (job_create checks).

@@ -12,12 +12,12 @@ import numpy as np
 from django.conf import settings
 
 from artifacts.services import blob_store_bytes
-from backbones.loading import load_model_blob
+from backbones.work.loading import load_model_blob
 from heads.models import HeadEvaluation, HeadVersion
 from training.models import Job
-from training.runners.common import feature_cache_dir, finish_succeeded, load_dataset, load_frozen_backbone
-from training.runners.progress import JobReporter, steps_per_epoch
 from training.specs import EvaluateHeadSpec
+from training.work.common import feature_cache_dir, finish_succeeded, load_dataset, load_frozen_backbone
+from training.work.progress import JobReporter, steps_per_epoch
 
 OUTPUTS_ARRAY = "outputs"
 # At most this many output values (rows x width, float32) are kept per evaluation, the first rows
@@ -42,7 +42,7 @@ def max_output_values() -> int:
 
 def run_evaluate_head(job: Job, spec: EvaluateHeadSpec) -> dict:
     """Evaluate the head, store its outputs, then record the evaluation with the job's success."""
-    from modelhub.ml.train import evaluate_head_outputs
+    from modelhub.ml.train.evaluate import evaluate_head_outputs
 
     head = HeadVersion.objects.select_related("task", "blob").get(pk=spec.head)
     backbone_version, backbone = load_frozen_backbone(head.backbone_id)

@@ -9,9 +9,10 @@ change, so there is no backbone version and no forgetting report.
 import tempfile
 from pathlib import Path
 
-from backbones.loading import fetch_blob_to
+from backbones.work.loading import fetch_blob_to
 from training.models import ForgettingReport, Job
-from training.runners.common import (
+from training.specs import FineTuneSpec
+from training.work.common import (
     backbone_artifact,
     branch_artifact,
     build_head,
@@ -24,9 +25,8 @@ from training.runners.common import (
     register_head,
     sized_head,
 )
-from training.runners.forgetting import forgetting_rows
-from training.runners.progress import JobReporter, steps_per_epoch
-from training.specs import FineTuneSpec
+from training.work.forgetting import forgetting_rows
+from training.work.progress import JobReporter, steps_per_epoch
 
 # The library tags each epoch's metrics with its phase; the job shows these names.
 PHASES = {"phase1": "warmup", "phase2": "finetune"}
@@ -42,7 +42,9 @@ def run_fine_tune(job: Job, spec: FineTuneSpec) -> dict:
 
 def _run(job: Job, spec: FineTuneSpec, tmp: Path) -> dict:
     from modelhub.ml.branches import fine_tune_branch_point
-    from modelhub.ml.train import evaluate_head, fine_tune, make_trainable
+    from modelhub.ml.train.backbone import fine_tune
+    from modelhub.ml.train.evaluate import evaluate_head
+    from modelhub.ml.train.model import make_trainable
 
     parent_version, parent_model = load_frozen_backbone(spec.backbone)
     parent_path = None

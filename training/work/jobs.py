@@ -1,15 +1,11 @@
-"""Worker side: run training jobs, one module per job kind.
+"""Worker side: run a training job: claim it, read its spec, run it by kind, record the outcome.
 
 ``job_run`` (the Celery task ``training.run_job`` calls it) claims the job, reads its spec,
 runs it by kind and records the outcome. A runner registers its results and the job's
 ``succeeded`` status together in one short transaction at the very end
-(runners.common.finish_succeeded), so a cancelled, failed or killed job leaves no half-made
-backbone or head, and a succeeded job always has its results.
-
-    progress.py     progress, metrics, log and heartbeat on the job row; cancel checks
-    common.py       load inputs, build heads, store artifacts, register rows, finish
-    forgetting.py   the parent's approved heads through the old and the new backbone
-    train_head.py, train_heads.py, fine_tune.py, grow_backbone.py, evaluate_head.py   one per job kind
+(training.work.common.finish_succeeded), so a cancelled, failed or killed job leaves no
+half-made backbone or head, and a succeeded job always has its results. The modules of
+training.work are listed in its ``__init__``.
 """
 
 import logging
@@ -18,15 +14,15 @@ from collections.abc import Callable
 from core.events import event_emit
 from core.tracked_work import row_finish, run_tracked
 from modelhub.ml.errors import MLError, TrainingCancelled
-from training.datasets import DatasetError
 from training.models import Job
-from training.runners.common import JobLost
-from training.runners.evaluate_head import run_evaluate_head
-from training.runners.fine_tune import run_fine_tune
-from training.runners.grow_backbone import run_grow_backbone
-from training.runners.train_head import run_train_head
-from training.runners.train_heads import run_train_heads
 from training.specs import JobSpec, JobSpecError, describe_errors, job_spec_parse
+from training.work.common import JobLost
+from training.work.dataset_zips import DatasetError
+from training.work.evaluate_head import run_evaluate_head
+from training.work.fine_tune import run_fine_tune
+from training.work.grow_backbone import run_grow_backbone
+from training.work.train_head import run_train_head
+from training.work.train_heads import run_train_heads
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +57,8 @@ def job_run_claimed(job: Job) -> None:
             error=f"The job's stored parameters are not valid: {describe_errors(exc.errors)}. Start a new job.",
         )
     except (MLError, DatasetError) as exc:
-        row_finish(job, status=Job.Status.FAILED, error=str(exc))
+        # A failed job always says why, even when the exception carries no message.
+        row_finish(job, status=Job.Status.FAILED, error=str(exc) or f"{type(exc).__name__} (no message).")
     except JobLost as exc:
         logger.warning("%s", exc)
     except Exception as exc:

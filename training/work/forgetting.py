@@ -5,16 +5,16 @@ through the parent and through the new backbone (before and after). The rows are
 before anything is registered; the ForgettingReport row is written with the job's results.
 """
 
-from backbones.loading import load_model_blob
 from backbones.models import BackboneVersion
+from backbones.work.loading import load_model_blob
 from heads.models import HeadVersion
-from training.runners.common import load_dataset
-from training.runners.progress import JobReporter
+from training.work.common import load_dataset
+from training.work.progress import JobReporter
 
 
 def forgetting_rows(*, parent_version: BackboneVersion, parent_model, new_model, reporter: JobReporter) -> list[dict]:
     """Return one row per evaluated head: {head_version, task, metric, before, after, delta, num_examples}."""
-    from modelhub.ml.train import evaluate_head
+    from modelhub.ml.train.evaluate import evaluate_head
 
     rows = []
     heads = HeadVersion.objects.filter(backbone=parent_version, status=HeadVersion.Status.APPROVED).select_related(

@@ -16,17 +16,18 @@ from django.conf import settings
 from django.db import transaction
 
 from artifacts.models import Blob
-from backbones.loading import load_backbone
 from backbones.models import BackboneVersion
 from backbones.services import backbone_version_create
+from backbones.work.loading import load_backbone
 from core.tracked_work import row_finish
-from heads.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion
 from heads.services import head_version_create, task_get_or_create
+from heads.work.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 from modelhub.ml.errors import TrainingCancelled
-from training.datasets import DatasetError, dataset_arrays
 from training.models import Dataset, Job
 from training.specs import HeadSpec
+from training.work.dataset_zips import DatasetError
+from training.work.datasets import dataset_arrays
 
 
 class JobLost(Exception):  # noqa: N818 - a signal: the row is no longer this worker's
@@ -83,8 +84,8 @@ def sized_head(head: HeadSpec, dataset: Dataset, y: np.ndarray) -> HeadSpec:
 
 def build_head(head: HeadSpec, backbone, *, name: str, seed: int | None):
     """Build the Keras head a spec describes, on the backbone's features."""
-    from modelhub.ml.train import build_head as ml_build_head
-    from modelhub.ml.train import feature_shape
+    from modelhub.ml.train.model import build_head as ml_build_head
+    from modelhub.ml.train.model import feature_shape
 
     return ml_build_head(
         feature_shape(backbone),

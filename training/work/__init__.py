@@ -1,0 +1,13 @@
+"""Worker side of training: everything a Celery worker runs for datasets and jobs (never the web).
+
+training/tasks.py stays thin and calls into these modules:
+
+    jobs.py            job_run: claim a job, run it by kind, record succeeded / cancelled / failed
+    progress.py        progress, metrics, log and heartbeat on the job row; cancel checks
+    common.py          what the runners share: load inputs, build heads, store artifacts, finish
+    forgetting.py      the parent's approved heads through the old and the new backbone
+    train_head.py, train_heads.py, fine_tune.py, grow_backbone.py, evaluate_head.py: one per job kind
+    datasets.py        dataset_validate (ready or rejected) and dataset_arrays (arrays for training)
+    dataset_zips.py    dataset zips opened within the limits; .npz headers and arrays
+    image_zips.py      image zips: sizes from headers, then decoded one image at a time
+"""
