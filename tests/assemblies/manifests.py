@@ -1,8 +1,8 @@
-"""Hand-written assembly manifests for web-side tests: the backbone inputs a worker would record
+"""Assembly manifests rewritten for web-side tests: the backbone inputs a worker would record
 for a two-input, a text (string) and an old single-"input" backbone, and a stand-in worker that
 answers trial predictions in the web process."""
 
-from assemblies import predicting
+from assemblies import services
 from assemblies.models import Assembly, Prediction
 
 TWO_INPUTS = [
@@ -26,11 +26,26 @@ def with_inputs(assembly: Assembly, inputs: list[dict]) -> Assembly:
     return assembly
 
 
+def as_old_single_input(assembly: Assembly) -> Assembly:
+    """Rewrite a ready assembly's manifest as builders before several-input support wrote it: one
+    ``backbone.input`` and no ``backbone.inputs`` (stored rows of that age still exist)."""
+    manifest = dict(assembly.manifest)
+    manifest["backbone"] = {key: value for key, value in manifest["backbone"].items() if key != "inputs"}
+    Assembly.objects.filter(pk=assembly.pk).update(manifest=manifest)
+    assembly.refresh_from_db()
+    return assembly
+
+
 def fake_worker(monkeypatch) -> list:
     """Answer every queued prediction at once (0.25 per output); return the stored inputs it saw."""
     seen = []
 
+    queue_other = services.queue_on_commit
+
     def queue(task_name: str, prediction_id: int) -> None:
+        if task_name != "assemblies.predict":  # builds are queued as usual
+            queue_other(task_name, prediction_id)
+            return
         prediction = Prediction.objects.select_related("assembly").get(pk=prediction_id)
         seen.append(prediction.inputs)
         entry = next(e for e in prediction.assembly.manifest["heads"] if e["task_id"] == prediction.task_id)
@@ -38,7 +53,7 @@ def fake_worker(monkeypatch) -> list:
         outputs = [[0.25] * entry["output_width"] for _ in first]
         Prediction.objects.filter(pk=prediction_id).update(status=Prediction.Status.SUCCEEDED, outputs=outputs)
 
-    monkeypatch.setattr(predicting, "queue_on_commit", queue)
+    monkeypatch.setattr(services, "queue_on_commit", queue)
     return seen
 
 

@@ -16,8 +16,9 @@ from PIL import Image
 from assemblies import views as assembly_views
 from assemblies.forms import RANDOM_WORDS, TryItForm
 from assemblies.models import Assembly, Prediction
+from assemblies.snippets import usage_snippets
 from heads.models import HeadVersion
-from tests.assemblies.manifests import TEXT_INPUT, TWO_INPUTS, fake_worker, with_inputs
+from tests.assemblies.manifests import TEXT_INPUT, TWO_INPUTS, as_old_single_input, fake_worker, with_inputs
 from tests.view_helpers import assembly_row, backbone_row, head_row
 
 pytestmark = pytest.mark.django_db
@@ -161,13 +162,15 @@ def test_builder_shows_service_and_form_errors_as_flash(client, alice, registry)
 
 def test_detail_shows_tasks_verification_download_and_snippets(client, alice, registry):
     backbone, _, heads = registry
-    assembly = assembly_row(alice, backbone, [heads["sentiment2"], heads["topic"]])
+    assembly = assembly_row(alice, backbone, [heads["sentiment2"], heads["topic"]], task_signatures=True)
     client.force_login(alice)
     page = client.get(f"/assemblies/{assembly.pk}/").content.decode()
     tasks = section(page, 'id="task-table"')
     assert "sentiment" in tasks and "neg, neu, pos" in tasks and f"/heads/{heads['topic'].pk}/" in tasks
     verification = section(page, 'id="verification-table"')
-    assert "1.50e-07" in verification and "3.00e-07" in verification and "pill-no" not in verification
+    figures = [f"{check['max_abs_diff']:.2e}" for check in assembly.verification["heads"]]
+    assert len(figures) == 2 and all(figure in verification for figure in figures), (figures, verification)
+    assert "pill-no" not in verification
     assert 'id="verification-result">passed' in page
     assert f'href="/api/assemblies/{assembly.pk}/download/"' in page
     assert f'value="{assembly.blob.sha256}"' in page
@@ -300,9 +303,11 @@ def by_kind(alice, registry):
     """Ready assemblies by kind of input, each on its own set of heads (assemblies are deduplicated)."""
     backbone, _, heads = registry
     return {
-        "two": with_inputs(assembly_row(alice, backbone, [heads["sentiment2"], heads["topic"]]), TWO_INPUTS),
+        "two": with_inputs(
+            assembly_row(alice, backbone, [heads["sentiment2"], heads["topic"]], task_signatures=True), TWO_INPUTS
+        ),
         "text": with_inputs(assembly_row(alice, backbone, [heads["topic"]]), TEXT_INPUT),
-        "old": assembly_row(alice, backbone, [heads["sentiment1"]]),
+        "old": as_old_single_input(assembly_row(alice, backbone, [heads["sentiment1"]])),
         "image": assembly_row(alice, backbone, [heads["sentiment2"]], input_shape=[None, 4, 6, 3]),
     }
 
@@ -417,7 +422,7 @@ def test_large_inputs_get_a_body_generator_with_every_name(alice, by_kind, capsy
         {"name": "image", "shape": [None, 32, 32, 3], "dtype": "float32"},
         {"name": "caption", "shape": [None], "dtype": "string"},
     ]
-    snippets = assembly_views.usage_snippets(with_inputs(by_kind["two"], large))
+    snippets = usage_snippets(with_inputs(by_kind["two"], large))
     body = json.loads(snippets["rest_body"])
     assert body["inputs"]["image"] == "<one [32, 32, 3] float32 array per row>"
     assert body["inputs"]["caption"] == ["a great movie"]  # small enough to show

@@ -37,7 +37,10 @@ def test_every_worker_tracked_model_shares_the_lifecycle_fields():
         names = {field.name for field in model._meta.get_fields()}
         assert {"status", "error", "created_by", "created_at", "started_at", "finished_at"} <= names
         assert {"attempts", "worker", "heartbeat_at"} <= names
-        assert model.WAITING and model.WORKING and model.LOST in model.Status.values
+        statuses = set(model.Status.values)
+        assert model.WAITING and set(model.WAITING) <= statuses, model
+        assert model.WORKING and set(model.WORKING) <= statuses, model
+        assert model.LOST in statuses, model
 
 
 def test_claim_counts_attempts_and_names_the_worker():
