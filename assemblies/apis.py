@@ -11,14 +11,14 @@ from rest_framework.views import APIView
 
 from artifacts.downloads import blob_download_response
 from assemblies.models import Assembly, Prediction
-from assemblies.predicting import (
+from assemblies.selectors import assembly_get, assembly_list, prediction_get
+from assemblies.services import (
     DEFAULT_WAIT_SECONDS,
     MAX_WAIT_SECONDS,
+    assembly_create,
     prediction_is_finished,
     prediction_run_and_wait,
 )
-from assemblies.selectors import assembly_get, assembly_list, prediction_get
-from assemblies.services import assembly_create
 from core.api import paginated_response
 from core.errors import ApplicationError, ConflictError, ValidationError
 from core.schema import error_response

@@ -1,10 +1,10 @@
 """Dashboard forms for assemblies. They only parse input; assemblies.services and
-assemblies.predicting do the work.
+assemblies.inputs do the work.
 
 The "try it" form turns an uploaded .npy (never unpickled), an uploaded image (resized with
 Pillow), a typed sentence or a seeded random example into one example of the backbone inputs:
 an array for a single input, a dict of arrays by input name for several.
-assemblies.predicting checks it against the manifest. No TensorFlow here: the web process never
+assemblies.inputs checks it against the manifest. No TensorFlow here: the web process never
 imports it.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 from django import forms
 from PIL import Image, UnidentifiedImageError
 
-from assemblies.predicting import (
+from assemblies.inputs import (
     SINGLE_INPUT_NAME,
     dtype_kind,
     example_dims,
@@ -20,7 +20,7 @@ from assemblies.predicting import (
     numpy_dtype,
 )
 from backbones.models import BackboneVersion
-from dashboard.fields import BackboneChoiceField
+from dashboard.kit import BackboneChoiceField
 
 MAX_TRIAL_UPLOAD_BYTES = 16 * 1024 * 1024
 MAX_TRIAL_TEXT_CHARS = 2000

@@ -1,17 +1,25 @@
-"""Writes of assemblies: validate the choice of heads, dedupe, queue the build."""
+"""Writes of assemblies: validate the choice of heads, dedupe, queue the build; queue trial predictions.
+
+A trial prediction's inputs are checked in the web process (assemblies.inputs, NumPy only); a
+request waits for the worker's answer a bounded time (prediction_wait), after that the
+prediction is polled by id, so slow predictions never hold web threads for long.
+"""
 
 import hashlib
-from collections.abc import Iterable
+import time
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from assemblies.models import Assembly, AssemblyHead
+from assemblies.inputs import coerce_inputs, resolve_task
+from assemblies.models import Assembly, AssemblyHead, Prediction
 from backbones.models import BackboneVersion
 from backbones.selectors import backbone_get
-from core.errors import ValidationError
+from core.errors import ConflictError, ValidationError
 from core.tracked_work import queue_on_commit
 from heads.models import HeadVersion
+from heads.selectors import head_approved_list, head_latest_approved_list, head_versions_by_id, heads_in_task_order
 from releases.selectors import alias_heads_resolve
 from teams.models import Team
 
@@ -21,23 +29,9 @@ def heads_key(head_ids: list[int]) -> str:
     return hashlib.sha256(",".join(str(i) for i in sorted(head_ids)).encode()).hexdigest()
 
 
-def heads_in_task_order(heads: Iterable[HeadVersion]) -> list[HeadVersion]:
-    """Return heads in the order of the assembly's task_id (index = task_id): by task slug, then version."""
-    return sorted(heads, key=lambda h: (h.task.slug, h.version))
-
-
-def latest_approved_heads(*, backbone: BackboneVersion) -> list[HeadVersion]:
-    """Return the latest approved head version of each task on `backbone` (the default choice)."""
-    approved = HeadVersion.objects.filter(backbone=backbone, status=HeadVersion.Status.APPROVED).select_related("task")
-    latest: dict[int, HeadVersion] = {}
-    for head in approved.order_by("task__slug", "-version"):
-        latest.setdefault(head.task_id, head)
-    return list(latest.values())
-
-
 def _choose_heads(*, backbone: BackboneVersion, head_ids: list[int] | None) -> list[HeadVersion]:
     if head_ids is None:
-        heads = latest_approved_heads(backbone=backbone)
+        heads = list(head_latest_approved_list(heads=head_approved_list(backbone=backbone)))
         if not heads:
             raise ValidationError(
                 f"{backbone.label} has no approved heads. Approve heads on it first, or pass 'heads'."
@@ -45,9 +39,7 @@ def _choose_heads(*, backbone: BackboneVersion, head_ids: list[int] | None) -> l
         return heads
     if not head_ids:
         raise ValidationError("'heads' is empty: give at least one approved head version id, or omit it.")
-    found = {
-        h.pk: h for h in HeadVersion.objects.filter(pk__in=head_ids, task__team=backbone.team).select_related("task")
-    }
+    found = {h.pk: h for h in head_versions_by_id(ids=head_ids, team=backbone.team)}
     problems = {}
     for head_id in head_ids:
         head = found.get(head_id)
@@ -140,3 +132,68 @@ def assembly_create(
     except IntegrityError:
         return Assembly.objects.get(backbone=backbone, heads_key=key, task_signatures=task_signatures), True
     return assembly, False
+
+
+# --- Trial predictions: checked here, computed by a worker (assemblies.work.predicting) ---
+
+# POST /api/assemblies/{id}/predict/ waits this long for the answer unless asked otherwise ("wait"),
+# at most MAX_WAIT_SECONDS (and never longer than the MODELHUB_PREDICT_MAX_WAIT setting), then answers 202.
+DEFAULT_WAIT_SECONDS = 5.0
+MAX_WAIT_SECONDS = 30.0
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.5
+FINISHED_STATUSES = (Prediction.Status.SUCCEEDED, Prediction.Status.FAILED)
+
+
+def prediction_create(
+    *, assembly: Assembly, user: AbstractBaseUser, task: str | None, task_id: int | None, inputs
+) -> Prediction:
+    """Check the inputs against the manifest, store a queued prediction and queue it for a worker."""
+    if assembly.status != Assembly.Status.READY:
+        raise ConflictError(f"Assembly {assembly.pk} is '{assembly.status}'; predictions need a ready assembly.")
+    entry = resolve_task(assembly, task=task, task_id=task_id)
+    rows = coerce_inputs(assembly, inputs)
+    with transaction.atomic():
+        prediction = Prediction.objects.create(
+            assembly=assembly, task_id=entry["task_id"], inputs=rows, created_by=user
+        )
+        queue_on_commit("assemblies.predict", prediction.pk)
+    return prediction
+
+
+def prediction_is_finished(prediction: Prediction) -> bool:
+    """Return whether a worker has answered (succeeded or failed)."""
+    return prediction.status in FINISHED_STATUSES
+
+
+def prediction_wait(*, prediction: Prediction, seconds: float) -> Prediction:
+    """Wait at most `seconds` (capped by MODELHUB_PREDICT_MAX_WAIT) for a worker to finish the prediction.
+
+    Reads only the row's status, first every 50 ms and then less often (up to every 0.5 s), so
+    that a waiting request costs a few cheap queries a second. Return the row, refreshed once it
+    finished or the time is up; its status may still be queued or running.
+    """
+    seconds = max(0.0, min(float(seconds), float(settings.MODELHUB_PREDICT_MAX_WAIT)))
+    deadline = time.monotonic() + seconds
+    interval = FIRST_POLL_SECONDS
+    while True:
+        status = Prediction.objects.filter(pk=prediction.pk).values_list("status", flat=True).first()
+        left = deadline - time.monotonic()
+        if status in FINISHED_STATUSES or left <= 0:
+            break
+        time.sleep(min(interval, left))
+        interval = min(interval * 2, MAX_POLL_SECONDS)
+    prediction.refresh_from_db()
+    return prediction
+
+
+def prediction_run_and_wait(
+    *, assembly: Assembly, user: AbstractBaseUser, task: str | None, task_id: int | None, inputs, wait: float
+) -> Prediction:
+    """Queue a prediction for a worker and wait at most `wait` seconds for its answer.
+
+    Return the prediction: finished (succeeded or failed) when the worker answered in time, else
+    still queued or running, to be polled (GET /api/assemblies/{id}/predictions/{pid}/).
+    """
+    prediction = prediction_create(assembly=assembly, user=user, task=task, task_id=task_id, inputs=inputs)
+    return prediction_wait(prediction=prediction, seconds=wait)

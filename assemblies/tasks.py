@@ -6,7 +6,7 @@ from modelhub.celery import app
 @app.task(name="assemblies.build")
 def build_assembly(assembly_id: int) -> None:
     """Build, verify, zip and store the assembly's SavedModel."""
-    from assemblies.building import assembly_build
+    from assemblies.work.building import assembly_build
 
     assembly_build(assembly_id=assembly_id)
 
@@ -14,6 +14,6 @@ def build_assembly(assembly_id: int) -> None:
 @app.task(name="assemblies.predict")
 def run_prediction(prediction_id: int) -> None:
     """Compute a trial prediction on an assembly."""
-    from assemblies.predicting import prediction_compute
+    from assemblies.work.predicting import prediction_compute
 
     prediction_compute(prediction_id=prediction_id)

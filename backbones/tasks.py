@@ -6,7 +6,7 @@ from modelhub.celery import app
 @app.task(name="backbones.validate")
 def validate_backbone(backbone_id: int) -> None:
     """Inspect an uploaded backbone file and mark the version ready, deduplicated or rejected."""
-    from backbones.validation import backbone_validate
+    from backbones.work.validation import backbone_validate
 
     backbone_validate(backbone_id=backbone_id)
 
@@ -14,6 +14,6 @@ def validate_backbone(backbone_id: int) -> None:
 @app.task(name="backbones.describe_branch_points")
 def describe_branch_points(backbone_id: int) -> None:
     """Find where heads could branch off a backbone's file (cached per sha256; the web never opens files)."""
-    from backbones.validation import backbone_branch_points_describe
+    from backbones.work.validation import backbone_branch_points_describe
 
     backbone_branch_points_describe(backbone_id=backbone_id)

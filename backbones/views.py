@@ -21,19 +21,14 @@ from backbones.selectors import (
 )
 from backbones.services import backbone_branch_points_request, backbone_upload
 from core.errors import ApplicationError
-from dashboard.context_processors import current_membership
-from dashboard.layer_stack import layer_stack
-from dashboard.shortcuts import object_or_404, paginate, query_without_page
+from dashboard.kit import layer_stack, object_or_404, paginate, query_without_page, team_required
 
 # The detail page shows this many of a backbone's heads and links to the paginated head list for the rest.
 MAX_SHOWN_HEADS = 50
 
 
-@login_required
-def backbone_list_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def backbone_list_view(request, membership):
     filter_form = BackboneFilterForm(request.GET or None)
     filters = {"team": membership.team.slug}
     if filter_form.is_bound and filter_form.is_valid() and filter_form.cleaned_data["status"]:
@@ -80,11 +75,8 @@ def backbone_detail_view(request, pk: int):
     )
 
 
-@login_required
-def backbone_upload_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def backbone_upload_view(request, membership):
     form = BackboneUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:

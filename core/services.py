@@ -32,10 +32,20 @@ def _check_broker() -> str:
         return conn.as_uri()
 
 
-def _check_storage() -> str:
-    from artifacts.stores import get_blob_store
+# The storage check belongs to the app that owns storage: artifacts registers it when Django
+# starts (artifacts.apps), so core, at the bottom of the layers, imports no app.
+_storage_checks: list = []
 
-    return get_blob_store().check()
+
+def health_storage_check_register(check) -> None:
+    """Register the function that checks the artifact storage and describes it (called once, by artifacts)."""
+    _storage_checks[:] = [check]
+
+
+def _check_storage() -> str:
+    if not _storage_checks:
+        raise RuntimeError("no storage check is registered: is 'artifacts' in INSTALLED_APPS?")
+    return _storage_checks[0]()
 
 
 def _check_workers(timeout: float) -> list[str]:

@@ -1,13 +1,17 @@
-"""Helpers shared by the dashboard views of the domain apps (backbones, heads)."""
+"""Helpers shared by the dashboard views of the domain apps (apps import them through dashboard.kit)."""
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.contrib.auth.decorators import login_required
 from django.core.paginator import Page
 from django.http import Http404
+from django.shortcuts import render
 
 from core.errors import NotFoundError
 from core.pagination import TwoStepPaginator
+from dashboard.context_processors import current_membership
 
 PAGE_SIZE = 50
 
@@ -39,3 +43,24 @@ def parse_id(raw) -> int | None:
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
         return None
     return int(text)
+
+
+def team_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a view of the current team: login required, the "no team" page for a user without one.
+
+    The view is called as ``view(request, membership, **kwargs)`` with the membership of the team
+    chosen in the session (dashboard.context_processors.current_membership).
+
+    Example:
+        @team_required
+        def head_list_view(request, membership): ...
+    """
+
+    @functools.wraps(view)
+    def with_membership(request, *args, **kwargs):
+        membership = current_membership(request)
+        if membership is None:
+            return render(request, "dashboard/no_team.html")
+        return view(request, membership, *args, **kwargs)
+
+    return login_required(with_membership)

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from core.errors import ApplicationError
 from dashboard.context_processors import SESSION_KEY, current_membership
 from dashboard.forms import ApiTokenForm
-from dashboard.shortcuts import object_or_404, paginate
+from dashboard.shortcuts import object_or_404, paginate, team_required
 from teams.models import Membership
 from teams.selectors import api_token_get, api_token_list, membership_get, membership_require_role
 from teams.services import api_token_create, api_token_revoke, membership_set
@@ -40,11 +40,8 @@ def team_switch(request):
     return redirect(target)
 
 
-@login_required
-def team(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def team(request, membership):
     if request.method == "POST":
         try:
             membership_require_role(user=request.user, team=membership.team, role=Membership.Role.ADMIN)

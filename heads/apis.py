@@ -10,9 +10,10 @@ from artifacts.downloads import blob_download_response
 from core.api import TRACKED_WORK_FIELDS, paginated_response
 from core.schema import error_response
 from heads.compare import COMPARE_RETRY_AFTER_SECONDS, head_compare
+from heads.imports import import_create
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport
 from heads.selectors import head_get, head_get_comparable, head_history, head_list, import_get, import_list
-from heads.services import head_comment_add, head_transition, head_upload, import_create
+from heads.services import head_comment_add, head_transition, head_upload
 from teams.selectors import membership_get
 
 

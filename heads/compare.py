@@ -301,7 +301,7 @@ def task_metric_charts(*, versions: list[HeadVersion]) -> list:
 
     Each point is the version's newest evaluation on that dataset (HeadEvaluation).
     """
-    from dashboard.charts import line_chart
+    from dashboard.kit import line_chart
 
     versions = sorted(versions, key=lambda head: head.version)
     position = {head.pk: index for index, head in enumerate(versions)}

@@ -5,7 +5,7 @@ import json
 from django import forms
 
 from backbones.models import BackboneVersion
-from dashboard.fields import BackboneChoiceField
+from dashboard.kit import BackboneChoiceField
 from heads.models import HeadVersion
 
 

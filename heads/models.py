@@ -243,7 +243,7 @@ class HeadWeights(models.Model):
 class HeadEvaluation(models.Model):
     """A head version's metrics on one dataset, measured through one backbone version by a job.
 
-    The evaluate_head job writes it (training.runners.evaluate_head). `outputs` holds the head's
+    The evaluate_head job writes it (training.work.evaluate_head). `outputs` holds the head's
     outputs on the evaluated rows (an .npz of float32 ``outputs`` [rows, width]), so two head
     versions evaluated on the same dataset can be compared row by row without a worker.
     """

@@ -1,10 +1,16 @@
 """Reads of tasks, head versions, history and imports, scoped to the user's teams."""
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from collections.abc import Iterable
 
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connections
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Collate
+
+from backbones.models import BackboneVersion
 from core.errors import ConflictError, NotFoundError
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport, Task
+from teams.models import Team
 from teams.selectors import scoped_to_member, team_object_get
 
 
@@ -33,8 +39,45 @@ def head_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySe
     return queryset.order_by("task__slug", "-version")
 
 
+def head_versions_by_id(*, ids: Iterable[int], team: Team | None = None, lock: bool = False) -> QuerySet[HeadVersion]:
+    """Return the head versions with these ids, with their tasks; only `team`'s when given.
+
+    Not scoped to a user: for services that checked the user's team already, and the admin.
+    With ``lock`` (inside a transaction) the head version rows are locked until it ends.
+    """
+    queryset = HeadVersion.objects.filter(pk__in=list(ids)).select_related("task")
+    if team is not None:
+        queryset = queryset.filter(task__team=team)
+    return queryset.select_for_update(of=("self",)) if lock else queryset
+
+
+def head_approved_list(*, backbone: BackboneVersion) -> QuerySet[HeadVersion]:
+    """Return the approved head versions on `backbone`, with their tasks (any order)."""
+    return HeadVersion.objects.filter(backbone=backbone, status=HeadVersion.Status.APPROVED).select_related("task")
+
+
+# --- The rules an assembly is built by: one place each --------------------------------------
+
+
+def heads_in_task_order(heads: QuerySet[HeadVersion] | Iterable[HeadVersion]):
+    """Order head versions as an assembly numbers its tasks (task_id = index): by task slug, then version.
+
+    Slugs compare by code point (they are lowercase ASCII). A QuerySet is ordered in SQL (a
+    binary collation: PostgreSQL's default language collation skips hyphens) and returned as a
+    QuerySet, so pages and slices stay in the database; anything else is sorted into a list.
+    """
+    if isinstance(heads, QuerySet):
+        collation = "C" if connections[heads.db].vendor == "postgresql" else "BINARY"
+        return heads.order_by(Collate("task__slug", collation), "version")
+    return sorted(heads, key=lambda head: (head.task.slug, head.version))
+
+
 def head_is_latest_approved() -> Exists:
-    """A condition on head versions: no newer approved version of the same task is on the same backbone."""
+    """A condition on head versions: no newer approved version of the same task is on the same backbone.
+
+    The one definition of "the latest approved version of each task", the default choice of heads
+    of an assembly: head_latest_approved_list filters by it, head_mark_latest_approved marks by it.
+    """
     newer = HeadVersion.objects.filter(
         task=OuterRef("task"),
         backbone=OuterRef("backbone"),
@@ -47,10 +90,14 @@ def head_is_latest_approved() -> Exists:
 def head_latest_approved_list(*, heads: QuerySet[HeadVersion]) -> QuerySet[HeadVersion]:
     """Narrow approved `heads` (one backbone) to the latest version of each task, in SQL.
 
-    The same choice as assemblies.services.latest_approved_heads, as a QuerySet: pages, counts and
-    sums over 10,000 tasks stay in the database.
+    Pages, counts and sums over 10,000 tasks stay in the database.
     """
     return heads.filter(head_is_latest_approved())
+
+
+def head_mark_latest_approved(*, heads: QuerySet[HeadVersion]) -> QuerySet[HeadVersion]:
+    """Annotate `heads` with ``is_latest_approved`` (same query): pages that list every version and tick the latest."""
+    return heads.annotate(is_latest_approved=head_is_latest_approved())
 
 
 def head_get(*, user: AbstractBaseUser, pk) -> HeadVersion:

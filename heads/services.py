@@ -1,32 +1,28 @@
-"""Writes for heads: uploads, the review workflow, comments and imports.
+"""Writes for heads: versions, uploads, carries, the review workflow, comments, packed weights.
 
-Model files are only opened by workers (validation.py, importing.py); these services store
-the upload, create rows and queue the work.
+Model files are only opened by workers (heads.work); these services store the upload, create
+rows and queue the work. Import requests (K full models at once) are written by heads.imports.
 """
 
 import json
 import os
 import re
-from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from artifacts.models import Blob
-from artifacts.selectors import upload_list_for_team
-from artifacts.services import blob_store_path, blob_store_uploaded_file
+from artifacts.services import blob_discard_stored, blob_store_uploaded_file
 from backbones.models import BackboneVersion
-from backbones.services import check_backbone_name, check_keras_filename
+from backbones.services import check_keras_filename
 from core.errors import ConflictError, PermissionDeniedError, ValidationError
 from core.events import change_check, event_emit
 from core.tracked_work import queue_on_commit
-from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport, ModelImportFile, Task
+from heads.models import HeadComment, HeadEvent, HeadVersion, HeadWeights, Task
 from heads.selectors import Authors, head_version_authors
 from teams.models import Team
 from teams.selectors import membership_get
@@ -335,176 +331,15 @@ def head_comment_add(*, head: HeadVersion, user: AbstractBaseUser, body: str) ->
     return comment
 
 
-# --- Imports ------------------------------------------------------------------------------
-
-# A staged file for an import: (original file name, local path | uploaded file | stored blob).
-ImportSource = tuple[str, Path | UploadedFile | Blob]
+# --- Packed head weights (derived data) ----------------------------------------------------
 
 
-def _invalid(field: str, message: str, *, code: str = "invalid") -> ValidationError:
-    """Return a 400 error whose detail names the request field at fault, as DRF's errors do."""
-    return ValidationError(message, code=code, detail={field: [message]})
+def head_weights_discard(*, sources: list[Blob], packed: Blob) -> None:
+    """Forget the packed weights recorded for the head blobs `sources`, and the damaged `packed` bytes.
 
-
-@contextmanager
-def _errors_name_field(field: str):
-    """Attach `field` to a ValidationError raised inside that does not name a field yet."""
-    try:
-        yield
-    except ValidationError as exc:
-        if exc.detail is None:
-            exc.detail = {field: [exc.message]}
-        raise
-
-
-def _import_tasks(raw) -> list[str] | None:
-    """Return the task slugs given as a list or a JSON list of strings; None when not given."""
-    if raw in (None, ""):
-        return None
-    try:
-        tasks = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
-        tasks = None
-    if not isinstance(tasks, list) or not all(isinstance(slug, str) for slug in tasks):
-        example = '["sentiment", "topic"]'
-        raise _invalid("tasks", f"tasks must be a list of task slugs, one per file, e.g. {example}; got {raw!r}.")
-    return tasks
-
-
-def _import_uploads(*, team: Team, upload_ids: list[int]) -> list[ImportSource]:
-    """Return (filename, blob) of the team's staged uploads, in the order of `upload_ids`.
-
-    Uploads of other teams are reported exactly like ids that do not exist.
+    Packed weights are derived from the head artifacts: an assembly build that finds a packed
+    copy differing from its artifact discards them, and the next build packs them again.
     """
-    counts = Counter(upload_ids)
-    repeated = sorted(upload_id for upload_id, count in counts.items() if count > 1)
-    if repeated:
-        raise _invalid(
-            "uploads",
-            f"Each upload may be listed once; {', '.join(map(str, repeated))} listed more than once. "
-            "List every file's upload id exactly once.",
-        )
-    uploads = {upload.pk: upload for upload in upload_list_for_team(team=team, ids=upload_ids)}
-    missing = [upload_id for upload_id in upload_ids if upload_id not in uploads]
-    if missing:
-        raise _invalid(
-            "uploads",
-            f"Upload{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} not found in team "
-            f"'{team.slug}'. Send each file to POST /api/uploads/ with team={team.slug} and use the ids it returns.",
-            code="upload_not_found",
-        )
-    return [(uploads[upload_id].filename, uploads[upload_id].blob) for upload_id in upload_ids]
-
-
-def _import_blob(source: Path | str | UploadedFile | Blob) -> Blob:
-    """Return the stored blob for one import file, storing it first unless it is staged already."""
-    if isinstance(source, Blob):
-        return source
-    if isinstance(source, (str, Path)):
-        return blob_store_path(path=Path(source)).blob
-    return blob_store_uploaded_file(file=source).blob
-
-
-def import_create(
-    *,
-    team: Team,
-    user: AbstractBaseUser | None,
-    backbone_name: str,
-    feature_layer: str = "",
-    files: list[tuple[str, Path | UploadedFile]] | None = None,
-    upload_ids: list[int] | None = None,
-    tasks: list[str] | str | None = None,
-    branches: bool = False,
-    min_shared_fraction: float = 0.5,
-    queue: bool = True,
-) -> ModelImport:
-    """Record K full-model files and queue their all-or-nothing import.
-
-    Give the files either sent along (`files`) or staged before with POST /api/uploads/
-    (`upload_ids`, which costs no new upload: blobs are keyed by sha256).
-
-    Args:
-        feature_layer: the last layer of the shared backbone; blank lets the worker pick the
-            deepest layer the models share (needs at least two files).
-        files: (filename, uploaded file or local path) pairs.
-        upload_ids: ids of the team's staged uploads, one per file, in file order.
-        tasks: optional list (or JSON list) of task slugs, one per file; else from file names.
-        branches: let models own the top of the backbone as branches (else any backbone
-            difference fails the import).
-        min_shared_fraction: with branches, the least share of the backbone's parameters the
-            trunk every model shares must hold (0..1).
-
-    Returns:
-        The queued ModelImport, with one ModelImportFile per file.
-
-    Example:
-        import_create(team=team, user=user, backbone_name="mobilenet", upload_ids=[4, 5])
-    """
-    if (files is None) == (upload_ids is None):
-        raise TypeError("import_create() takes exactly one of files= or upload_ids=.")
-    if not 0.0 <= min_shared_fraction <= 1.0:
-        raise _invalid(
-            "min_shared_fraction", f"Expected min_shared_fraction between 0 and 1, received {min_shared_fraction}."
-        )
-    field = "files" if files is not None else "uploads"
-    with _errors_name_field("backbone_name"):
-        check_backbone_name(backbone_name)
-    max_layer_chars = ModelImport._meta.get_field("feature_layer").max_length
-    if len(feature_layer) > max_layer_chars:
-        raise _invalid(
-            "feature_layer", f"feature_layer is {len(feature_layer)} characters long; at most {max_layer_chars}."
-        )
-    num_files = len(files if files is not None else upload_ids)
-    if num_files == 0:
-        what = "file" if files is not None else "upload id (from POST /api/uploads/)"
-        raise _invalid(field, f"Expected at least one {what} in '{field}', received none.")
-    max_files = settings.DATA_UPLOAD_MAX_NUMBER_FILES
-    if max_files is not None and num_files > max_files:
-        raise _invalid(
-            field,
-            f"An import takes at most {max_files} files, received {num_files}. Split them into several "
-            "imports with the same backbone_name (the shared backbone is stored once), or raise "
-            "MODELHUB_MAX_FILES_PER_REQUEST.",
-        )
-    sources: list[ImportSource] = files if files is not None else _import_uploads(team=team, upload_ids=upload_ids)
-    if num_files == 1 and not feature_layer:
-        raise _invalid(
-            "feature_layer",
-            "feature_layer is required when importing a single model: with one file there is no second "
-            "model to find the shared backbone layers from. Name the last layer of the backbone, e.g. "
-            "'features'.",
-        )
-    slugs = _import_tasks(tasks)
-    if slugs is None:
-        slugs = [task_slug_from_filename(name) for name, _ in sources]
-        slug_field = field
-    elif len(slugs) != num_files:
-        raise _invalid("tasks", f"'tasks' has {len(slugs)} entries but {num_files} files were sent; give one per file.")
-    else:
-        slug_field = "tasks"
-    for (name, _), slug in zip(sources, slugs, strict=True):
-        with _errors_name_field(field):
-            check_keras_filename(name)
-        with _errors_name_field(slug_field):
-            check_task_slug(slug)
-    if len(set(slugs)) != len(slugs):
-        raise _invalid(slug_field, f"Each file needs its own task; duplicated task slugs in {slugs}.")
-    blobs = [_import_blob(source) for _, source in sources]
     with transaction.atomic():
-        model_import = ModelImport(
-            team=team,
-            backbone_name=backbone_name,
-            feature_layer=feature_layer,
-            branches=branches,
-            min_shared_fraction=min_shared_fraction,
-            created_by=user,
-        )
-        model_import.full_clean()
-        model_import.save()
-        for position, ((name, _), slug, blob) in enumerate(zip(sources, slugs, blobs, strict=True)):
-            ModelImportFile.objects.create(
-                model_import=model_import, position=position, filename=os.path.basename(name), task_slug=slug, blob=blob
-            )
-        if queue:
-            queue_on_commit("heads.run_import", model_import.pk)
-    return model_import
+        HeadWeights.objects.filter(Q(source__in=sources) | Q(packed=packed)).delete()
+    blob_discard_stored(blob=packed)

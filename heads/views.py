@@ -15,10 +15,10 @@ from django.views.decorators.http import require_POST
 from backbones.models import BackboneVersion
 from backbones.selectors import backbone_list
 from core.errors import ApplicationError
-from dashboard.context_processors import current_membership
-from dashboard.shortcuts import object_or_404, paginate, parse_id, query_without_page
+from dashboard.kit import object_or_404, paginate, parse_id, query_without_page, team_required
 from heads.compare import card_diff, head_compare, task_metric_charts
 from heads.forms import MAX_TASK_CHOICES, HeadFilterForm, HeadUploadForm, ImportForm
+from heads.imports import import_create
 from heads.models import HeadVersion, ModelImport
 from heads.selectors import (
     head_comment_list,
@@ -32,7 +32,7 @@ from heads.selectors import (
     review_queue,
     task_list,
 )
-from heads.services import TRANSITIONS, head_comment_add, head_transition, head_upload, import_create
+from heads.services import TRANSITIONS, head_comment_add, head_transition, head_upload
 from teams.models import Membership
 from teams.selectors import membership_get
 
@@ -44,11 +44,8 @@ ACTION_DONE = {
 }
 
 
-@login_required
-def head_list_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def head_list_view(request, membership):
     team_slug = membership.team.slug
     filter_form = HeadFilterForm(
         request.GET,
@@ -163,11 +160,8 @@ def head_comment_view(request, pk: int):
     return redirect(reverse("heads:detail", args=[pk]) + "#comments")
 
 
-@login_required
-def head_upload_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def head_upload_view(request, membership):
     backbones = backbone_list(
         user=request.user, filters={"team": membership.team.slug, "status": BackboneVersion.Status.READY}
     )
@@ -190,11 +184,8 @@ def head_upload_view(request):
     )
 
 
-@login_required
-def import_create_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def import_create_view(request, membership):
     # Without JavaScript the form posts all files here at once; with it, static/js/import_upload.js
     # sends them one by one to POST /api/uploads/ and creates the import with POST /api/imports/.
     form = ImportForm(request.POST or None, request.FILES or None)
@@ -234,11 +225,8 @@ def import_detail_view(request, pk: int):
     )
 
 
-@login_required
-def review_queue_view(request):
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
+@team_required
+def review_queue_view(request, membership):
     page = paginate(request, review_queue(user=request.user, team_slug=membership.team.slug))
     return render(request, "heads/review_queue.html", {"page": page, "membership": membership})
 
@@ -274,12 +262,9 @@ def head_compare_view(request):
     )
 
 
-@login_required
-def task_metrics_view(request, slug: str):
+@team_required
+def task_metrics_view(request, membership, slug: str):
     """The metrics of every version of a task of the current team, one chart per metric."""
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
     versions = list(head_list(user=request.user, filters={"team": membership.team.slug, "task": slug}))
     if not versions:
         raise Http404(f"Task '{slug}' has no head versions in team '{membership.team.slug}'.")

@@ -5,67 +5,29 @@ Two runtime shapes (see README "Configuration"):
   artifacts on the filesystem, Celery over kombu's filesystem transport);
 - full stack: DATABASE_URL or PG* (PostgreSQL), CELERY_BROKER_URL (Redis) and
   MODELHUB_S3_* (an S3-compatible bucket through django-storages).
+
+Every value is read through modelhub/settings_env.py (typed, with errors that name the variable).
 """
 
-import ipaddress
-import os
-import re
 import secrets
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from modelhub.settings_env import (
+    caches_from_env,
+    database_from_env,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    throttle_rate,
+    trusted_proxies,
+)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_str(name: str, default: str = "") -> str:
-    """Return the environment variable `name`, or `default` when unset or empty."""
-    value = os.environ.get(name, "")
-    return value if value != "" else default
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    """Return an environment flag; accepts 1/0, true/false, yes/no, on/off."""
-    raw = env_str(name)
-    if raw == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}.")
-
-
-def env_int(name: str, default: int) -> int:
-    """Return an integer environment variable, or `default` when unset."""
-    raw = env_str(name)
-    if raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}.") from None
-
-
-def env_float(name: str, default: float) -> float:
-    """Return a number environment variable, or `default` when unset."""
-    raw = env_str(name)
-    if raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}.") from None
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    """Return a comma-separated environment variable as a list."""
-    raw = env_str(name)
-    return [item.strip() for item in raw.split(",") if item.strip()] if raw else default
-
 
 MODELHUB_HOME = Path(env_str("MODELHUB_HOME", str(BASE_DIR / "var"))).resolve()
 MODELHUB_HOME.mkdir(parents=True, exist_ok=True)
@@ -188,39 +150,7 @@ TEMPLATES = [
 # --- Database -----------------------------------------------------------------------------
 
 
-def _database() -> dict:
-    """PostgreSQL from DATABASE_URL or PG* variables; SQLite (WAL) under MODELHUB_HOME else."""
-    url = env_str("DATABASE_URL")
-    if url:
-        import dj_database_url
-
-        config = dj_database_url.parse(url, conn_max_age=60)
-    elif env_str("PGHOST") or env_str("PGDATABASE"):
-        config = {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": env_str("PGDATABASE", "modelhub"),
-            "USER": env_str("PGUSER", "postgres"),
-            "PASSWORD": env_str("PGPASSWORD"),
-            "HOST": env_str("PGHOST", "127.0.0.1"),
-            "PORT": env_str("PGPORT", "5432"),
-            "CONN_MAX_AGE": 60,
-        }
-    else:
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": MODELHUB_HOME / "db.sqlite3",
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
-        }
-    config.setdefault("OPTIONS", {})["connect_timeout"] = env_int("MODELHUB_DB_CONNECT_TIMEOUT", 5)
-    config["CONN_HEALTH_CHECKS"] = True
-    return config
-
-
-DATABASES = {"default": _database()}
+DATABASES = {"default": database_from_env(home=MODELHUB_HOME)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -287,14 +217,14 @@ MODELHUB_MAX_MODEL_WEIGHT_ARRAYS = env_int("MODELHUB_MAX_MODEL_WEIGHT_ARRAYS", 1
 MODELHUB_MAX_MODEL_DECLARED_BYTES = env_int("MODELHUB_MAX_MODEL_DECLARED_BYTES", 8 * 1024**3)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MODELHUB_MAX_FILES_PER_REQUEST", 500)
 # Dataset limits, checked from file headers before a worker decodes or allocates anything
-# (training/datasets.py): decoded array bytes, pixels per image and in all, zip members and
-# unpacked size. Over-limit datasets are rejected with a message naming the setting.
+# (training/work/dataset_zips.py, image_zips.py): decoded array bytes, pixels per image and in
+# all, zip members and unpacked size. Over-limit datasets are rejected with a message naming the setting.
 MODELHUB_DATASET_MAX_BYTES_IN_MEMORY = env_int("MODELHUB_DATASET_MAX_BYTES_IN_MEMORY", 2 * 1024**3)
 MODELHUB_DATASET_MAX_IMAGE_PIXELS = env_int("MODELHUB_DATASET_MAX_IMAGE_PIXELS", 40_000_000)
 MODELHUB_DATASET_MAX_TOTAL_PIXELS = env_int("MODELHUB_DATASET_MAX_TOTAL_PIXELS", 2_000_000_000)
 MODELHUB_DATASET_MAX_FILES = env_int("MODELHUB_DATASET_MAX_FILES", 200_000)
 MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES = env_int("MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES", 8 * 1024**3)
-# Bounds of training job parameters (training/specs.py): a job asking for more is refused with
+# Bounds of training job parameters (training/specs/jobs.py): a job asking for more is refused with
 # 400 naming the field and the setting. They cap what one job can make a worker allocate or run.
 MODELHUB_MAX_EPOCHS = env_int("MODELHUB_MAX_EPOCHS", 1000)
 MODELHUB_MAX_BATCH_SIZE = env_int("MODELHUB_MAX_BATCH_SIZE", 65536)
@@ -321,24 +251,9 @@ THROTTLE_DEFAULT_RATES = {
     "jobs": "30/min",  # POST /api/jobs/, /api/jobs/{id}/retry/
     "assemblies": "20/min",  # POST /api/assemblies/
 }
-THROTTLE_RATE_PATTERN = r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$"
 
 
-def _throttle_rate(scope: str, default: str) -> str | None:
-    """Return MODELHUB_THROTTLE_<SCOPE> (checked), ``default`` when unset, None for "0" or "off"."""
-    name = f"MODELHUB_THROTTLE_{scope.upper()}"
-    raw = env_str(name, default).strip().lower().replace(" ", "")
-    if raw in {"0", "off", "none"} or raw.startswith("0/"):
-        return None
-    if not re.match(THROTTLE_RATE_PATTERN, raw):
-        raise ImproperlyConfigured(
-            f"{name} must be a rate such as '30/min' (requests per s, min, hour or day), or 0 / off for no "
-            f"limit; got {raw!r}."
-        )
-    return raw
-
-
-MODELHUB_THROTTLE_RATES = {scope: _throttle_rate(scope, rate) for scope, rate in THROTTLE_DEFAULT_RATES.items()}
+MODELHUB_THROTTLE_RATES = {scope: throttle_rate(scope, rate) for scope, rate in THROTTLE_DEFAULT_RATES.items()}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -456,51 +371,7 @@ CELERY_TASK_ALWAYS_EAGER = False
 # --- Cache and login throttling -------------------------------------------------------------
 
 
-def _caches() -> dict:
-    """Django's cache, shared by every web process (it holds the failed-login counters).
-
-    Redis on the broker's server with the next db number when the broker is Redis; else files
-    under MODELHUB_HOME (the embedded default runs several gunicorn workers: no per-process cache).
-    """
-    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-        parts = urlsplit(CELERY_BROKER_URL)
-        try:
-            broker_db = int(parts.path.strip("/") or 0)
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"CELERY_BROKER_URL must end in a Redis db number (e.g. redis://host:6379/0), got {parts.path!r}."
-            ) from None
-        return {
-            "default": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": urlunsplit(parts._replace(path=f"/{(broker_db + 1) % 16}")),
-                "KEY_PREFIX": "modelhub",
-                "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
-            }
-        }
-    return {
-        "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(MODELHUB_HOME / "cache" / "django"),
-            "OPTIONS": {"MAX_ENTRIES": 10000},
-        }
-    }
-
-
-def _trusted_proxies() -> list[str]:
-    """Return MODELHUB_TRUSTED_PROXIES, each checked to be an IP address or network."""
-    proxies = env_list("MODELHUB_TRUSTED_PROXIES", [])
-    for proxy in proxies:
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"MODELHUB_TRUSTED_PROXIES must list IP addresses or networks (e.g. 172.16.0.0/12), got {proxy!r}."
-            ) from None
-    return proxies
-
-
-CACHES = _caches()
+CACHES = caches_from_env(broker_url=CELERY_BROKER_URL, home=MODELHUB_HOME)
 # Failed logins and token exchanges (POST /api/auth/token/, /login/, /admin/login/) allowed per
 # username and per client address in one minute; then 429 with Retry-After until the minute ends,
 # even with the right password (teams/login_throttle.py). 0 turns it off.
@@ -508,7 +379,7 @@ MODELHUB_LOGIN_FAILURES_PER_MINUTE = env_int("MODELHUB_LOGIN_FAILURES_PER_MINUTE
 # The client address is REMOTE_ADDR. Behind a reverse proxy (nginx in docker-compose) that is the
 # proxy's: list the proxies' addresses or networks here, and for requests from them the client is
 # the right-most X-Forwarded-For entry that is not a proxy. X-Forwarded-For is read from nowhere else.
-MODELHUB_TRUSTED_PROXIES = _trusted_proxies()
+MODELHUB_TRUSTED_PROXIES = trusted_proxies()
 # Tokens made by POST /api/auth/token/ (username + password) expire after this many days; 0: never.
 MODELHUB_EXCHANGED_TOKEN_DAYS = env_int("MODELHUB_EXCHANGED_TOKEN_DAYS", 30)
 

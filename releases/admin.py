@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 
 from core.admin import AuditedAdmin
 from heads.models import HeadVersion
-from heads.selectors import head_version_authors
+from heads.selectors import head_version_authors, head_versions_by_id
 from releases.models import Alias, AliasMove
 
 
@@ -31,7 +31,7 @@ class AliasAdmin(AuditedAdmin):
         """Refuse pointing the alias at a version that is not approved, or that the admin authored."""
         if obj.head_id is None or obj.head_id == before.get("head_id"):
             return
-        head = HeadVersion.objects.select_related("task").get(pk=obj.head_id)
+        head = head_versions_by_id(ids=[obj.head_id]).get()
         if head.status != HeadVersion.Status.APPROVED:
             raise PermissionDenied(
                 f"Only approved head versions can be aliased; {head.task.slug} v{head.version} is '{head.status}'."

@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.errors import ConflictError, PermissionDeniedError, ValidationError
 from core.events import EVENTS, event_emit
 from heads.models import HeadVersion, Task
-from heads.selectors import head_version_authors
+from heads.selectors import head_version_authors, head_versions_by_id
 from heads.services import check_not_author
 from releases.destinations import destination_check
 from releases.models import Alias, AliasMove, Webhook, WebhookDelivery
@@ -74,7 +74,7 @@ def alias_set(
         message = f"Task '{task_slug}' was not found in team '{team.slug}'. Aliases name a task that has heads."
         raise ValidationError(message, detail={"task": [message]}, code="task_not_found")
     with transaction.atomic():
-        head = HeadVersion.objects.select_for_update().filter(pk=head_id, task__team=team).first()
+        head = head_versions_by_id(ids=[head_id], team=team, lock=True).first()
         if head is None:
             message = f"Head version {head_id} was not found in team '{team.slug}'."
             raise ValidationError(message, detail={"head": [message]}, code="head_not_found")

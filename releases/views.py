@@ -10,8 +10,7 @@ from django.views.decorators.http import require_POST
 
 from core.errors import ApplicationError
 from core.events import EVENTS
-from dashboard.context_processors import current_membership
-from dashboard.shortcuts import object_or_404, paginate
+from dashboard.kit import object_or_404, paginate, team_required
 from heads.selectors import head_get
 from releases.selectors import (
     alias_get,
@@ -52,12 +51,9 @@ def alias_move_view(request, pk: int):
     return redirect("heads:detail", pk=head.pk)
 
 
-@login_required
-def task_aliases_view(request, slug: str):
+@team_required
+def task_aliases_view(request, membership, slug: str):
     """A task's current aliases and the history of every alias of it."""
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
     task = membership.team.tasks.filter(slug=slug).first()
     if task is None:
         raise Http404(f"Task '{slug}' was not found in team '{membership.team.slug}'.")
@@ -86,12 +82,9 @@ def alias_delete_view(request, pk: int):
     return redirect("releases:task_aliases", slug=alias.task.slug)
 
 
-@login_required
-def webhooks_view(request):
+@team_required
+def webhooks_view(request, membership):
     """The team's webhooks (reviewers and admins): list and create; the secret is shown once."""
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "dashboard/no_team.html")
     context = {"membership": membership, "events": EVENTS, "webhooks": [], "created": None}
     if request.method == "POST":
         try:

@@ -9,7 +9,8 @@ Two of our rules need more than the stock contract types give:
   means exactly this: a view may import TensorFlow inside a function that only a worker calls.
 - ``app_interfaces``: apps import each other only through a few public modules (services,
   selectors, models). A new private module is covered the day it is added, with no list to
-  update.
+  update. With ``importers``, the same rule for a package that others use (the dashboard web
+  kit: apps import dashboard only through dashboard.kit).
 """
 
 from __future__ import annotations
@@ -103,10 +104,12 @@ class AppInterfacesContract(Contract):
         apps: the app packages (e.g. ``heads``, ``backbones``).
         public: submodule names every app offers to the others (e.g. ``services``).
         also_public: further modules that are part of an app's interface, each named in full.
+        importers: optional; the packages whose imports into ``apps`` are checked (default: the
+            apps themselves, each checked against the others).
 
-    Every direct import (at any depth, inside functions too) from a module of one app into a
-    module of another app must land on that app's package, a public submodule, or something
-    inside one.
+    Every direct import (at any depth, inside functions too) from a module of one app (or of an
+    importer) into a module of another app must land on that app's package, a public submodule,
+    or something inside one.
     """
 
     type_name = "app_interfaces"
@@ -114,6 +117,7 @@ class AppInterfacesContract(Contract):
     apps = fields.ListField(subfield=fields.StringField())
     public = fields.ListField(subfield=fields.StringField())
     also_public = fields.ListField(subfield=fields.StringField(), required=False, default=[])
+    importers = fields.ListField(subfield=fields.StringField(), required=False, default=[])
 
     def _app_of(self, module: str) -> str | None:
         matches = [app for app in self.apps if module == app or module.startswith(f"{app}.")]
@@ -130,7 +134,10 @@ class AppInterfacesContract(Contract):
         invalid = []
         for importer in sorted(graph.modules):
             importer_app = self._app_of(importer)
-            if importer_app is None:
+            if self.importers:
+                if not any(importer == name or importer.startswith(f"{name}.") for name in self.importers):
+                    continue
+            elif importer_app is None:
                 continue
             for imported in sorted(graph.find_modules_directly_imported_by(importer)):
                 imported_app = self._app_of(imported)
@@ -152,7 +159,9 @@ class AppInterfacesContract(Contract):
             lines = ", ".join(f"l.{number}" for number in entry["line_numbers"])
             output.print_error(f"-   {entry['importer']} -> {entry['imported']} ({lines})", bold=False)
         output.new_line()
+        also = f" (or {', '.join(self.also_public)})" if self.also_public else ""
         output.print(
-            f"Import another app through its {public} (or {', '.join(self.also_public)}); move the function "
+            f"Import {', '.join(self.apps) if self.importers else 'another app'} only through its {public}{also}; "
+            "move the function "
             "you need there, or into this app."
         )

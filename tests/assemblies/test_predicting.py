@@ -4,11 +4,11 @@ and an old single-"input" manifest."""
 
 import pytest
 
+from assemblies.inputs import coerce_inputs, manifest_inputs
 from assemblies.models import Prediction
-from assemblies.predicting import coerce_inputs, manifest_inputs
 from core.errors import ValidationError
 from heads.models import HeadVersion
-from tests.assemblies.manifests import TEXT_INPUT, TWO_INPUTS, fake_worker, with_inputs
+from tests.assemblies.manifests import TEXT_INPUT, TWO_INPUTS, as_old_single_input, fake_worker, with_inputs
 from tests.view_helpers import assembly_row, backbone_row, head_row
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +34,7 @@ def assemblies(author):
     built = {}
     for kind, inputs in MANIFESTS.items():
         assembly = assembly_row(author.user, backbone, chosen[kind])
-        built[kind] = with_inputs(assembly, inputs) if inputs else assembly
+        built[kind] = with_inputs(assembly, inputs) if inputs else as_old_single_input(assembly)
     return built
 
 

@@ -19,7 +19,7 @@ from assemblies import views as assembly_views
 from backbones.models import BackboneVersion
 from backbones.selectors import branch_points_cache_key, branch_points_pending_key
 from backbones.services import backbone_version_create
-from backbones.validation import backbone_branch_points_describe
+from backbones.work.validation import backbone_branch_points_describe
 from heads.models import HeadVersion
 from teams.models import Team
 from tests.conftest import wait_until

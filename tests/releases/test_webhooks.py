@@ -191,8 +191,8 @@ def test_a_host_name_resolving_to_a_private_address_is_refused(api_client_for, s
 
 def test_delivery_checks_the_destination_again(api_client_for, settings, receiver):
     """A destination allowed when registered but not when delivering is refused by the worker, without retries."""
-    from releases.work import webhook_deliver
     from releases.models import WebhookDelivery
+    from releases.work import webhook_deliver
 
     settings.MODELHUB_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.MODELHUB_WEBHOOK_QUEUE = "nobody-consumes-this"
@@ -241,8 +241,8 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline(set
     import threading
     import time
 
-    from releases.work import _post
     from releases.destinations import Destination
+    from releases.work import _post
 
     settings.MODELHUB_WEBHOOK_TIMEOUT_SECONDS = 1.0
     listener = socket.socket()

@@ -20,8 +20,9 @@ from rest_framework.test import APIClient
 
 from backbones.models import BackboneVersion
 from core.models import AuditEvent
+from heads.imports import import_create
 from heads.models import HeadEvent, HeadVersion, ModelImport
-from heads.services import head_transition, import_create
+from heads.services import head_transition
 from releases.models import Alias, AliasMove
 from releases.services import alias_set
 from tests import model_factory as mf
@@ -106,7 +107,7 @@ def tiny_backbone(user, tmp_path, seed: int = 0) -> BackboneVersion:
 
 
 def run_job(user, kind: str, **params) -> Job:
-    from training.runners import job_run
+    from training.work.jobs import job_run
 
     job = job_create(team=user.memberships.get().team, user=user, spec=job_spec_parse(kind, params))
     assert job.status == Job.Status.QUEUED, job.error
@@ -126,7 +127,7 @@ def stored_job(user, kind: str, params: dict, *, retried_by=None, retry_of=None)
 
 
 def report_for(job: Job, parent: BackboneVersion, heads: list[HeadVersion]) -> ForgettingReport:
-    """The report a fine_tune or trained grow_backbone runner stores (training.runners.forgetting rows)."""
+    """The report a fine_tune or trained grow_backbone runner stores (training.work.forgetting rows)."""
     child = backbone_row(job.created_by, parent=parent)
     rows = [
         {"head_version": h.pk, "task": h.task.slug, "metric": "accuracy", "before": 0.9, "after": 0.8, "delta": -0.1}
@@ -272,7 +273,7 @@ def path_retry(crew, tmp_path) -> Case:
 
 def path_import(crew, tmp_path) -> Case:
     """Heads an import registers are its requester's: alice may not approve what she imported."""
-    from heads.importing import import_run
+    from heads.work.importing import import_run
 
     backbone = mf.make_backbone(seed=0)
     path = mf.save(mf.make_full_model(backbone, name="imported"), tmp_path / "imported.keras")

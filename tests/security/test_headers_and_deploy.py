@@ -47,7 +47,7 @@ def test_pages_run_in_chromium_without_csp_violations(logged_in_page, live_serve
         violations = [f"{path}: {text}" if not text.startswith("/") else text for text in violations]
     assert violations == []
     page.goto(f"{live_server.url}/api/docs/")
-    page.wait_for_selector(".swagger-ui .info", timeout=15000)  # the split view's script ran
+    page.wait_for_selector(".swagger-ui .info")  # the split view's script ran (the suite's action timeout)
 
 
 def _manage(args, **env):

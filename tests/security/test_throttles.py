@@ -154,17 +154,17 @@ def test_a_cache_that_is_down_lets_requests_through(settings, api_client_for, mo
 def test_a_bad_rate_in_the_environment_is_refused_at_startup(monkeypatch):
     from django.core.exceptions import ImproperlyConfigured
 
-    from modelhub.settings import _throttle_rate
+    from modelhub.settings_env import throttle_rate
 
     monkeypatch.setenv("MODELHUB_THROTTLE_COMPARE", "thirty a minute")
     with pytest.raises(ImproperlyConfigured, match="MODELHUB_THROTTLE_COMPARE must be a rate such as '30/min'"):
-        _throttle_rate("compare", "30/min")
+        throttle_rate("compare", "30/min")
     monkeypatch.setenv("MODELHUB_THROTTLE_COMPARE", "off")
-    assert _throttle_rate("compare", "30/min") is None
+    assert throttle_rate("compare", "30/min") is None
     monkeypatch.setenv("MODELHUB_THROTTLE_COMPARE", "100/hour")
-    assert _throttle_rate("compare", "30/min") == "100/hour"
+    assert throttle_rate("compare", "30/min") == "100/hour"
     monkeypatch.delenv("MODELHUB_THROTTLE_COMPARE")
-    assert _throttle_rate("compare", "30/min") == "30/min"
+    assert throttle_rate("compare", "30/min") == "30/min"
 
 
 def test_the_defaults_stop_a_loop_of_compares(settings):

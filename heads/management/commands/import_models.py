@@ -7,8 +7,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import ApplicationError
-from heads.importing import import_run
-from heads.services import import_create
+from heads.imports import import_create
+from heads.work.importing import import_run
 from teams.services import team_get_or_create
 
 

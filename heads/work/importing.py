@@ -12,13 +12,13 @@ from pathlib import Path
 from django.db import transaction
 
 from artifacts.services import blob_fetch_verified
-from backbones.loading import check_model_file
 from backbones.models import BackboneVersion
 from backbones.services import backbone_version_create
+from backbones.work.loading import check_model_file
 from core.tracked_work import row_finish, run_tracked, work_heartbeat
-from heads.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 from heads.models import HeadEvent, HeadVersion, ModelImport
 from heads.services import head_version_create, task_get_or_create
+from heads.work.model_files import head_output_width, save_head_as_blob, save_model_as_blob
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def import_run(*, import_id: int) -> ModelImport | None:
 
 
 def _run(model_import: ModelImport) -> None:
-    from modelhub.ml.errors import MLError
+    from modelhub.ml.errors import FamilySplitError, MLError
     from modelhub.ml.inspect import inspect_model, weights_fingerprint
-    from modelhub.ml.split import FamilySplitError, ModelSource, split_family
+    from modelhub.ml.split.family import ModelSource, split_family
 
     files = list(model_import.files.select_related("blob").order_by("position"))
     report = [{"filename": f.filename, "task": f.task_slug, "sha256": f.blob.sha256, "ok": False} for f in files]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from django.db import transaction
 
-from backbones.loading import fetch_blob_to, load_backbone, load_model_file
+from backbones.work.loading import fetch_blob_to, load_backbone, load_model_file
 from core.tracked_work import row_finish, run_tracked
-from heads.model_files import head_output_width, head_weights_record, save_head_as_blob
 from heads.models import HeadEvent, HeadVersion
+from heads.work.model_files import head_output_width, head_weights_record, save_head_as_blob
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ def head_validate(*, head_id: int) -> HeadVersion | None:
 
 def _validate(head: HeadVersion) -> None:
     from modelhub.ml.errors import FeatureShapeMismatchError, MLError
-    from modelhub.ml.inspect import inspect_model
-    from modelhub.ml.split import check_close, check_head_compatible, probe_inputs_for, split_full_model
+    from modelhub.ml.inspect import check_head_compatible, inspect_model
+    from modelhub.ml.probes import check_close, probe_inputs_for
+    from modelhub.ml.split.single import split_full_model
 
     backbone_version = head.backbone
     updates: dict = {}

@@ -1,45 +1,22 @@
-"""Trial predictions on an assembly: validated in the web process, computed by a worker.
+"""An assembly's inputs, as its manifest lists them, and the checks of a trial prediction's values.
 
-The web side only checks input names, shapes and dtypes with NumPy against the manifest; the
-worker loads the verified SavedModel (cached per sha256) with plain TensorFlow and calls its
-serving_default signature with every backbone input by its serving name, plus task_id.
-
-A web request waits for the answer only a bounded time (``wait`` seconds, see
-prediction_wait); after that the prediction is polled by id, so slow predictions never hold
-web threads for long.
+The web side checks input names, shapes and dtypes with NumPy against the manifest (no
+TensorFlow); assemblies.services stores and queues the prediction, and assemblies.work.predicting
+(a worker) calls the SavedModel with every backbone input by its serving name, plus task_id.
 """
 
 import json
-import shutil
-import tempfile
-import time
-import zipfile
-from pathlib import Path
 
 import numpy as np
-from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
 
-from artifacts.services import blob_fetch_verified
-from assemblies.models import Assembly, Prediction
-from core.errors import ConflictError, ValidationError
-from core.tracked_work import queue_on_commit, row_finish, run_tracked
+from assemblies.models import Assembly
+from core.errors import ValidationError
 
 MAX_ROWS = 256
 SINGLE_INPUT_NAME = "inputs"
 TASK_ID_NAME = "task_id"
 EXAMPLE_TEXTS = ("a great movie", "not good at all")
 MAX_HINT_VALUES = 16
-
-
-# POST /api/assemblies/{id}/predict/ waits this long for the answer unless asked otherwise ("wait"),
-# at most MAX_WAIT_SECONDS (and never longer than the MODELHUB_PREDICT_MAX_WAIT setting), then answers 202.
-DEFAULT_WAIT_SECONDS = 5.0
-MAX_WAIT_SECONDS = 30.0
-FIRST_POLL_SECONDS = 0.05
-MAX_POLL_SECONDS = 0.5
-FINISHED_STATUSES = (Prediction.Status.SUCCEEDED, Prediction.Status.FAILED)
 
 
 def manifest_inputs(manifest: dict) -> list[dict]:
@@ -338,104 +315,3 @@ def _numeric_array(value, spec: dict, *, label: str) -> np.ndarray:
             f"{label} contains NaN or infinity (or a number too large for {dtype}). Send finite numbers."
         )
     return array
-
-
-def prediction_create(
-    *, assembly: Assembly, user: AbstractBaseUser, task: str | None, task_id: int | None, inputs
-) -> Prediction:
-    """Check the inputs against the manifest, store a queued prediction and queue it for a worker."""
-    if assembly.status != Assembly.Status.READY:
-        raise ConflictError(f"Assembly {assembly.pk} is '{assembly.status}'; predictions need a ready assembly.")
-    entry = resolve_task(assembly, task=task, task_id=task_id)
-    rows = coerce_inputs(assembly, inputs)
-    with transaction.atomic():
-        prediction = Prediction.objects.create(
-            assembly=assembly, task_id=entry["task_id"], inputs=rows, created_by=user
-        )
-        queue_on_commit("assemblies.predict", prediction.pk)
-    return prediction
-
-
-def prediction_is_finished(prediction: Prediction) -> bool:
-    """Return whether a worker has answered (succeeded or failed)."""
-    return prediction.status in FINISHED_STATUSES
-
-
-def prediction_wait(*, prediction: Prediction, seconds: float) -> Prediction:
-    """Wait at most `seconds` (capped by MODELHUB_PREDICT_MAX_WAIT) for a worker to finish the prediction.
-
-    Reads only the row's status, first every 50 ms and then less often (up to every 0.5 s), so
-    that a waiting request costs a few cheap queries a second. Return the row, refreshed once it
-    finished or the time is up; its status may still be queued or running.
-    """
-    seconds = max(0.0, min(float(seconds), float(settings.MODELHUB_PREDICT_MAX_WAIT)))
-    deadline = time.monotonic() + seconds
-    interval = FIRST_POLL_SECONDS
-    while True:
-        status = Prediction.objects.filter(pk=prediction.pk).values_list("status", flat=True).first()
-        left = deadline - time.monotonic()
-        if status in FINISHED_STATUSES or left <= 0:
-            break
-        time.sleep(min(interval, left))
-        interval = min(interval * 2, MAX_POLL_SECONDS)
-    prediction.refresh_from_db()
-    return prediction
-
-
-def prediction_run_and_wait(
-    *, assembly: Assembly, user: AbstractBaseUser, task: str | None, task_id: int | None, inputs, wait: float
-) -> Prediction:
-    """Queue a prediction for a worker and wait at most `wait` seconds for its answer.
-
-    Return the prediction: finished (succeeded or failed) when the worker answered in time, else
-    still queued or running, to be polled (GET /api/assemblies/{id}/predictions/{pid}/).
-    """
-    prediction = prediction_create(assembly=assembly, user=user, task=task, task_id=task_id, inputs=inputs)
-    return prediction_wait(prediction=prediction, seconds=wait)
-
-
-def _saved_model_dir(assembly: Assembly) -> Path:
-    """Return a local, verified, extracted copy of the assembly (cached per sha256)."""
-    cache = Path(settings.MODELHUB_HOME) / "cache" / "assemblies" / assembly.blob.sha256
-    if (cache / "model" / "saved_model.pb").exists():
-        return cache / "model"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
-        archive = blob_fetch_verified(blob=assembly.blob, destination=Path(tmp) / "model.zip")
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(Path(tmp) / "out")
-        shutil.rmtree(cache, ignore_errors=True)
-        (Path(tmp) / "out").rename(cache)
-    return cache / "model"
-
-
-def prediction_compute(*, prediction_id: int) -> None:
-    """Worker side: run the prediction with plain TensorFlow and store outputs on the row."""
-    run_tracked(Prediction, prediction_id, _compute)
-
-
-def _compute(prediction: Prediction) -> None:
-    import tensorflow as tf
-
-    try:
-        assembly = prediction.assembly
-        model = tf.saved_model.load(str(_saved_model_dir(assembly)))
-        specs = manifest_inputs(assembly.manifest)
-        stored = prediction.inputs if isinstance(prediction.inputs, dict) else {SINGLE_INPUT_NAME: prediction.inputs}
-        tensors = {}
-        for spec in specs:
-            dtype = tf.as_dtype(spec["dtype"])
-            values = stored[spec["name"]]
-            tensors[spec["name"]] = (
-                tf.constant(values, tf.string)
-                if dtype == tf.string
-                else tf.constant(np.asarray(values, dtype=dtype.as_numpy_dtype))
-            )
-        num_rows = int(tensors[specs[0]["name"]].shape[0])
-        task_ids = tf.fill([num_rows], tf.constant(prediction.task_id, tf.int32))
-        result = model.signatures["serving_default"](**tensors, task_id=task_ids)
-        width = int(result["output_width"].numpy()[0])
-        outputs = result["outputs"].numpy()[:, :width].tolist()
-        row_finish(prediction, status=Prediction.Status.SUCCEEDED, outputs=outputs)
-    except Exception as exc:
-        row_finish(prediction, status=Prediction.Status.FAILED, error=f"{type(exc).__name__}: {exc}")

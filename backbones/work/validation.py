@@ -6,10 +6,10 @@ import logging
 from django.core.cache import cache
 from django.db import transaction
 
-from backbones.loading import check_model_file, fetch_blob_to, load_backbone_file
 from backbones.models import BackboneVersion
 from backbones.selectors import branch_points_cache_key, branch_points_pending_key
 from backbones.services import backbone_event_data
+from backbones.work.loading import check_model_file, fetch_blob_to, load_backbone_file
 from core.events import event_emit
 from core.tracked_work import row_finish, run_tracked
 

@@ -58,13 +58,13 @@ def fetch_backbone(version: BackboneVersion, directory: Path):
     path = fetch_blob_to(version.blob, Path(directory), f"{version.blob.sha256}.keras")
     if _ends_at_feature_layer(path, layer):
         return load_model_file(path), path
-    from modelhub.ml.split import backbone_from_file
+    from modelhub.ml.keras_file.submodel import backbone_from_file
 
     return backbone_from_file(path, layer), None
 
 
 def _ends_at_feature_layer(path: Path, feature_layer: str | None) -> bool:
-    from modelhub.ml.split import ends_at
+    from modelhub.ml.keras_file.submodel import ends_at
 
     if not feature_layer:
         return True
@@ -74,7 +74,7 @@ def _ends_at_feature_layer(path: Path, feature_layer: str | None) -> bool:
 
 def load_backbone_file(path: Path, feature_layer: str | None):
     """Load a checked backbone file, cut at `feature_layer` unless that is already its output."""
-    from modelhub.ml.split import backbone_from_file
+    from modelhub.ml.keras_file.submodel import backbone_from_file
 
     if _ends_at_feature_layer(path, feature_layer):
         return load_model_file(path)

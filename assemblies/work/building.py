@@ -5,15 +5,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from django.db.models import Q
-
-from artifacts.services import blob_discard_stored, blob_store_path
+from artifacts.services import blob_store_path
 from assemblies.models import Assembly
-from backbones.loading import fetch_backbone, load_model_blob
+from backbones.work.loading import fetch_backbone, load_model_blob
 from core.events import event_emit
 from core.tracked_work import row_finish, run_tracked, work_heartbeat
-from heads.model_files import head_weights_of, head_weights_record, packed_head
-from heads.models import HeadWeights
+from heads.services import head_weights_discard
+from heads.work.model_files import head_weights_of, head_weights_record, packed_head
 
 logger = logging.getLogger(__name__)
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -57,7 +55,9 @@ def assembly_build(*, assembly_id: int) -> None:
 
 
 def _build(assembly: Assembly) -> None:
-    from modelhub.ml.assemble import AssemblyHead, build_assembly, verify_assembly
+    from modelhub.ml.assembly.build import build_assembly
+    from modelhub.ml.assembly.manifest import AssemblyHead
+    from modelhub.ml.assembly.verify import verify_assembly
     from modelhub.ml.errors import MLError
 
     entries = list(
@@ -133,7 +133,7 @@ def _build(assembly: Assembly) -> None:
 
 def _branch_for_assembly(head):
     """The head's branch as the assembly needs it (its Keras model, loaded safely), or None."""
-    from modelhub.ml.trunk_serving import AssemblyBranch
+    from modelhub.ml.assembly.trunk import AssemblyBranch
 
     if head.branch_blob_id is None:
         return None
@@ -208,10 +208,7 @@ def _check_packed_sample(entries: list, heads: list, sample: int = PACKED_SAMPLE
         if not same:
             # Derived data: discard this assembly's packed copies and the damaged bytes; the next
             # build packs them again from the artifacts.
-            HeadWeights.objects.filter(
-                Q(source__in=[entry.head.blob for entry in entries]) | Q(packed=head.blob.head_weights.packed)
-            ).delete()
-            blob_discard_stored(blob=head.blob.head_weights.packed)
+            head_weights_discard(sources=[entry.head.blob for entry in entries], packed=head.blob.head_weights.packed)
             raise AssemblyError(
                 f"The packed weights of head {head.task.slug} v{head.version} do not match its artifact "
                 f"(sha256 {head.blob.sha256[:12]}). The packed copies of this assembly's heads were discarded "
