@@ -110,6 +110,15 @@ def test_wide_batch_takes_grouped_path(assembly, monkeypatch):
         backbone=assembly["backbone"], heads=heads, export_dir=export_dir, backbone_info=assembly["info"]
     )
     assert result["verification"]["max_abs_diff"] <= 1e-5
+    # Not only the build's own figure: every row served by the grouped path against Keras, eager.
+    serving = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    images = image_batch(10, seed=21)
+    task_ids = np.array([4, 0, 2, 2, 1, 3, 0, 4, 1, 3], np.int32)
+    outputs = serving(inputs=tf.constant(images), task_id=tf.constant(task_ids))["outputs"].numpy()
+    for row, task in enumerate(task_ids):
+        expected = _expected(assembly["backbone"], heads[task], images[row : row + 1])[0]
+        np.testing.assert_allclose(outputs[row, : expected.shape[0]], expected, atol=1e-5, rtol=0)
+        assert np.all(outputs[row, expected.shape[0] :] == 0)
 
 
 def test_per_task_signatures_are_opt_in(assembly, tmp_path):
