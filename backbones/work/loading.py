@@ -60,16 +60,25 @@ def fetch_backbone(version: BackboneVersion, directory: Path):
         return load_model_file(path), path
     from modelhub.ml.keras_file.submodel import backbone_from_file
 
-    return backbone_from_file(path, layer), None
+    return backbone_from_file(path, layer, limits=_limits()), None
 
 
 def _ends_at_feature_layer(path: Path, feature_layer: str | None) -> bool:
+    """Whether the file already ends at the feature layer; reads only its zip and config (checked).
+
+    The weights are checked once, by whichever loader reads them next.
+    """
     from modelhub.ml.keras_file.submodel import ends_at
 
     if not feature_layer:
         return True
-    check_model_file(path)
-    return ends_at(path, feature_layer)
+    return ends_at(path, feature_layer, limits=_limits())
+
+
+def _limits():
+    from modelhub.ml.untrusted import Limits
+
+    return Limits.from_kwargs(**model_file_limits())
 
 
 def load_backbone_file(path: Path, feature_layer: str | None):
@@ -78,7 +87,7 @@ def load_backbone_file(path: Path, feature_layer: str | None):
 
     if _ends_at_feature_layer(path, feature_layer):
         return load_model_file(path)
-    return backbone_from_file(path, feature_layer)
+    return backbone_from_file(path, feature_layer, limits=_limits())
 
 
 def check_model_file(path: Path) -> dict:

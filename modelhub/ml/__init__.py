@@ -35,7 +35,6 @@ tests/ml/test_public_api.py imports every name listed here and checks the keywor
 
 ``modelhub.ml.keras_file.graph``  (no TensorFlow)
     parse_config(config) -> FlatGraph                        # FlatGraph.resolve(layer), .ancestors(index)
-    read_config(path) -> dict
 
 ``modelhub.ml.keras_file.archive``  (no TensorFlow)
     KerasArchive(path, *, limits=None)                       # context manager: .graph, .layer_state(key)
@@ -46,8 +45,8 @@ tests/ml/test_public_api.py imports every name listed here and checks the keywor
 
 ``modelhub.ml.keras_file.submodel``
     build_submodel(archive, output, *, start=None, start_name="features", name="model") -> keras.Model
-    backbone_from_file(path, feature_layer, *, name=None) -> keras.Model
-    ends_at(path, feature_layer) -> bool
+    backbone_from_file(path, feature_layer, *, name=None, limits=None) -> keras.Model
+    ends_at(path, feature_layer, *, limits=None) -> bool
 
 ``modelhub.ml.split.single``
     split_full_model(backbone_path, full_path, *, name="head") -> keras.Model

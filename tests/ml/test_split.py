@@ -13,11 +13,12 @@ from modelhub.ml.errors import BackboneMismatchError, FamilySplitError, FeatureS
 from modelhub.ml.inspect import check_head_compatible
 from modelhub.ml.keras_file.align import align
 from modelhub.ml.keras_file.archive import KerasArchive
-from modelhub.ml.keras_file.graph import parse_config, read_config
+from modelhub.ml.keras_file.graph import parse_config
 from modelhub.ml.probes import probe_inputs_for
 from modelhub.ml.safe_load import check_keras_archive
 from modelhub.ml.split.family import ModelSource, split_family
 from modelhub.ml.split.single import split_full_model
+from modelhub.ml.untrusted import read_config
 from tests.ml.conftest import make_backbone
 
 

@@ -17,13 +17,11 @@ Sub-models that are not plain Functional or Sequential models (a keras-hub
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelhub.ml import untrusted
 from modelhub.ml.errors import InvalidModelFileError, LayerNotFoundError
 
 KERAS_TENSOR = "__keras_tensor__"
@@ -444,7 +442,3 @@ def _to_snake_case(name: str) -> str:
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
-
-def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the checked ``config.json`` of a ``.keras`` file (zip and config checks only)."""
-    return untrusted.read_config(path)

@@ -23,8 +23,8 @@ from modelhub.ml.keras_file.graph import (
     TensorRef,
     map_refs,
     parse_config,
-    read_config,
 )
+from modelhub.ml.untrusted import Limits, read_config
 
 
 def build_submodel(
@@ -216,13 +216,14 @@ def _strip_shared_ids(value: Any) -> None:
             _strip_shared_ids(item)
 
 
-def ends_at(path: str | os.PathLike[str], feature_layer: str) -> bool:
+def ends_at(path: str | os.PathLike[str], feature_layer: str, *, limits: Limits | None = None) -> bool:
     """Return whether a model file's single output is ``feature_layer``'s (no cut needed).
 
     Models that are not functional or sequential at the top level (a keras-hub backbone
-    saved alone) answer True when their own name is ``feature_layer``.
+    saved alone) answer True when their own name is ``feature_layer``. Only the zip and the
+    config are read (through the untrusted-file reader, under ``limits``).
     """
-    config = read_config(path)
+    config = read_config(path, limits=limits)
     if config.get("class_name") not in INLINED_CLASSES:
         return (config.get("config") or {}).get("name") == feature_layer
     graph = parse_config(config)
@@ -234,13 +235,18 @@ def ends_at(path: str | os.PathLike[str], feature_layer: str) -> bool:
         return False
 
 
-def backbone_from_file(path: str | os.PathLike[str], feature_layer: str | None, *, name: str | None = None):
+def backbone_from_file(
+    path: str | os.PathLike[str], feature_layer: str | None, *, name: str | None = None, limits: Limits | None = None
+):
     """Return the backbone stored in a file, cut at ``feature_layer`` (any depth) when given.
+
+    The file is opened through the untrusted-file reader under ``limits``; its weights are
+    checked as they are loaded.
 
     Example:
         >>> backbone = backbone_from_file("full.keras", "base/global_average_pooling2d")
     """
-    with KerasArchive(path) as opened:
+    with KerasArchive(path, limits=limits) as opened:
         opened.check_layout()
         if feature_layer is None:
             if len(opened.graph.outputs) != 1:
