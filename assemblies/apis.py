@@ -1,5 +1,5 @@
 """REST endpoints for assemblies: create (or find), list, detail, download the zipped SavedModel,
-and trial predictions (answered in time, or polled by id)."""
+and trial predictions (answered in time, or polled by id). Exports: assemblies.export_apis."""
 
 import math
 
@@ -83,6 +83,9 @@ class AssemblyCreatedOutputSerializer(AssemblyOutputSerializer):
         fields = [*AssemblyOutputSerializer.Meta.fields, "existing"]
 
 
+RUNTIMES = ["onnxruntime", "tensorflow"]
+
+
 class PredictionOutputSerializer(serializers.Serializer):
     """The answer of POST .../predict/ when the worker answered within `wait` seconds (200)."""
 
@@ -96,6 +99,11 @@ class PredictionOutputSerializer(serializers.Serializer):
     labels = serializers.ListField(child=serializers.CharField(), allow_null=True)
     prediction = serializers.IntegerField(help_text="The prediction's id (GET .../predictions/{pid}/ shows it again).")
     status = serializers.ChoiceField(choices=["succeeded"])
+    runtime = serializers.ChoiceField(
+        choices=RUNTIMES,
+        help_text="Which runtime answered: onnxruntime (the assembly's verified ONNX export, quantization none) "
+        "or tensorflow (the SavedModel).",
+    )
 
 
 class PredictionPendingSerializer(serializers.Serializer):
@@ -129,6 +137,9 @@ class PredictionDetailSerializer(serializers.Serializer):
         help_text="When succeeded: the head's outputs, one row of output_width numbers per input row; else null.",
     )
     error = serializers.CharField(allow_null=True, help_text="When failed: what went wrong in the worker; else null.")
+    runtime = serializers.ChoiceField(
+        choices=RUNTIMES, allow_null=True, help_text="When succeeded: which runtime answered; else null."
+    )
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -345,6 +356,7 @@ class AssemblyPredictApi(APIView):
                 "labels": entry["labels"],
                 "prediction": prediction.pk,
                 "status": prediction.status,
+                "runtime": prediction.runtime or "tensorflow",
             }
         )
 
@@ -367,7 +379,9 @@ class AssemblyPredictionDetailApi(APIView):
             "labels": entry["labels"],
             "outputs": prediction.outputs if succeeded else None,
             "error": prediction.error if prediction.status == Prediction.Status.FAILED else None,
+            "runtime": (prediction.runtime or "tensorflow") if succeeded else None,
             "created_at": prediction.created_at,
             "finished_at": prediction.finished_at,
         }
         return Response(PredictionDetailSerializer(body).data)
+

@@ -59,6 +59,57 @@ class AssemblyHead(models.Model):
         return f"{self.assembly_id}:{self.task_id}"
 
 
+class AssemblyExport(TrackedWork):
+    """An assembly converted to another format (ONNX, LiteRT) by a worker, verified task by task.
+
+    One per (assembly, format, quantization): asking again answers with this row, and a failed
+    one is queued again (assemblies.services.assembly_export_create).
+    """
+
+    WAITING = ("queued",)
+    WORKING = ("exporting",)
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        EXPORTING = "exporting", "Exporting"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    class Format(models.TextChoices):
+        ONNX = "onnx", "ONNX"
+        LITERT = "litert", "LiteRT"
+
+    class Quantization(models.TextChoices):
+        NONE = "none", "None (float32)"
+        FLOAT16 = "float16", "float16 weights"
+        DYNAMIC_INT8 = "dynamic_int8", "Dynamic int8"
+
+    assembly = models.ForeignKey(Assembly, on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=16, choices=Format.choices)
+    quantization = models.CharField(max_length=16, choices=Quantization.choices, default=Quantization.NONE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # {"fraction": 0..1, "message": what the worker is doing}, written by the worker as it goes.
+    progress = models.JSONField(default=dict, blank=True)
+    # The verification report of modelhub.ml.export.export_assembly (per task max abs diff, argmax agreement).
+    report = models.JSONField(default=dict, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["assembly", "format", "quantization"], name="unique_assembly_export")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.format} export ({self.quantization}) of assembly {self.assembly_id}"
+
+    @property
+    def file_extension(self) -> str:
+        """Return the exported file's extension: "onnx" or "tflite"."""
+        return "onnx" if self.format == self.Format.ONNX else "tflite"
+
+
 class Prediction(TrackedWork):
     """A trial call of an assembly, run by a worker (dashboard "try it"; not production serving)."""
 
@@ -76,6 +127,8 @@ class Prediction(TrackedWork):
     inputs = models.JSONField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     outputs = models.JSONField(null=True, blank=True)
+    # Which runtime answered: "onnxruntime" (the verified ONNX export) or "tensorflow" (the SavedModel).
+    runtime = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

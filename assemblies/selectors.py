@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
-from assemblies.models import Assembly, AssemblyHead, Prediction
+from assemblies.models import Assembly, AssemblyExport, AssemblyHead, Prediction
 from core.errors import NotFoundError
 from teams.selectors import scoped_to_member, team_object_get
 
@@ -133,3 +133,34 @@ def prediction_get(*, user: AbstractBaseUser, assembly_pk, pk) -> Prediction:
         )
     prediction.assembly = assembly
     return prediction
+
+
+def export_list(*, assembly: Assembly) -> QuerySet[AssemblyExport]:
+    """Return the assembly's exports, newest first."""
+    return AssemblyExport.objects.filter(assembly=assembly).select_related("blob")
+
+
+def export_get(*, user: AbstractBaseUser, assembly_pk, pk) -> AssemblyExport:
+    """Return export `pk` of assembly `assembly_pk` in one of the user's teams, else NotFoundError."""
+    assembly = assembly_get(user=user, pk=assembly_pk)
+    export = export_list(assembly=assembly).filter(pk=pk).first()
+    if export is None:
+        raise NotFoundError(
+            f"Export {pk} was not found on assembly {assembly.pk}. GET /api/assemblies/{assembly.pk}/exports/ "
+            "lists its exports."
+        )
+    export.assembly = assembly
+    return export
+
+
+def export_for_predictions(*, assembly: Assembly) -> AssemblyExport | None:
+    """Return the assembly's ready, verified ONNX export without quantization (the trial predict's fast path)."""
+    export = (
+        export_list(assembly=assembly)
+        .filter(format=AssemblyExport.Format.ONNX, quantization=AssemblyExport.Quantization.NONE)
+        .filter(status=AssemblyExport.Status.READY, blob__isnull=False)
+        .first()
+    )
+    if export is None or not (export.report or {}).get("passed"):
+        return None
+    return export

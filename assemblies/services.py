@@ -1,4 +1,4 @@
-"""Writes of assemblies: validate the choice of heads, dedupe, queue the build; queue trial predictions.
+"""Writes of assemblies: validate the choice of heads, dedupe, queue the build; queue exports and trial predictions.
 
 A trial prediction's inputs are checked in the web process (assemblies.inputs, NumPy only); a
 request waits for the worker's answer a bounded time (prediction_wait), after that the
@@ -13,7 +13,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from assemblies.inputs import coerce_inputs, resolve_task
-from assemblies.models import Assembly, AssemblyHead, Prediction
+from assemblies.models import Assembly, AssemblyExport, AssemblyHead, Prediction
+from assemblies.specs import ExportSpec
 from backbones.models import BackboneVersion
 from backbones.selectors import backbone_get
 from core.errors import ConflictError, ValidationError
@@ -132,6 +133,49 @@ def assembly_create(
     except IntegrityError:
         return Assembly.objects.get(backbone=backbone, heads_key=key, task_signatures=task_signatures), True
     return assembly, False
+
+
+# --- Exports: queued here, built and verified by a worker (assemblies.work.exporting) ---
+
+
+def assembly_export_create(
+    *, assembly: Assembly, user: AbstractBaseUser, spec: ExportSpec
+) -> tuple[AssemblyExport, bool]:
+    """Queue the export of a ready assembly (or find it); return (export, existed).
+
+    The same assembly, format and quantization answer with the existing export; a failed one
+    is queued again (the error is cleared), as a failed assembly is when it is requested again.
+    """
+    if assembly.status != Assembly.Status.READY:
+        fix = (
+            "Build it again (POST /api/assemblies/ with the same heads) and export once it is ready."
+            if assembly.status == Assembly.Status.FAILED
+            else f"Wait until it is ready (GET /api/assemblies/{assembly.pk}/), then ask again."
+        )
+        raise ConflictError(
+            f"Assembly {assembly.pk} is '{assembly.status}'; only a ready (built and verified) assembly can be "
+            f"exported. {fix}",
+            detail={"current_status": assembly.status},
+        )
+    fields = {"assembly": assembly, "format": spec.format, "quantization": spec.quantization}
+    with transaction.atomic():
+        # Locked, so that concurrent requests re-queue a failed export once.
+        existing = AssemblyExport.objects.select_for_update().filter(**fields).first()
+        if existing is not None:
+            if existing.status == AssemblyExport.Status.FAILED:
+                existing.status, existing.error, existing.progress = AssemblyExport.Status.QUEUED, "", {}
+                existing.save(update_fields=["status", "error", "progress"])
+                queue_on_commit("assemblies.export", existing.pk)
+            return existing, True
+    try:
+        with transaction.atomic():
+            export = AssemblyExport(**fields, created_by=user)
+            export.full_clean(validate_constraints=False)
+            export.save()
+            queue_on_commit("assemblies.export", export.pk)
+    except IntegrityError:
+        return AssemblyExport.objects.get(**fields), True
+    return export, False
 
 
 # --- Trial predictions: checked here, computed by a worker (assemblies.work.predicting) ---

@@ -11,6 +11,14 @@ def build_assembly(assembly_id: int) -> None:
     assembly_build(assembly_id=assembly_id)
 
 
+@app.task(name="assemblies.export")
+def export_assembly(export_id: int) -> None:
+    """Convert a ready assembly to ONNX or LiteRT, verify it against its SavedModel and store the file."""
+    from assemblies.work.exporting import export_build
+
+    export_build(export_id=export_id)
+
+
 @app.task(name="assemblies.predict")
 def run_prediction(prediction_id: int) -> None:
     """Compute a trial prediction on an assembly."""

@@ -9,5 +9,6 @@ urlpatterns = [
     path("new/", views.assembly_builder_view, name="new"),
     path("<int:pk>/", views.assembly_detail_view, name="detail"),
     path("<int:pk>/try/", views.assembly_try_view, name="try"),
+    path("<int:pk>/exports/", views.assembly_export_view, name="export"),
     path("<int:pk>/try/<int:pid>/", views.assembly_trial_view, name="trial"),
 ]

@@ -1,5 +1,5 @@
 """Dashboard pages for assemblies: list, builder (heads, task_id table, size estimate), detail
-(build progress, trunk and branches, verification, download, "try it" and usage snippets).
+(build progress, trunk and branches, verification, exports, download, "try it" and usage snippets).
 
 Thin: read through assemblies.selectors, write through assemblies.services (trial predictions
 too: a worker computes them), render templates. The size estimate is assemblies.sizes, the
@@ -17,17 +17,24 @@ from django.views.decorators.http import require_POST
 
 from assemblies.forms import AssemblyBuildForm, TryItForm
 from assemblies.inputs import manifest_inputs
-from assemblies.models import Assembly
+from assemblies.models import Assembly, AssemblyExport
 from assemblies.selectors import (
     assembly_branches,
     assembly_entry_list,
     assembly_get,
     assembly_list,
+    export_list,
     prediction_get,
 )
-from assemblies.services import assembly_create, prediction_is_finished, prediction_run_and_wait
+from assemblies.services import (
+    assembly_create,
+    assembly_export_create,
+    prediction_is_finished,
+    prediction_run_and_wait,
+)
 from assemblies.sizes import approved_totals, branch_groups, size_comparison, sizes_of
 from assemblies.snippets import usage_snippets
+from assemblies.specs import ExportSpec
 from backbones.models import BackboneVersion
 from backbones.selectors import backbone_list
 from core.errors import ApplicationError
@@ -146,7 +153,7 @@ def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals:
 
     A constant number of queries whatever the number of heads: one page of the (searched)
     approved heads and the first rows of the "every task" task_id table (the counts and byte
-    sum come from _approved_totals).
+    sums come from approved_totals).
     """
     search = request.GET.get("q", "").strip()
     shown = approved.filter(task__slug__icontains=search) if search else approved
@@ -245,6 +252,22 @@ def assembly_try_view(request, pk: int):
 
 
 @login_required
+@require_POST
+def assembly_export_view(request, pk: int):
+    """Request an export (format, quantization) from the detail page's Exports section."""
+    assembly = object_or_404(assembly_get, user=request.user, pk=pk)
+    try:
+        spec = ExportSpec.parse(request.POST)
+        export, existed = assembly_export_create(assembly=assembly, user=request.user, spec=spec)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        what = f"The {export.format} export ({export.quantization})"
+        messages.success(request, f"{what} is {export.status}." if existed else f"{what} was queued.")
+    return redirect(reverse("assemblies:detail", kwargs={"pk": pk}) + "#exports")
+
+
+@login_required
 def assembly_trial_view(request, pk: int, pid: int):
     """The detail page with one trial prediction: its outputs, its error, or a poller while it runs."""
     prediction = object_or_404(prediction_get, user=request.user, assembly_pk=pk, pk=pid)
@@ -291,7 +314,19 @@ def _detail_context(assembly: Assembly, *, try_form: TryItForm | None, trial: di
         "snippets": usage_snippets(assembly) if assembly.manifest.get("heads") else None,
         "try_form": try_form,
         "trial": trial,
+        "exports": _exports_shown(assembly),
+        "export_formats": AssemblyExport.Format.choices,
+        "export_quantizations": AssemblyExport.Quantization.choices,
     }
+
+
+def _exports_shown(assembly: Assembly) -> list[AssemblyExport]:
+    """The assembly's exports, each with the lowest argmax agreement of its report's tasks (or None)."""
+    exports = list(export_list(assembly=assembly))
+    for export in exports:
+        agreements = [t.get("argmax_agreement") for t in (export.report or {}).get("tasks") or []]
+        export.min_argmax_agreement = min((a for a in agreements if a is not None), default=None)
+    return exports
 
 
 def _shown_inputs(assembly: Assembly) -> list[dict]:

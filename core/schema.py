@@ -128,6 +128,10 @@ class ModelHubAutoSchema(AutoSchema):
             return body, True
         return super()._get_request_for_media_type(serializer, direction)
 
+    def error_body(self, description: str) -> OpenApiResponse:
+        """Return the documented body of a shared error (a protocol's schema answers its own shape)."""
+        return error_response(description)
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         for status_code, description in self._common_errors():
@@ -136,7 +140,7 @@ class ModelHubAutoSchema(AutoSchema):
                 if description not in existing:
                     responses[status_code]["description"] = f"{existing} {description}".strip()
             else:
-                responses[status_code] = self._get_response_for_code(error_response(description), status_code)
+                responses[status_code] = self._get_response_for_code(self.error_body(description), status_code)
         for status_code in RETRY_AFTER_STATUSES:
             if status_code in responses:
                 responses[status_code].setdefault("headers", {}).update(RETRY_AFTER_HEADER)

@@ -5,7 +5,6 @@ from dashboard import views
 app_name = "dashboard"
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("team/", views.team, name="team"),
     path("team/switch/", views.team_switch, name="team_switch"),
     path("account/tokens/", views.api_tokens, name="api_tokens"),

@@ -1,4 +1,4 @@
-"""Dashboard shell: home, team switcher, the team page (members and roles) and the account's API tokens."""
+"""Dashboard shell: team switcher, the team page (members and roles) and the account's API tokens."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -10,18 +10,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from core.errors import ApplicationError
-from dashboard.context_processors import SESSION_KEY, current_membership
+from dashboard.context_processors import SESSION_KEY
 from dashboard.forms import ApiTokenForm
 from dashboard.shortcuts import object_or_404, paginate, team_required
 from teams.models import Membership
 from teams.selectors import api_token_get, api_token_list, membership_get, membership_require_role
 from teams.services import api_token_create, api_token_revoke, membership_set
-
-
-@login_required
-def home(request):
-    membership = current_membership(request)
-    return render(request, "dashboard/home.html", {"membership": membership})
 
 
 @login_required
@@ -36,7 +30,7 @@ def team_switch(request):
     target = request.POST.get("next") or ""
     allowed = {request.get_host()}
     if not url_has_allowed_host_and_scheme(target, allowed_hosts=allowed, require_https=request.is_secure()):
-        target = "dashboard:home"  # never redirect off the site (open redirect)
+        target = "overview:home"  # never redirect off the site (open redirect)
     return redirect(target)
 
 

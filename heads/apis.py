@@ -1,6 +1,6 @@
 """REST endpoints for heads, the review workflow, comments, history, imports and comparisons."""
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -10,8 +10,9 @@ from artifacts.downloads import blob_download_response
 from core.api import TRACKED_WORK_FIELDS, paginated_response
 from core.schema import error_response
 from heads.compare import COMPARE_RETRY_AFTER_SECONDS, head_compare
-from heads.imports import import_create
+from heads.imports import TASKS_EXAMPLE, TASKS_HELP, import_create
 from heads.models import HeadComment, HeadEvent, HeadVersion, ModelImport
+from heads.origin import FROM_FILE_SCHEMA, SIBLINGS_SCHEMA, origin_from_file, origin_siblings
 from heads.selectors import head_get, head_get_comparable, head_history, head_list, import_get, import_list
 from heads.services import head_comment_add, head_transition, head_upload
 from teams.selectors import membership_get
@@ -28,6 +29,13 @@ class HeadOutputSerializer(serializers.ModelSerializer):
     carried_by = serializers.CharField(source="carried_by.username", default=None, allow_null=True)
     review = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
+    from_file = serializers.SerializerMethodField(
+        help_text="For a head imported from a file with several outputs: the file (name, sha256, every output) "
+        "and this head's output; else null."
+    )
+    siblings = serializers.SerializerMethodField(
+        help_text="The other heads imported from the same file (one per other output): head version, task, output."
+    )
 
     class Meta:
         model = HeadVersion
@@ -51,6 +59,8 @@ class HeadOutputSerializer(serializers.ModelSerializer):
             "description",
             "spec",
             "origin",
+            "from_file",
+            "siblings",
             "review",
             "created_by",
             "carried_from",
@@ -69,6 +79,14 @@ class HeadOutputSerializer(serializers.ModelSerializer):
 
     def get_download_url(self, obj) -> str:
         return f"/api/heads/{obj.pk}/download/"
+
+    @extend_schema_field(FROM_FILE_SCHEMA)
+    def get_from_file(self, obj) -> dict | None:
+        return origin_from_file(obj.origin)
+
+    @extend_schema_field(SIBLINGS_SCHEMA)
+    def get_siblings(self, obj) -> list:
+        return origin_siblings(obj.origin)
 
 
 class HeadListCreateApi(APIView):
@@ -228,6 +246,7 @@ class ImportOutputSerializer(serializers.ModelSerializer):
             "feature_layer",
             "branches",
             "min_shared_fraction",
+            "probe_shape",
             "status",
             "error",
             "report",
@@ -270,15 +289,20 @@ class ImportListCreateApi(APIView):
             help_text="With branches: the least share of the backbone's parameters that the trunk every model "
             "shares bit for bit must hold, else the import is refused with the numbers.",
         )
+        probe_shape = serializers.JSONField(
+            required=False,
+            default=dict,
+            help_text='Optional {input name: shape of one row}, e.g. {"audio": [16000, 1]}: the length used for '
+            "checks on inputs of open (None) length. Left out, the worker derives one every layer accepts "
+            "(strides, kernel sizes, pooling) and refuses, naming the layer, when none does.",
+        )
 
     class ImportFromUploadsInputSerializer(ImportFieldsSerializer):
         uploads = serializers.ListField(
             child=serializers.IntegerField(min_value=1),
             help_text="Ids returned by POST /api/uploads/ for this team, one per .keras file, in file order.",
         )
-        tasks = serializers.ListField(
-            child=serializers.CharField(), required=False, help_text="One task slug per upload; else from file names."
-        )
+        tasks = serializers.JSONField(required=False, help_text=TASKS_HELP)
 
         class Meta:
             ref_name = "ImportFromUploads"
@@ -289,7 +313,7 @@ class ImportListCreateApi(APIView):
             required=False,
             allow_blank=True,
             default="",
-            help_text='JSON list of task slugs, one per file, e.g. ["sentiment", "topic"]; else from file names.',
+            help_text=f"As JSON. {TASKS_HELP}",
         )
 
         class Meta:
@@ -310,7 +334,24 @@ class ImportListCreateApi(APIView):
                 value={"team": "vision", "backbone_name": "mobilenet", "uploads": [11, 12]},
                 request_only=True,
                 media_type="application/json",
-            )
+            ),
+            OpenApiExample(
+                "A variable-length audio backbone, its probe length named",
+                value={
+                    "team": "audio",
+                    "backbone_name": "wav",
+                    "uploads": [21, 22],
+                    "probe_shape": {"audio": [16000, 1]},
+                },
+                request_only=True,
+                media_type="application/json",
+            ),
+            OpenApiExample(
+                "A file with two outputs, its tasks named",
+                value={"team": "text", "backbone_name": "encoder", "uploads": [11, 12], "tasks": TASKS_EXAMPLE},
+                request_only=True,
+                media_type="application/json",
+            ),
         ],
         responses={202: ImportOutputSerializer},
     )
@@ -334,6 +375,7 @@ class ImportListCreateApi(APIView):
             tasks=values.get("tasks"),
             branches=values["branches"],
             min_shared_fraction=values["min_shared_fraction"],
+            probe_shape=values.get("probe_shape"),
             **sources,
         )
         return Response(ImportOutputSerializer(model_import).data, status=status.HTTP_202_ACCEPTED)

@@ -1,6 +1,7 @@
 """Writes of model imports: check an import request, store or pick its files, queue the worker.
 
-An import turns K full-model files into one backbone + K draft heads, all or nothing. This module
+An import turns K full-model files into one backbone + one draft head per model output (a file
+with several outputs gives several heads), all or nothing. This module
 is its web side (no model file is opened here); the worker side is heads.work.importing.
 """
 
@@ -22,6 +23,7 @@ from backbones.services import check_backbone_name, check_keras_filename
 from core.errors import ValidationError
 from core.tracked_work import queue_on_commit
 from heads.models import ModelImport, ModelImportFile
+from heads.probe_shapes import probe_shape_parse
 from heads.services import check_task_slug, task_slug_from_filename
 from teams.models import Team
 
@@ -45,18 +47,72 @@ def _errors_name_field(field: str):
         raise
 
 
-def _import_tasks(raw) -> list[str] | None:
-    """Return the task slugs given as a list or a JSON list of strings; None when not given."""
+TASKS_EXAMPLE = {"alpha.keras": {"cls": "sentiment", "reg": "score"}, "beta.keras": "topic"}
+TASKS_EXAMPLES = (
+    '["sentiment", "topic"] (one task per file, in file order) or {"alpha.keras": {"cls": "sentiment", '
+    '"reg": "score"}, "beta.keras": "topic"} (by file name; a file with several outputs maps output names to tasks)'
+)
+
+TASKS_HELP = (
+    f"Optional: {TASKS_EXAMPLES}. A file with several outputs gives one head per output, each with the task "
+    "`<file task>-<output name>` unless the mapping names it. Else from file names."
+)
+
+
+def _import_tasks(raw) -> list[str] | dict[str, str | dict[str, str]] | None:
+    """Return the tasks given as a list, a mapping, or either as JSON; None when not given.
+
+    A list holds one task slug per file, in file order. A mapping is keyed by file name; its
+    value is the file's task (for a file with several outputs: the prefix of each output's task,
+    `<prefix>-<output name>`), or {output name: task} for a file with several outputs. Files
+    the mapping leaves out keep the tasks from their file names.
+    """
     if raw in (None, ""):
         return None
     try:
         tasks = json.loads(raw) if isinstance(raw, str) else raw
     except json.JSONDecodeError:
         tasks = None
-    if not isinstance(tasks, list) or not all(isinstance(slug, str) for slug in tasks):
-        example = '["sentiment", "topic"]'
-        raise _invalid("tasks", f"tasks must be a list of task slugs, one per file, e.g. {example}; got {raw!r}.")
-    return tasks
+    if isinstance(tasks, list) and all(isinstance(slug, str) for slug in tasks):
+        return tasks
+    if isinstance(tasks, dict) and all(
+        isinstance(value, str)
+        or (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()))
+        for value in tasks.values()
+    ):
+        return tasks
+    raise _invalid("tasks", f"Expected tasks as {TASKS_EXAMPLES}; got {raw!r}.")
+
+
+def _slugs_from_mapping(
+    mapping: dict[str, str | dict[str, str]], names: list[str]
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Return each file's task slug and {output name: task} from a tasks mapping keyed by file name."""
+    unknown = sorted(set(mapping) - set(names))
+    if unknown:
+        raise _invalid(
+            "tasks",
+            f"tasks names files that are not in this import: {unknown}. Key it by the files' names: {names}.",
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1 and name in mapping})
+    if repeated:
+        raise _invalid(
+            "tasks",
+            f"Several files are named {repeated}, so a mapping by file name cannot tell them apart. Give tasks "
+            "as a list, one per file in file order, or rename the files.",
+        )
+    slugs, output_tasks = [], []
+    for name in names:
+        value = mapping.get(name)
+        slugs.append(value if isinstance(value, str) else task_slug_from_filename(name))
+        outputs = value if isinstance(value, dict) else {}
+        for output, slug in outputs.items():
+            if not output:
+                raise _invalid("tasks", f"tasks for '{name}' maps an empty output name; use the output's name.")
+            with _errors_name_field("tasks"):
+                check_task_slug(slug)
+        output_tasks.append(dict(outputs))
+    return slugs, output_tasks
 
 
 def _import_uploads(*, team: Team, upload_ids: list[int]) -> list[ImportSource]:
@@ -104,6 +160,7 @@ def import_create(
     tasks: list[str] | str | None = None,
     branches: bool = False,
     min_shared_fraction: float = 0.5,
+    probe_shape: dict | str | None = None,
     queue: bool = True,
 ) -> ModelImport:
     """Record K full-model files and queue their all-or-nothing import.
@@ -116,11 +173,17 @@ def import_create(
             deepest layer the models share (needs at least two files).
         files: (filename, uploaded file or local path) pairs.
         upload_ids: ids of the team's staged uploads, one per file, in file order.
-        tasks: optional list (or JSON list) of task slugs, one per file; else from file names.
+        tasks: optional list of task slugs, one per file, or mapping by file name (as a value or
+            JSON): ``{"alpha.keras": {"cls": "sentiment", "reg": "score"}, "beta.keras": "topic"}``.
+            Unnamed, a file's task comes from its name, and each output of a file with several
+            outputs gets ``<file task>-<output name>`` (dict outputs are named by key, list
+            outputs by their layer); the worker checks the output names.
         branches: let models own the top of the backbone as branches (else any backbone
             difference fails the import).
         min_shared_fraction: with branches, the least share of the backbone's parameters the
             trunk every model shares must hold (0..1).
+        probe_shape: {input name: shape of one probe row} (or its JSON) for inputs of open
+            (None) length; blank lets the worker derive a length every layer accepts.
 
     Returns:
         The queued ModelImport, with one ModelImportFile per file.
@@ -134,6 +197,7 @@ def import_create(
         raise _invalid(
             "min_shared_fraction", f"Expected min_shared_fraction between 0 and 1, received {min_shared_fraction}."
         )
+    probe_shape = probe_shape_parse(probe_shape)
     field = "files" if files is not None else "uploads"
     with _errors_name_field("backbone_name"):
         check_backbone_name(backbone_name)
@@ -163,9 +227,13 @@ def import_create(
             "'features'.",
         )
     slugs = _import_tasks(tasks)
+    output_tasks: list[dict[str, str]] = [{} for _ in sources]
     if slugs is None:
         slugs = [task_slug_from_filename(name) for name, _ in sources]
         slug_field = field
+    elif isinstance(slugs, dict):
+        slugs, output_tasks = _slugs_from_mapping(slugs, [os.path.basename(name) for name, _ in sources])
+        slug_field = "tasks"
     elif len(slugs) != num_files:
         raise _invalid("tasks", f"'tasks' has {len(slugs)} entries but {num_files} files were sent; give one per file.")
     else:
@@ -177,6 +245,9 @@ def import_create(
             check_task_slug(slug)
     if len(set(slugs)) != len(slugs):
         raise _invalid(slug_field, f"Each file needs its own task; duplicated task slugs in {slugs}.")
+    named = [slug for outputs in output_tasks for slug in outputs.values()]
+    if len(set(named)) != len(named):
+        raise _invalid("tasks", f"Each output needs its own task; duplicated task slugs in {named}.")
     blobs = [_import_blob(source) for _, source in sources]
     with transaction.atomic():
         model_import = ModelImport(
@@ -185,13 +256,21 @@ def import_create(
             feature_layer=feature_layer,
             branches=branches,
             min_shared_fraction=min_shared_fraction,
+            probe_shape=probe_shape,
             created_by=user,
         )
         model_import.full_clean()
         model_import.save()
-        for position, ((name, _), slug, blob) in enumerate(zip(sources, slugs, blobs, strict=True)):
+        for position, ((name, _), slug, outputs, blob) in enumerate(
+            zip(sources, slugs, output_tasks, blobs, strict=True)
+        ):
             ModelImportFile.objects.create(
-                model_import=model_import, position=position, filename=os.path.basename(name), task_slug=slug, blob=blob
+                model_import=model_import,
+                position=position,
+                filename=os.path.basename(name),
+                task_slug=slug,
+                output_tasks=outputs,
+                blob=blob,
             )
         if queue:
             queue_on_commit("heads.run_import", model_import.pk)

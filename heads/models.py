@@ -190,6 +190,8 @@ class ModelImport(TrackedWork):
     branches = models.BooleanField(default=False)
     # The least share of the backbone's parameters the trunk every model shares must hold.
     min_shared_fraction = models.FloatField(default=0.5)
+    # {input name: shape of one probe row} for inputs of open (None) length; {} derives it from the model.
+    probe_shape = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     report = models.JSONField(default=list, blank=True)
     # What the worker decided for the whole import: {"feature_layer", "reason", "verification"}.
@@ -209,7 +211,11 @@ class ModelImportFile(models.Model):
     model_import = models.ForeignKey(ModelImport, on_delete=models.CASCADE, related_name="files")
     position = models.PositiveIntegerField()
     filename = models.CharField(max_length=255)
+    # The file's task; for a file with several outputs, the prefix of each output's task
+    # (`<task_slug>-<output name>`) unless `output_tasks` names it.
     task_slug = models.CharField(max_length=63)
+    # {output name: task slug} from the import's tasks mapping (files with several outputs).
+    output_tasks = models.JSONField(default=dict, blank=True)
     blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, related_name="+")
 
     class Meta:

@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connections
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Collate
 
 from backbones.models import BackboneVersion
@@ -49,6 +49,11 @@ def head_versions_by_id(*, ids: Iterable[int], team: Team | None = None, lock: b
     if team is not None:
         queryset = queryset.filter(task__team=team)
     return queryset.select_for_update(of=("self",)) if lock else queryset
+
+
+def head_versions_on_backbones(*, backbone_ids: Iterable[int]) -> QuerySet[HeadVersion]:
+    """Return every head version on these backbone versions (for a family's lineage aggregates)."""
+    return HeadVersion.objects.filter(backbone_id__in=list(backbone_ids))
 
 
 def head_approved_list(*, backbone: BackboneVersion) -> QuerySet[HeadVersion]:
@@ -209,6 +214,94 @@ def review_queue(*, user: AbstractBaseUser, team_slug: str | None = None) -> Que
     """Head versions waiting for review in the user's teams (excluding their own)."""
     queryset = head_list(user=user, filters={"status": HeadVersion.Status.IN_REVIEW, "team": team_slug})
     return queryset.exclude(created_by=user)
+
+
+# Fields head_version_authors reads of a head version it walks through, and of a job.
+_PROVENANCE_HEAD_FIELDS = ("id", "version", "task__slug", "created_by_id", "carried_by_id", "carried_from_id", "job_id")
+_PROVENANCE_JOB_FIELDS = ("id", "kind", "created_by_id", "retried_by_id", "retry_of_id")
+
+
+def _load_chain(rows: list, *, field: str, fetch) -> None:
+    """Follow the foreign key `field` from `rows`, one query per level, caching each target on its row."""
+    descriptor = getattr(type(rows[0]), field) if rows else None
+    seen = {row.pk: row for row in rows}
+    level = rows
+    while level:
+        wanted = {getattr(row, f"{field}_id") for row in level} - {None}
+        missing = wanted - seen.keys()
+        if missing:
+            seen.update((row.pk, row) for row in fetch(missing))
+        next_level = []
+        for row in level:
+            target = seen.get(getattr(row, f"{field}_id"))
+            if target is not None and not descriptor.field.is_cached(row):
+                descriptor.field.set_cached_value(row, target)
+                next_level.append(target)
+        level = next_level
+
+
+def head_provenance_load(*, heads: list[HeadVersion]) -> None:
+    """Load everything head_version_authors reads for `heads` in a few queries, whatever their number.
+
+    The versions each was carried from, the jobs that made them and the jobs those retried are
+    read level by level (one query per step of the longest chain, none where no head has one) and
+    cached on the instances, so head_version_authors(head=...) then runs without a query. The rule
+    itself stays in head_version_authors. `heads` need their task loaded (head_list does).
+    """
+    if not heads:
+        return
+    _load_chain(
+        heads,
+        field="carried_from",
+        fetch=lambda ids: (
+            HeadVersion.objects.filter(pk__in=ids).select_related("task").only(*_PROVENANCE_HEAD_FIELDS).order_by()
+        ),
+    )
+    chain, seen = [], set()
+    for head in heads:
+        current = head
+        while current is not None and current.pk not in seen:
+            seen.add(current.pk)
+            chain.append(current)
+            current = current.carried_from  # cached above: no query
+    job_model = HeadVersion._meta.get_field("job").related_model  # training.Job, above heads: never imported
+    job_ids = {head.job_id for head in chain} - {None}
+    if not job_ids:
+        return
+    jobs = {job.pk: job for job in job_model.objects.filter(pk__in=job_ids).only(*_PROVENANCE_JOB_FIELDS).order_by()}
+    for head in chain:
+        if head.job_id in jobs:
+            HeadVersion.job.field.set_cached_value(head, jobs[head.job_id])
+    _load_chain(
+        list(jobs.values()),
+        field="retry_of",
+        fetch=lambda ids: job_model.objects.filter(pk__in=ids).only(*_PROVENANCE_JOB_FIELDS).order_by(),
+    )
+
+
+# How many of the newest submissions review_waiting_list reads to find the ones a user may review.
+REVIEW_WAITING_CANDIDATES = 100
+
+
+def review_waiting_list(*, user: AbstractBaseUser, team: Team, limit: int) -> list[HeadVersion]:
+    """Return up to `limit` head versions of `team` in review that `user` may approve, newest submission first.
+
+    Four eyes by provenance: the review queue's candidates (not created by the user) minus every
+    version the user authored by head_version_authors (carried from their version, made by a job
+    they requested or retried). Reads the newest REVIEW_WAITING_CANDIDATES submissions in a
+    constant number of queries (head_provenance_load). Each version carries ``submitted_at``, the
+    time of its latest submission. Whether the user's role may review is the caller's check
+    (Membership.can_review).
+    """
+    submitted = HeadEvent.objects.filter(head=OuterRef("pk"), action=HeadEvent.Action.SUBMIT).order_by("-created_at")
+    candidates = list(
+        review_queue(user=user, team_slug=team.slug)
+        .annotate(submitted_at=Subquery(submitted.values("created_at")[:1]))
+        .defer("spec", "metrics", "origin", "branch", "backbone__spec")  # a list needs none of them
+        .order_by(F("submitted_at").desc(nulls_last=True), "-pk")[:REVIEW_WAITING_CANDIDATES]
+    )
+    head_provenance_load(heads=candidates)
+    return [head for head in candidates if user.pk not in head_version_authors(head=head)][:limit]
 
 
 def import_get(*, user: AbstractBaseUser, pk) -> ModelImport:

@@ -23,6 +23,11 @@ from core.errors import ConflictError, PermissionDeniedError, ValidationError
 from core.events import change_check, event_emit
 from core.tracked_work import queue_on_commit
 from heads.models import HeadComment, HeadEvent, HeadVersion, HeadWeights, Task
+from heads.probe_shapes import (  # noqa: F401 - the one reader of probe_shape, public here for training's job specs
+    MAX_PROBE_ROW_VALUES,
+    PROBE_SHAPE_EXAMPLE,
+    probe_shape_parse,
+)
 from heads.selectors import Authors, head_version_authors
 from teams.models import Team
 from teams.selectors import membership_get

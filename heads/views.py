@@ -20,12 +20,14 @@ from heads.compare import card_diff, head_compare, task_metric_charts
 from heads.forms import MAX_TASK_CHOICES, HeadFilterForm, HeadUploadForm, ImportForm
 from heads.imports import import_create
 from heads.models import HeadVersion, ModelImport
+from heads.origin import origin_from_file, origin_siblings
 from heads.selectors import (
     head_comment_list,
     head_get,
     head_get_comparable,
     head_history,
     head_list,
+    head_provenance_load,
     head_version_authors,
     import_get,
     import_list,
@@ -119,6 +121,10 @@ def head_detail_view(request, pk: int):
             "metrics": sorted((head.metrics or {}).items()),
             "layers": spec.get("layers", []),
             "params": spec.get("params", {}),
+            # A head cut from a file with several outputs: the file and its other heads, from the
+            # origin's own JSON (ids and slugs recorded at import), so no query per sibling.
+            "from_file": origin_from_file(head.origin),
+            "siblings": origin_siblings(head.origin),
             "versions": versions,
             "events": head_history(head=head),
             "comments": head_comment_list(head=head),
@@ -228,6 +234,11 @@ def import_detail_view(request, pk: int):
 @team_required
 def review_queue_view(request, membership):
     page = paginate(request, review_queue(user=request.user, team_slug=membership.team.slug))
+    heads = list(page.object_list)
+    head_provenance_load(heads=heads)
+    for head in heads:  # four eyes by provenance: approval buttons only where the user is no author
+        head.your_part = head_version_authors(head=head).get(request.user.pk)
+    page.object_list = heads
     return render(request, "heads/review_queue.html", {"page": page, "membership": membership})
 
 

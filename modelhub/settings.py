@@ -73,6 +73,8 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 if MODELHUB_HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
+    # Prometheus scrapes /metrics over the internal network (docker-compose, profile monitoring), not through nginx.
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("MODELHUB_HSTS_SECONDS", 365 * 24 * 3600)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -111,9 +113,16 @@ INSTALLED_APPS = [
     "training",
     "releases",
     "dashboard",
+    "overview",
+    "mlflow_api",
+    "bundles",
+    "inference",
+    "metrics",
 ]
 
 MIDDLEWARE = [
+    # First, so that every answer (the refusals of the middlewares below too) is counted and timed.
+    "metrics.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -158,7 +167,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "dashboard:home"
+LOGIN_REDIRECT_URL = "overview:home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -176,6 +185,10 @@ STATIC_ROOT.mkdir(exist_ok=True)
 S3_BUCKET = env_str("MODELHUB_S3_BUCKET")
 MODELHUB_ARTIFACT_BACKEND = "s3" if S3_BUCKET else "filesystem"
 MODELHUB_ARTIFACT_ROOT = Path(env_str("MODELHUB_ARTIFACT_ROOT", str(MODELHUB_HOME / "artifacts")))
+# The deployment bundle (bundles.work): tfserving/ and triton/ folders, by default beside the filesystem
+# artifacts; MODELHUB_TFSERVING_BASE_PATH is where TF Serving sees tfserving/ (compose: /models).
+MODELHUB_BUNDLE_ROOT = Path(env_str("MODELHUB_BUNDLE_ROOT", str(MODELHUB_ARTIFACT_ROOT)))
+MODELHUB_TFSERVING_BASE_PATH = env_str("MODELHUB_TFSERVING_BASE_PATH", "")
 MODELHUB_S3 = {
     "bucket_name": S3_BUCKET,
     "endpoint_url": env_str("MODELHUB_S3_ENDPOINT_URL") or None,
@@ -224,6 +237,9 @@ MODELHUB_DATASET_MAX_IMAGE_PIXELS = env_int("MODELHUB_DATASET_MAX_IMAGE_PIXELS",
 MODELHUB_DATASET_MAX_TOTAL_PIXELS = env_int("MODELHUB_DATASET_MAX_TOTAL_PIXELS", 2_000_000_000)
 MODELHUB_DATASET_MAX_FILES = env_int("MODELHUB_DATASET_MAX_FILES", 200_000)
 MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES = env_int("MODELHUB_DATASET_MAX_UNCOMPRESSED_BYTES", 8 * 1024**3)
+# Rows of a table dataset (CSV, JSON Lines, Parquet; training/work/tables.py), checked while reading
+# and, for Parquet, from the file's metadata before any row is read.
+MODELHUB_DATASET_MAX_ROWS = env_int("MODELHUB_DATASET_MAX_ROWS", 10_000_000)
 # Bounds of training job parameters (training/specs/jobs.py): a job asking for more is refused with
 # 400 naming the field and the setting. They cap what one job can make a worker allocate or run.
 MODELHUB_MAX_EPOCHS = env_int("MODELHUB_MAX_EPOCHS", 1000)
@@ -285,6 +301,8 @@ SPECTACULAR_SETTINGS = {
         "(gunicorn --limit-request-line), a header line over 8,190 bytes 400, before ModelHub sees it."
     ),
     "VERSION": "1.0.0",
+    # Operation ids and tags as before the protocol paths (/v1/, /v2/, /metrics) joined the schema.
+    "SCHEMA_PATH_PREFIX": "/api",
     "SERVE_INCLUDE_SCHEMA": False,
     # Request and response components apart: uploads are binary files in requests, and request
     # components are named "...Request".
@@ -295,9 +313,13 @@ SPECTACULAR_SETTINGS = {
         "HeadStatusEnum": "heads.models.HeadVersion.Status",
         "ImportStatusEnum": "heads.models.ModelImport.Status",
         "AssemblyStatusEnum": "assemblies.models.Assembly.Status",
+        "ExportStatusEnum": "assemblies.models.AssemblyExport.Status",
+        "ExportFormatEnum": "assemblies.models.AssemblyExport.Format",
+        "ExportQuantizationEnum": "assemblies.models.AssemblyExport.Quantization",
         "PredictionPendingStatusEnum": ["queued", "running"],
         "PredictionAnsweredStatusEnum": ["succeeded"],
         "DatasetStatusEnum": "training.models.Dataset.Status",
+        "DatasetFormatEnum": "training.models.Dataset.Format",
         "JobStatusEnum": "training.models.Job.Status",
         "JobKindEnum": "training.models.Job.Kind",
         "ReportStatusEnum": "training.models.ForgettingReport.Status",
@@ -354,6 +376,8 @@ MODELHUB_ASSEMBLY_QUEUE = env_str("MODELHUB_ASSEMBLY_QUEUE", "assembly")
 # The longest a request may hold a web thread waiting for a trial prediction: POST
 # /api/assemblies/{id}/predict/ waits min("wait", this) seconds, then answers 202 with an id to poll.
 MODELHUB_PREDICT_MAX_WAIT = env_int("MODELHUB_PREDICT_MAX_WAIT", 30)
+# GET /metrics (Prometheus) is for staff tokens; 1 opens it to anyone, for a scraper on a private network.
+MODELHUB_METRICS_PUBLIC = env_bool("MODELHUB_METRICS_PUBLIC", False)
 # GET /api/heads/compare/ (and the compare page) reads two validated head files' weights in the web
 # process only when they hold at most this many bytes together; a worker compares larger pairs
 # (cached per pair of blobs), and the request waits for it at most MODELHUB_COMPARE_MAX_WAIT seconds.

@@ -10,9 +10,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from artifacts import apis as artifact_apis
 from assemblies import apis as assembly_apis
+from assemblies import export_apis as assembly_export_apis
 from backbones import apis as backbone_apis
+from bundles import apis as bundle_apis
 from core import apis as core_apis
 from heads import apis as head_apis
+from mlflow_api import urls as mlflow_urls
 from releases import apis as release_apis
 from teams import apis as team_apis
 from teams.login_throttle import login_throttled
@@ -53,10 +56,26 @@ api_patterns = [
     path("assemblies/<int:pk>/download/", assembly_apis.AssemblyDownloadApi.as_view(), name="assembly-download"),
     path("assemblies/<int:pk>/predict/", assembly_apis.AssemblyPredictApi.as_view(), name="assembly-predict"),
     path(
+        "assemblies/<int:pk>/exports/",
+        assembly_export_apis.AssemblyExportListCreateApi.as_view(),
+        name="assembly-exports",
+    ),
+    path(
+        "assemblies/<int:pk>/exports/<int:eid>/",
+        assembly_export_apis.AssemblyExportDetailApi.as_view(),
+        name="assembly-export",
+    ),
+    path(
+        "assemblies/<int:pk>/exports/<int:eid>/download/",
+        assembly_export_apis.AssemblyExportDownloadApi.as_view(),
+        name="assembly-export-download",
+    ),
+    path(
         "assemblies/<int:pk>/predictions/<int:pid>/",
         assembly_apis.AssemblyPredictionDetailApi.as_view(),
         name="assembly-prediction",
     ),
+    path("bundles/tfserving/models.config", bundle_apis.TfServingConfigApi.as_view(), name="bundle-tfserving-config"),
     path("aliases/", release_apis.AliasListCreateApi.as_view(), name="alias-list"),
     path("aliases/<int:pk>/", release_apis.AliasDetailApi.as_view(), name="alias-detail"),
     path("aliases/<int:pk>/history/", release_apis.AliasHistoryApi.as_view(), name="alias-history"),
@@ -94,7 +113,14 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    # MLflow's registry client (MlflowClient) and its artifact proxy: mlflow_api (README "MLflow").
+    path("api/2.0/mlflow/", include(mlflow_urls.registry_patterns)),
+    path("api/2.0/mlflow-artifacts/", include(mlflow_urls.artifact_patterns)),
     path("api/", include((api_patterns, "api"))),
+    # Open Inference Protocol v2 (/v2/...) and TF Serving's REST shape (/v1/models/...): inference (README).
+    path("", include("inference.urls")),
+    # Prometheus: GET /metrics (README "Prometheus metrics").
+    path("", include("metrics.urls")),
     # Both password forms refuse a blocked username or address (429) before checking the password.
     path("admin/login/", login_throttled(admin.site.login)),
     path("admin/", admin.site.urls),
@@ -105,6 +131,7 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("releases.urls")),
     path("", include("heads.urls")),
+    path("", include("overview.urls")),
     path("", include("dashboard.urls")),
 ]
 

@@ -56,6 +56,20 @@ def alias_moves_for_task(*, task: Task) -> QuerySet[AliasMove]:
     return AliasMove.objects.filter(alias__task=task).select_related("alias", "actor", "from_head", "to_head")
 
 
+def alias_move_list(*, user: AbstractBaseUser, team: Team) -> QuerySet[AliasMove]:
+    """Return every alias set, move and deletion of `team`'s tasks, newest first (empty for a non-member).
+
+    Loads the alias, its task, the actor and the two versions' numbers; not their specs or metrics.
+    """
+    if not user.is_authenticated:
+        return AliasMove.objects.none()
+    moves = AliasMove.objects.filter(alias__task__team=team, alias__task__team__memberships__user=user)
+    return moves.select_related("alias__task", "actor", "from_head", "to_head").only(
+        "action", "comment", "created_at", "alias__name", "alias__task__slug", "actor__username",
+        "from_head__version", "to_head__version",
+    )  # fmt: skip
+
+
 def alias_names_by_head(*, head_ids: list[int]) -> dict[int, list[str]]:
     """Return {head version id: [alias names pointing at it]} for the given versions (badges)."""
     names: dict[int, list[str]] = defaultdict(list)

@@ -22,6 +22,8 @@ fi
 scripts/venv.sh requirements-dev.txt
 # schemathesis (tests/api/test_schemathesis.py) has pins of its own: its own venv, made once.
 scripts/venv_schemathesis.sh
+# The protocol tests (tests/protocols/) run unmodified third-party clients from their own venv.
+scripts/venv_clients.sh
 
 # --- Throwaway PostgreSQL + Redis -------------------------------------------------------------
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"

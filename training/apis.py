@@ -13,7 +13,7 @@ from heads.selectors import head_get
 from teams.selectors import membership_get
 from training.lineage import backbone_family_graph
 from training.models import Dataset, ForgettingReport, Job
-from training.selectors import dataset_get, dataset_list, job_get, job_list, report_get
+from training.selectors import dataset_fitting_backbones, dataset_get, dataset_list, job_get, job_list, report_get
 from training.services import dataset_upload, head_evaluate, job_cancel, job_create, job_retry, report_decide
 from training.specs import JOB_SPECS, JobSpecError, Spec, job_spec_parse
 
@@ -42,9 +42,35 @@ class DatasetOutputSerializer(serializers.ModelSerializer):
             "target",
             "class_histogram",
             "labels",
+            "columns",
+            "inputs",
+            "preview",
             "created_at",
             "finished_at",
         ]
+
+
+class DatasetDetailOutputSerializer(DatasetOutputSerializer):
+    """A dataset with the team's ready backbones it fits (computed when read)."""
+
+    fits = serializers.SerializerMethodField(
+        help_text="The team's ready backbone versions this dataset fits: [{id, label, inputs}]."
+    )
+
+    class Meta(DatasetOutputSerializer.Meta):
+        fields = [*DatasetOutputSerializer.Meta.fields, "fits"]
+
+    def get_fits(self, dataset) -> list[dict]:
+        return self.context.get("fits", [])
+
+
+COLUMNS_HELP = (
+    "Tables only (.csv, .jsonl, .ndjson, .parquet): JSON mapping the columns, e.g. "
+    '{"inputs": {"text": "review"}, "label": "sentiment", "validation": {"fraction": 0.1}}. '
+    "inputs: {backbone input name: column}, or one column for a single input (a list of numeric columns is one "
+    'vector input); label (default "label"); validation: {"fraction": f, "seed": s} or {"column": c, "value": v}; '
+    'label_order: "sorted" (default) or "first_seen". Without it, a "label" column and exactly one other column.'
+)
 
 
 class DatasetListCreateApi(APIView):
@@ -54,7 +80,8 @@ class DatasetListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         team = serializers.CharField()
         name = serializers.CharField(max_length=100)
-        file = serializers.FileField()
+        file = serializers.FileField()  # .npz, .csv, .jsonl/.ndjson, .parquet, or a .zip of image folders
+        columns = serializers.CharField(required=False, allow_blank=True, help_text=COLUMNS_HELP)
 
         class Meta:
             ref_name = "DatasetUpload"
@@ -63,21 +90,42 @@ class DatasetListCreateApi(APIView):
     def get(self, request):
         return paginated_response(request, dataset_list(user=request.user), DatasetOutputSerializer, view=self)
 
-    @extend_schema(request=InputSerializer, responses={202: DatasetOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: DatasetOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "A CSV of reviews",
+                value={
+                    "team": "nlp",
+                    "name": "reviews",
+                    "file": "reviews.csv",
+                    "columns": '{"inputs": {"text": "review"}, "label": "sentiment", "validation": {"fraction": 0.1}}',
+                },
+                request_only=True,
+            )
+        ],
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         team = membership_get(user=request.user, team_slug=data.validated_data["team"]).team
         dataset = dataset_upload(
-            team=team, user=request.user, name=data.validated_data["name"], file=data.validated_data["file"]
+            team=team,
+            user=request.user,
+            name=data.validated_data["name"],
+            file=data.validated_data["file"],
+            columns=data.validated_data.get("columns"),
         )
         return Response(DatasetOutputSerializer(dataset).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DatasetDetailApi(APIView):
-    @extend_schema(responses=DatasetOutputSerializer)
+    @extend_schema(responses=DatasetDetailOutputSerializer)
     def get(self, request, pk: int):
-        return Response(DatasetOutputSerializer(dataset_get(user=request.user, pk=pk)).data)
+        dataset = dataset_get(user=request.user, pk=pk)
+        fits = dataset_fitting_backbones(dataset=dataset)
+        return Response(DatasetDetailOutputSerializer(dataset, context={"fits": fits}).data)
 
 
 class JobOutputSerializer(serializers.ModelSerializer):

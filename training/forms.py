@@ -13,6 +13,7 @@ from django import forms
 
 from backbones.models import BackboneVersion
 from training.form_kit import FormField, Rows, SpecForm
+from training.input_fit import describe_inputs
 from training.models import Dataset
 from training.services import backbone_input_shape, dataset_fit_problem
 from training.specs import FineTuneSpec, GrowBackboneSpec, TrainHeadSpec, TrainHeadsSpec
@@ -55,12 +56,20 @@ class FilteredSelect(forms.Select):
 
 
 def dataset_label(dataset: Dataset) -> str:
-    shape = "images" if dataset.format == Dataset.Format.IMAGES else f"shape {dataset.input_shape}"
+    if dataset.format == Dataset.Format.IMAGES:
+        shape = "images"
+    elif len(dataset.inputs or []) > 1 or any(entry.get("kind") == "string" for entry in dataset.inputs or []):
+        shape = f"inputs {describe_inputs(dataset.inputs)}"
+    else:
+        shape = f"shape {dataset.input_shape}"
     classes = f", {dataset.num_classes} classes" if dataset.num_classes else ""
     return f"{dataset.name} (#{dataset.pk}) · {dataset.num_examples} examples, {shape}{classes}"
 
 
 def backbone_label(backbone: BackboneVersion) -> str:
+    inputs = (backbone.spec or {}).get("inputs") or []
+    if len(inputs) > 1 or any(spec.get("dtype") == "string" for spec in inputs):
+        return f"{backbone.name} v{backbone.version} · inputs {describe_inputs(inputs)}"
     return f"{backbone.name} v{backbone.version} · input {backbone_input_shape(backbone)}"
 
 
@@ -71,10 +80,17 @@ class DatasetUploadForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "reviews-2024", "autocomplete": "off"}),
     )
     file = forms.FileField(
-        label="Data file (.npz or .zip)",
-        help_text="An .npz with arrays x and y (optionally x_val, y_val, labels), or a .zip of class folders of "
-        "images. A worker validates it.",
-        widget=forms.ClearableFileInput(attrs={"accept": ".npz,.zip"}),
+        label="Data file (.csv, .jsonl, .parquet, .npz or .zip)",
+        help_text="A table (CSV, JSON Lines, Parquet), an .npz with arrays x (or x_<input>) and y (optionally "
+        "x_val, y_val, labels), or a .zip of class folders of images. A worker validates it.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.jsonl,.ndjson,.parquet,.npz,.zip"}),
+    )
+    columns = forms.CharField(
+        required=False,
+        label="Columns (tables only, JSON)",
+        help_text='E.g. {"inputs": {"text": "review"}, "label": "sentiment", "validation": {"fraction": 0.1}}. '
+        "Leave empty for a table of a 'label' column and one other column.",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": '{"inputs": "review", "label": "sentiment"}'}),
     )
 
 

@@ -17,7 +17,7 @@ from django.db.models.functions import RowNumber
 from django.urls import reverse
 
 from backbones.models import BackboneVersion
-from heads.models import HeadVersion
+from heads.selectors import head_versions_on_backbones
 from training.models import Dataset, Job
 from training.specs import stored_dataset_ids
 
@@ -151,13 +151,13 @@ def backbone_family_graph(*, backbone: BackboneVersion) -> Graph:
     ids = [version.pk for version, _ in rows]
 
     head_counts = dict(
-        HeadVersion.objects.filter(backbone_id__in=ids)
+        head_versions_on_backbones(backbone_ids=ids)
         .values("backbone_id")
         .annotate(count=Count("id"))
         .values_list("backbone_id", "count")
     )
     shown_heads = (
-        HeadVersion.objects.filter(backbone_id__in=ids)
+        head_versions_on_backbones(backbone_ids=ids)
         .annotate(rank=Window(RowNumber(), partition_by=[F("backbone_id")], order_by=[F("pk").desc()]))
         .filter(rank__lte=HEADS_SHOWN)
         .values("pk", "backbone_id", "version", "status", "task__slug", "dataset_id", "origin")
@@ -169,7 +169,8 @@ def backbone_family_graph(*, backbone: BackboneVersion) -> Graph:
     # Datasets and jobs that made any head of each version (distinct pairs; not only the shown heads).
     head_datasets: dict[int, list[int]] = {}
     for backbone_id, dataset_id in (
-        HeadVersion.objects.filter(backbone_id__in=ids, dataset__isnull=False)
+        head_versions_on_backbones(backbone_ids=ids)
+        .filter(dataset__isnull=False)
         .values_list("backbone_id", "dataset_id")
         .distinct()
         .order_by("backbone_id", "-dataset_id")
@@ -177,7 +178,8 @@ def backbone_family_graph(*, backbone: BackboneVersion) -> Graph:
         head_datasets.setdefault(backbone_id, []).append(dataset_id)
     head_jobs: dict[int, list[int]] = {}
     for backbone_id, job_id in (
-        HeadVersion.objects.filter(backbone_id__in=ids, origin__kind="job")
+        head_versions_on_backbones(backbone_ids=ids)
+        .filter(origin__kind="job")
         .values_list("backbone_id", "origin__job")
         .distinct()
         .order_by("backbone_id")

@@ -7,7 +7,12 @@ from core.models import TrackedWork
 
 
 class Dataset(TrackedWork):
-    """An uploaded .npz (x, y[, x_val, y_val, labels]) or .zip of class folders of images."""
+    """An uploaded .npz (x or x_<name>, y[, validation, labels]), table (CSV, JSON Lines, Parquet)
+    mapped by `columns`, or .zip of class folders of images.
+
+    `inputs` lists one {"name", "kind", "shape", "dtype"} per input (the data contract with
+    training.work.datasets.dataset_arrays); `input_shape` is the single input's shape.
+    """
 
     WAITING = ("validating",)
     WORKING = ("validating",)
@@ -21,6 +26,9 @@ class Dataset(TrackedWork):
     class Format(models.TextChoices):
         NPZ = "npz", "NumPy arrays (.npz)"
         IMAGES = "images", "Image folders (.zip)"
+        CSV = "csv", "CSV table (.csv)"
+        JSONL = "jsonl", "JSON Lines (.jsonl, .ndjson)"
+        PARQUET = "parquet", "Parquet table (.parquet)"
 
     team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
@@ -36,6 +44,9 @@ class Dataset(TrackedWork):
     class_histogram = models.JSONField(default=dict, blank=True)
     labels = models.JSONField(default=list, blank=True)
     x_sha256 = models.CharField(max_length=64, blank=True)
+    columns = models.JSONField(default=dict, blank=True, help_text="The column mapping used (tables).")
+    inputs = models.JSONField(default=list, blank=True, help_text="One {name, kind, shape, dtype} per input.")
+    preview = models.JSONField(default=dict, blank=True, help_text="Columns, row count, first rows, labels.")
 
     class Meta:
         ordering = ["-created_at"]

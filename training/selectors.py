@@ -4,9 +4,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from backbones.models import BackboneVersion
-from heads.models import HeadVersion
+from heads.selectors import head_versions_by_id
 from teams.selectors import scoped_to_member, team_object_get
 from training.models import Dataset, ForgettingReport, Job
+from training.services import dataset_fit_problem
 
 
 def dataset_list(*, user: AbstractBaseUser, team_slug: str | None = None) -> QuerySet[Dataset]:
@@ -18,6 +19,29 @@ def dataset_get(*, user: AbstractBaseUser, pk) -> Dataset:
     return team_object_get(Dataset.objects.select_related("team", "blob"), user=user, pk=pk, label="Dataset")
 
 
+MAX_FIT_CHECKS = 500
+
+
+def dataset_fitting_backbones(*, dataset: Dataset) -> list[dict]:
+    """Return the team's ready backbone versions a ready dataset fits: [{"id", "label", "inputs"}].
+
+    One query, whatever the number of backbones (at most MAX_FIT_CHECKS, newest first); the rule
+    is training.services.dataset_fit_problem, the one that refuses jobs.
+    """
+    if dataset.status != Dataset.Status.READY:
+        return []
+    backbones = (
+        BackboneVersion.objects.filter(team_id=dataset.team_id, status=BackboneVersion.Status.READY)
+        .only("id", "name", "version", "spec", "team_id", "status")
+        .order_by("-created_at")[:MAX_FIT_CHECKS]
+    )
+    return [
+        {"id": backbone.pk, "label": backbone.label, "inputs": (backbone.spec or {}).get("inputs", [])}
+        for backbone in backbones
+        if not dataset_fit_problem(dataset, backbone)
+    ]
+
+
 def job_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Job]:
     filters = filters or {}
     queryset = scoped_to_member(Job.objects.select_related("team", "created_by", "retried_by"), user=user)
@@ -27,6 +51,18 @@ def job_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet
     if filters.get("team"):
         queryset = queryset.filter(team__slug=filters["team"])
     return queryset
+
+
+def job_progress_percent(*, job: Job) -> int:
+    """How far a job is, 0..100, from its progress {epoch, epochs, step, steps} (100 once it succeeded)."""
+    if job.status == Job.Status.SUCCEEDED:
+        return 100
+    progress = job.progress or {}
+    epochs, steps = progress.get("epochs") or 0, progress.get("steps") or 1
+    if not epochs:
+        return 0
+    done = (progress.get("epoch") or 0) * steps + (progress.get("step") or 0)
+    return max(0, min(100, round(100 * done / (epochs * steps))))
 
 
 def job_get(*, user: AbstractBaseUser, pk) -> Job:
@@ -54,12 +90,7 @@ def job_results(*, job: Job) -> dict:
     result = job.result or {}
     head_ids = list(result.get("head_versions") or [])
     carried_ids = list(result.get("carried_head_versions") or [])
-    heads = {
-        head.pk: head
-        for head in HeadVersion.objects.filter(pk__in=head_ids + carried_ids, task__team=job.team).select_related(
-            "task"
-        )
-    }
+    heads = {head.pk: head for head in head_versions_by_id(ids=head_ids + carried_ids, team=job.team)}
     backbone = None
     if result.get("backbone_version"):
         backbone = BackboneVersion.objects.filter(pk=result["backbone_version"], team=job.team).first()

@@ -19,10 +19,11 @@ from backbones.models import BackboneVersion
 from core.errors import ConflictError, PermissionDeniedError, ValidationError
 from core.tracked_work import queue_on_commit
 from heads.models import HeadVersion
-from heads.selectors import heads_carry_authors
+from heads.selectors import head_approved_list, head_versions_by_id, heads_carry_authors
 from heads.services import check_not_author, heads_carry
 from teams.models import Team
 from teams.selectors import membership_get
+from training.input_fit import describe_inputs, inputs_fit_problem
 from training.models import Dataset, ForgettingReport, Job
 from training.specs import (
     EvaluateHeadSpec,
@@ -36,25 +37,47 @@ from training.specs import (
     describe_errors,
     job_spec_parse,
 )
+from training.specs.columns import columns_parse
 
-DATASET_SUFFIXES = {".npz": Dataset.Format.NPZ, ".zip": Dataset.Format.IMAGES}
+DATASET_SUFFIXES = {
+    ".npz": Dataset.Format.NPZ,
+    ".zip": Dataset.Format.IMAGES,
+    ".csv": Dataset.Format.CSV,
+    ".jsonl": Dataset.Format.JSONL,
+    ".ndjson": Dataset.Format.JSONL,
+    ".parquet": Dataset.Format.PARQUET,
+}
+TABLE_FORMATS = (Dataset.Format.CSV, Dataset.Format.JSONL, Dataset.Format.PARQUET)
 
 
 class JobCheckFailed(Exception):
     """A check against the database failed; the message says what to change (the job is stored failed)."""
 
 
-def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: UploadedFile) -> Dataset:
-    """Store a dataset file and queue its validation by a worker."""
+def dataset_upload(
+    *, team: Team, user: AbstractBaseUser, name: str, file: UploadedFile, columns: str | dict | None = None
+) -> Dataset:
+    """Store a dataset file and queue its validation by a worker.
+
+    `columns` (JSON text or a dict) maps a table's columns to inputs, label and validation rows
+    (training.specs.columns); a malformed mapping is refused here, before anything is stored,
+    and columns the file lacks are found by the worker's validation.
+    """
     suffix = os.path.splitext(file.name or "")[1].lower()
     if suffix not in DATASET_SUFFIXES:
         raise ValidationError(
-            f"Expected a .npz (arrays x and y, optionally x_val, y_val, labels) or a .zip of class folders "
-            f"of images; received '{os.path.basename(file.name or '')}'.",
+            f"Expected a .npz (arrays x and y, optionally x_val, y_val, labels), a table (.csv, .jsonl, .ndjson, "
+            f".parquet) or a .zip of class folders of images; received '{os.path.basename(file.name or '')}'.",
             code="invalid_file_type",
         )
     if not name.strip():
         raise ValidationError("A dataset needs a name.")
+    mapping = columns_parse(columns)
+    if mapping and DATASET_SUFFIXES[suffix] not in TABLE_FORMATS:
+        raise ValidationError(
+            f"'columns' maps the columns of a table (.csv, .jsonl, .ndjson, .parquet); '{suffix}' files have none. "
+            "Leave 'columns' out."
+        )
     stored = blob_store_uploaded_file(file=file)
     with transaction.atomic():
         dataset = Dataset.objects.create(
@@ -63,6 +86,7 @@ def dataset_upload(*, team: Team, user: AbstractBaseUser, name: str, file: Uploa
             format=DATASET_SUFFIXES[suffix],
             blob=stored.blob,
             filename=os.path.basename(file.name),
+            columns=mapping,
             created_by=user,
         )
         queue_on_commit("training.validate_dataset", dataset.pk)
@@ -82,49 +106,61 @@ def backbone_input_shape(backbone: BackboneVersion) -> list | None:
 def training_input_problem(backbone: BackboneVersion) -> str:
     """Return why jobs cannot train on this backbone's inputs, or "" when they can.
 
-    Datasets hold one numeric array `x`, so jobs need a backbone with one numeric input.
+    Any number of inputs of any kind (text, token ids, numbers, images) can be trained on, as long
+    as the backbone's description says what each input is (its name, per-row shape and dtype).
     """
     inputs = (backbone.spec or {}).get("inputs") or []
-    if len(inputs) > 1:
-        names = ", ".join(f"'{spec.get('name')}'" for spec in inputs)
+    if not inputs:
+        return f"{backbone.label} declares no inputs, so no dataset can be checked against it."
+    unknown = [str(spec.get("name")) for spec in inputs if spec.get("shape") is None or not spec.get("dtype")]
+    if unknown:
         return (
-            f"{backbone.label} takes {len(inputs)} inputs ({names}); training jobs take one input array 'x'. "
-            "Train heads for several-input backbones outside ModelHub and import or upload them."
-        )
-    if inputs and inputs[0].get("dtype") == "string":
-        return (
-            f"{backbone.label} takes text (a string input); training jobs take numeric arrays. Train heads for "
-            "text backbones outside ModelHub and import or upload them, or upload a backbone that takes token ids."
+            f"{backbone.label} does not declare the shape and dtype of its input(s) {', '.join(unknown)}, so no "
+            "dataset can be checked against it. Upload the backbone again so a worker describes it."
         )
     return ""
+
+
+def dataset_inputs(dataset: Dataset) -> list[dict]:
+    """Return the dataset's inputs ({name, kind, shape, dtype} each); rows stored before they were recorded
+    have one numeric input "x" of shape `input_shape`."""
+    if dataset.inputs:
+        return list(dataset.inputs)
+    if dataset.format == Dataset.Format.IMAGES or dataset.input_shape is None:
+        return []
+    return [{"name": "x", "kind": "number", "shape": list(dataset.input_shape), "dtype": "float32"}]
 
 
 def dataset_fit_problem(dataset: Dataset, backbone: BackboneVersion) -> str:
     """Return why `dataset` cannot train on `backbone`, or "" when it fits.
 
-    The one shape rule: the job forms offer only pairs that fit, and job_create fails a job whose
-    pair does not. An .npz fits a backbone whose input has exactly the shape of its rows; an image
-    dataset fits a backbone taking images of a fixed size with 1 (grey) or 3 (RGB) channels (the
-    worker resizes each image to it).
+    The one rule (training.input_fit, which the worker follows too): the job forms offer only pairs
+    that fit, and job_create fails a job whose pair does not. The dataset's `inputs` (names, kinds,
+    shapes) must feed the backbone's `spec["inputs"]`: by name, or one unnamed input `x` for a
+    one-input backbone; text only a string input; token ids padded up to a fixed length, never cut.
+    An image dataset fits a backbone taking images of a fixed size with 1 (grey) or 3 (RGB) channels
+    (the worker resizes each image to it). The message names both sides.
     """
     problem = training_input_problem(backbone)
     if problem:
         return problem
-    expected = backbone_input_shape(backbone)
-    if expected is None:
-        return f"{backbone.label} declares no input shape, so no dataset can be checked against it."
+    backbone_inputs = backbone.spec["inputs"]
     if dataset.format == Dataset.Format.IMAGES:
-        if len(expected) != 3 or None in expected[:2] or expected[2] not in (1, 3):
+        expected = list(backbone_inputs[0]["shape"])
+        if len(backbone_inputs) != 1 or len(expected) != 3 or None in expected[:2] or expected[2] not in (1, 3):
             return (
-                f"Dataset '{dataset.name}' holds images, but {backbone.label} takes inputs of shape {expected}. "
-                "Image datasets need a backbone taking (height, width, 1 or 3 channels); pick one, or upload "
-                "the data as an .npz of arrays shaped like the backbone input."
+                f"Dataset '{dataset.name}' holds images, but {backbone.label} takes "
+                f"{describe_inputs(backbone_inputs)}. Image datasets need a backbone taking one input of "
+                "(height, width, 1 or 3 channels); pick one, or upload the data as an .npz of arrays shaped like "
+                "the backbone input."
             )
         return ""
-    if list(dataset.input_shape or []) != expected:
+    inputs = dataset_inputs(dataset)
+    problem = inputs_fit_problem(inputs, backbone_inputs)
+    if problem:
         return (
-            f"Dataset '{dataset.name}' has inputs of shape {dataset.input_shape}, but {backbone.label} expects "
-            f"{expected}. Reshape or resize the data to {expected}, or pick the matching backbone."
+            f"Dataset '{dataset.name}' has inputs {describe_inputs(inputs)}; {backbone.label} takes "
+            f"{describe_inputs(backbone_inputs)}. {problem}"
         )
     return ""
 
@@ -179,6 +215,19 @@ def _check_layer(backbone: BackboneVersion, name: str) -> None:
         )
 
 
+def _check_probe_shape(backbone: BackboneVersion, probe_shape: dict[str, list[int]]) -> None:
+    """Each input ``probe_shape`` names is the backbone's, with as many dims, its fixed ones as declared."""
+    declared = {spec["name"]: list(spec["shape"]) for spec in backbone.spec.get("inputs", [])}
+    for name, dims in probe_shape.items():
+        want = declared.get(name)
+        if want is None or len(want) != len(dims) or any(w not in (None, d) for w, d in zip(want, dims, strict=True)):
+            takes = ", ".join(f"{input_name} {shape}" for input_name, shape in declared.items())
+            raise JobCheckFailed(
+                f"probe_shape gives input {name!r} the rows {dims}, but {backbone.label} takes {takes} (None: any "
+                "length). Name its inputs, with a length for each None and the fixed dimensions as declared."
+            )
+
+
 EVALUABLE_HEAD_STATUSES = (
     HeadVersion.Status.DRAFT,
     HeadVersion.Status.IN_REVIEW,
@@ -193,7 +242,7 @@ def _evaluated_head_and_dataset(team: Team, spec: EvaluateHeadSpec) -> tuple[Hea
 
     The dataset's inputs must fit the head's backbone, and its class ids the head's outputs.
     """
-    head = HeadVersion.objects.select_related("task", "backbone").filter(task__team=team, pk=spec.head).first()
+    head = head_versions_by_id(ids=[spec.head], team=team).select_related("backbone").first()
     if head is None:
         raise JobCheckFailed(f"Head version {spec.head} is not in team '{team.slug}'. Pick one of its heads.")
     if head.status not in EVALUABLE_HEAD_STATUSES:
@@ -270,6 +319,7 @@ def job_check(*, team: Team, spec: JobSpec) -> JobSpec:
         return dataclasses.replace(spec, tasks=tuple(entries))
     if isinstance(spec, GrowBackboneSpec):
         _check_layer(backbone, spec.insert.after_layer if spec.insert else spec.widen.layer)
+        _check_probe_shape(backbone, spec.probe_shape or {})
         if spec.train:
             dataset = _ready_dataset(team, spec.train.dataset, backbone)
             if dataset.target != "classes":
@@ -388,8 +438,9 @@ def report_carried_heads(report: ForgettingReport) -> list[HeadVersion]:
     """Return the parent's approved head versions that accepting `report` carries."""
     head_ids = [row["head_version"] for row in report.rows]
     return list(
-        HeadVersion.objects.filter(backbone=report.parent, status=HeadVersion.Status.APPROVED, pk__in=head_ids)
-        .select_related("task", "job", "carried_from")
+        head_approved_list(backbone=report.parent)
+        .filter(pk__in=head_ids)
+        .select_related("job", "carried_from")
         .order_by("pk")
     )
 

@@ -17,12 +17,21 @@ from backbones.models import BackboneVersion
 from backbones.selectors import backbone_get, backbone_list
 from core.errors import ApplicationError
 from dashboard.kit import object_or_404, paginate, parse_id, query_without_page, team_required
-from heads.models import HeadVersion
+from heads.selectors import head_versions_by_id
 from teams.selectors import membership_get
 from training.forms import JOB_FORMS, DatasetUploadForm
 from training.lineage import backbone_family_graph, family_root
 from training.models import Dataset, ForgettingReport, Job
-from training.selectors import dataset_get, dataset_list, job_get, job_list, job_results, report_get
+from training.selectors import (
+    dataset_fitting_backbones,
+    dataset_get,
+    dataset_list,
+    job_get,
+    job_list,
+    job_progress_percent,
+    job_results,
+    report_get,
+)
 from training.services import dataset_upload, job_cancel, job_create, job_retry, report_decide
 from training.specs import stored_backbone_id, stored_dataset_ids, stored_summary
 
@@ -84,23 +93,13 @@ def dataset_detail_view(request, pk: int):
             "bars": class_bars(dataset),
             "labels": list(enumerate(dataset.labels or [])),
             "jobs": used_by,
+            "preview": dataset.preview or {},
+            "fits": dataset_fitting_backbones(dataset=dataset),
         },
     )
 
 
 # --- Jobs -----------------------------------------------------------------------------------
-
-
-def progress_percent(job: Job) -> int:
-    """How far a job is, 0..100, from its progress {epoch, epochs, step, steps}."""
-    if job.status == Job.Status.SUCCEEDED:
-        return 100
-    progress = job.progress or {}
-    epochs, steps = progress.get("epochs") or 0, progress.get("steps") or 1
-    if not epochs:
-        return 0
-    done = (progress.get("epoch") or 0) * steps + (progress.get("step") or 0)
-    return max(0, min(100, round(100 * done / (epochs * steps))))
 
 
 @team_required
@@ -111,7 +110,7 @@ def job_list_view(request, membership):
         filters["status"] = status
     page = paginate(request, job_list(user=request.user, filters=filters))
     for job in page.object_list:
-        job.percent = progress_percent(job)
+        job.percent = job_progress_percent(job=job)
         job.summary = stored_summary(job.params)
     return render(
         request,
@@ -172,7 +171,7 @@ def job_detail_view(request, pk: int):
             "datasets": [datasets[i] for i in sorted(datasets)],
             "results": job_results(job=job),
             "pending": job.status in PENDING_JOB,
-            "percent": progress_percent(job),
+            "percent": job_progress_percent(job=job),
             "params_json": json.dumps(params, indent=2, sort_keys=True),
             "job_data": {
                 "id": job.pk,
@@ -289,7 +288,7 @@ def report_detail_view(request, pk: int):
     membership = membership_get(user=request.user, team_slug=report.job.team.slug)
     rows = sorted(report.rows or [], key=lambda row: row.get("delta") or 0)
     head_ids = [row.get("head_version") for row in rows]
-    heads = {h.pk: h for h in HeadVersion.objects.filter(pk__in=head_ids, task__team=report.job.team)}
+    heads = {h.pk: h for h in head_versions_by_id(ids=head_ids, team=report.job.team)}
     worst = min((row.get("delta") or 0 for row in rows), default=0)
     return render(
         request,

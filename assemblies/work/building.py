@@ -7,11 +7,11 @@ from pathlib import Path
 
 from artifacts.services import blob_store_path
 from assemblies.models import Assembly
-from backbones.work.loading import fetch_backbone, load_model_blob
+from assemblies.work.components import assembly_components
+from backbones.work.loading import load_model_blob
 from core.events import event_emit
 from core.tracked_work import row_finish, run_tracked, work_heartbeat
 from heads.services import head_weights_discard
-from heads.work.model_files import head_weights_of, head_weights_record, packed_head
 
 logger = logging.getLogger(__name__)
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -56,60 +56,38 @@ def assembly_build(*, assembly_id: int) -> None:
 
 def _build(assembly: Assembly) -> None:
     from modelhub.ml.assembly.build import build_assembly
-    from modelhub.ml.assembly.manifest import AssemblyHead
     from modelhub.ml.assembly.verify import verify_assembly
     from modelhub.ml.errors import MLError
 
-    entries = list(
-        assembly.entries.select_related(
-            "head",
-            "head__task",
-            "head__blob",
-            "head__branch_blob",
-            "head__blob__head_weights",
-            "head__blob__head_weights__packed",
-        )
-    )
-    backbone_dir = tempfile.TemporaryDirectory(prefix="modelhub-backbone-")  # the fetched file, cut again below
     try:
         backbone_version = assembly.backbone
-        backbone, backbone_path = fetch_backbone(backbone_version, Path(backbone_dir.name))
-        heads = [
-            AssemblyHead(
-                task=entry.head.task.slug,
-                model=_head_for_assembly(entry.head.blob),
-                version=entry.head.version,
-                sha256=entry.head.blob.sha256,
-                labels=entry.head.labels or None,
-                branch=_branch_for_assembly(entry.head),
-            )
-            for entry in entries
-        ]
-        _check_packed_sample(entries, heads)
-        work_heartbeat(assembly, force=True)
-        with tempfile.TemporaryDirectory(prefix="modelhub-assembly-") as tmp:
-            trunk = _trunk_for(backbone, backbone_path, heads, Path(tmp))
-            export_dir = Path(tmp) / "model"
-            result = build_assembly(
-                backbone=backbone,
-                heads=heads,
-                export_dir=export_dir,
-                verify=False,
-                per_head_signatures=assembly.task_signatures,
-                trunk=trunk,
-                backbone_info={
-                    "name": backbone_version.name,
-                    "version": backbone_version.version,
-                    "sha256": backbone_version.blob.sha256,
-                },
-            )
-            Assembly.objects.filter(pk=assembly.pk).update(status=Assembly.Status.VERIFYING)
+        with assembly_components(assembly) as parts:
+            backbone, heads = parts.backbone, parts.heads
+            _check_packed_sample(parts.entries, heads)
             work_heartbeat(assembly, force=True)
-            verification = verify_assembly(
-                export_dir, backbone, [head.model for head in heads], branches=[head.branch for head in heads]
-            )
-            archive = zip_directory(export_dir, Path(tmp) / "model.zip")
-            blob = blob_store_path(path=archive).blob
+            with tempfile.TemporaryDirectory(prefix="modelhub-assembly-") as tmp:
+                trunk = parts.cut_trunk()
+                export_dir = Path(tmp) / "model"
+                result = build_assembly(
+                    backbone=backbone,
+                    heads=heads,
+                    export_dir=export_dir,
+                    verify=False,
+                    per_head_signatures=assembly.task_signatures,
+                    trunk=trunk,
+                    backbone_info={
+                        "name": backbone_version.name,
+                        "version": backbone_version.version,
+                        "sha256": backbone_version.blob.sha256,
+                    },
+                )
+                Assembly.objects.filter(pk=assembly.pk).update(status=Assembly.Status.VERIFYING)
+                work_heartbeat(assembly, force=True)
+                verification = verify_assembly(
+                    export_dir, backbone, [head.model for head in heads], branches=[head.branch for head in heads]
+                )
+                archive = zip_directory(export_dir, Path(tmp) / "model.zip")
+                blob = blob_store_path(path=archive).blob
         signatures = ["serving_default", "serving_by_task"]
         if assembly.task_signatures:
             signatures += [head.task for head in heads]
@@ -127,55 +105,6 @@ def _build(assembly: Assembly) -> None:
     except Exception as exc:
         logger.exception("assembly %s build crashed", assembly.pk)
         row_finish(assembly, status=Assembly.Status.FAILED, error=f"Build failed: {type(exc).__name__}: {exc}")
-    finally:
-        backbone_dir.cleanup()
-
-
-def _branch_for_assembly(head):
-    """The head's branch as the assembly needs it (its Keras model, loaded safely), or None."""
-    from modelhub.ml.assembly.trunk import AssemblyBranch
-
-    if head.branch_blob_id is None:
-        return None
-    info = head.branch or {}
-    return AssemblyBranch(
-        after_layer=info.get("after_layer", ""),
-        model=load_model_blob(head.branch_blob),
-        sha256=head.branch_blob.sha256,
-        layers=list(info.get("layers", [])),
-    )
-
-
-def _trunk_for(backbone, backbone_path: Path | None, heads: list, folder: Path):
-    """The backbone cut at every branch point of the heads (None when no head has a branch).
-
-    Cut from the stored file when the backbone is that file as it is; otherwise (a file cut
-    at a feature layer inside it) from the loaded backbone saved again.
-    """
-    from modelhub.ml.branches import cut_backbone
-
-    points = {head.branch.after_layer for head in heads if head.branch is not None}
-    if not points:
-        return None
-    if backbone_path is None:
-        backbone_path = folder / "backbone.keras"
-        backbone.save(backbone_path)
-    return cut_backbone(backbone_path, points, include_top=any(head.branch is None for head in heads))
-
-
-def _head_for_assembly(blob):
-    """The head as the assembly needs it: its packed Dense weights when it has them, else Keras.
-
-    A head without recorded weights (stored before they existed) is loaded once with Keras
-    and its weights are recorded, so the next assembly reads them directly.
-    """
-    weights = head_weights_of(blob)
-    if weights is not None and weights.packed_id is not None:
-        return packed_head(weights)
-    model = load_model_blob(blob)
-    if weights is None:
-        head_weights_record(blob=blob, model=model)
-    return model
 
 
 def _check_packed_sample(entries: list, heads: list, sample: int = PACKED_SAMPLE) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from backbones.work.loading import fetch_blob_to, load_backbone, load_model_file
+from backbones.work.loading import fetch_blob_to, load_backbone, load_model_file, model_file_limits
 from core.tracked_work import row_finish, run_tracked
 from heads.models import HeadEvent, HeadVersion
 from heads.work.model_files import head_output_width, head_weights_record, save_head_as_blob
@@ -39,6 +39,7 @@ def _validate(head: HeadVersion) -> None:
         backbone = load_backbone(backbone_version)
         with tempfile.TemporaryDirectory(prefix="modelhub-head-") as tmp:
             path = fetch_blob_to(head.blob, Path(tmp), "upload.keras")
+            _refuse_keras_hub_task(path, filename=head.filename)
             model = load_model_file(path)
             feature_shape = _shape(backbone.outputs[0])
             input_shape = _shape(model.inputs[0]) if len(model.inputs) == 1 else None
@@ -84,6 +85,26 @@ def _validate(head: HeadVersion) -> None:
             status=HeadVersion.Status.REJECTED,
             action=HeadEvent.Action.REJECTED,
             error=f"Validation failed: {type(exc).__name__}: {exc}",
+        )
+
+
+def _refuse_keras_hub_task(path: Path, *, filename: str) -> None:
+    """Refuse a keras-hub task file (``task.save()``) with where it is taken: an import names its backbone layer.
+
+    A head upload is a head or a plain full model on a stored backbone; a task file holds its
+    own backbone, which only an import (POST /api/imports/ with ``feature_layer``) stores and splits.
+    """
+    from modelhub.ml.errors import InvalidModelFileError
+    from modelhub.ml.keras_hub_tasks import keras_hub_task_file
+
+    task = keras_hub_task_file(path, **model_file_limits())  # a task saved with its preprocessor: refused here
+    if task is not None:
+        raise InvalidModelFileError(
+            f"'{filename or path.name}' is a keras-hub task ({task}, saved with task.save()). A head upload "
+            "takes a head on this backbone's features or a plain full model; import task files through "
+            "POST /api/imports/ (the dashboard's Import page) with feature_layer set to the task's backbone "
+            "layer ('bert_backbone' unless renamed): the task's backbone becomes the backbone and its layers "
+            "after it the head."
         )
 
 

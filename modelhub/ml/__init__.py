@@ -50,9 +50,11 @@ tests/ml/test_public_api.py imports every name listed here and checks the keywor
 
 ``modelhub.ml.split.single``
     split_full_model(backbone_path, full_path, *, name="head") -> keras.Model
+    cut_heads(archive, feature, *, name, label) -> [(output name, keras.Model)]   # one head per output
+    output_names(archive) -> [str]
 
 ``modelhub.ml.split.family``
-    ModelSource(label, fetch, head_name="head")              # dataclass
+    ModelSource(label, fetch, head_name="head", name_heads=None)   # dataclass
     split_family(sources, *, feature_layer, on_head, check_file, min_shared_fraction=0.5,
                  backbone_name="backbone", branches=False) -> FamilySplit   # FamilySplitError
 
@@ -75,9 +77,13 @@ tests/ml/test_public_api.py imports every name listed here and checks the keywor
     freeze_backbone(model) -> dict
     unfreeze_top(model, num_layers) -> dict                  # counts weight-bearing layers only
 
-``modelhub.ml.features``
-    dataset_sha256(x) -> str
+``modelhub.ml.features``  (x: one array, or {input name: array}; text as arrays of str)
+    dataset_sha256(x) -> str                                 # strings by UTF-8 bytes and lengths
     compute_features(backbone, x, *, batch_size=64) -> np.ndarray
+    check_inputs(backbone, x) -> x                           # names, kinds, shapes, row counts
+    num_rows(x) -> int
+    take_rows(x, rows) -> x
+    keras_inputs(x) -> x                                     # strings as tf.string for Model.fit
     cached_features(backbone, x, *, cache_dir, batch_size=64, fingerprint=None) -> tuple[np.ndarray, dict]
 
 ``modelhub.ml.callbacks``
@@ -129,6 +135,11 @@ tests/ml/test_public_api.py imports every name listed here and checks the keywor
 ``modelhub.ml.assembly.verify``
     verify_assembly(export_dir, backbone, heads, probe_inputs=None, *, rtol=VERIFY_TOLERANCE,
                     branches=None) -> dict
+
+``modelhub.ml.export``  (ONNX via tf2onnx + onnxruntime; LiteRT via TFLiteConverter + ai_edge_litert)
+    export_assembly(*, backbone, heads, trunk, saved_model_dir, fmt, quantization, out_path,
+                    probe_inputs=None, dataset=None, progress=None, per_task_signatures=None) -> dict
+    open_onnx_runner(path) -> OnnxRunner        # .run(inputs_by_name, task_id) -> (outputs, output_width)
 
 The assembled SavedModel serves ``serving_default(inputs, task_id)`` returning
 ``{"outputs": float32 [None, max_width], "output_width": int32 [None]}`` plus one

@@ -65,9 +65,18 @@ class AssemblyVerificationError(AssemblyError):
     """An assembled SavedModel does not reproduce backbone + head outputs within tolerance."""
 
 
+class ExportError(MLError):
+    """An assembly cannot be exported to ONNX or LiteRT (a layer the converter cannot handle, string
+    inputs, or an export that does not reproduce the SavedModel within the tolerance)."""
+
+
 class FamilySplitError(MLError):
     """Some files of a family cannot be split; ``errors`` maps file index -> message."""
 
     def __init__(self, message: str, errors: dict[int, str]) -> None:
         super().__init__(message)
         self.errors = errors
+
+
+class ProbeShapeError(MLError):
+    """No probe rows fit the model: an open (None) input length no layer accepts, or a bad probe_shape."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from modelhub.ml.errors import GrowthError, GrowthNotPreservedError, LayerNotFoundError
 from modelhub.ml.inspect import graph_nodes
-from modelhub.ml.probes import probe_inputs_for
+from modelhub.ml.probes import ProbeShape, probe_inputs_for, rows_probe_shape
 from modelhub.ml.tolerance import VERIFY_TOLERANCE
 
 KINDS = ("dense_identity", "conv_identity", "residual", "widen")
@@ -64,6 +64,7 @@ def grow_model(
     hidden_units: int | None = None,
     train: str = "new",
     probe_inputs: np.ndarray | None = None,
+    probe_shape: ProbeShape | None = None,
     rtol: float = VERIFY_TOLERANCE,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -80,12 +81,14 @@ def grow_model(
         hidden_units: width of the residual block's first layer (default: the input's).
         train: ``"new"`` makes only the new/changed layers trainable, ``"all"`` every layer.
         probe_inputs: inputs for verification; deterministic random ones when None.
+        probe_shape: ``{input name: [dims of one row]}`` of those random rows for inputs of open
+            (None) length (a request's, or a dataset's); default: a length the model accepts.
         rtol: largest accepted max abs diff relative to max(1, the largest output magnitude).
         seed: seeds the residual block's first kernel.
 
     Returns:
         ``{"model": keras.Model, "kind": str, "new_layers": [str], "changed_layers": [str],
-        "verification": {"max_abs_diff", "relative_diff", "max_abs_output", "rtol"},
+        "verification": {"max_abs_diff", "relative_diff", "max_abs_output", "rtol", "probe_shape"},
         "params": {"before", "after", "trainable"}}``.
 
     Raises:
@@ -121,9 +124,10 @@ def grow_model(
         for item in grown.layers:
             item.trainable = True
     if probe_inputs is None:
-        probe_inputs = probe_inputs_for(model, num_rows=4, seed=seed)
+        probe_inputs = probe_inputs_for(model, num_rows=4, seed=seed, probe_shape=probe_shape)
     verification = compare_outputs(model, grown, probe_inputs)
     verification["rtol"] = rtol
+    verification["probe_shape"] = rows_probe_shape(model, probe_inputs, open_only=False)
     if not verification["relative_diff"] <= rtol:
         raise GrowthNotPreservedError(
             f"Expected the grown model to match the original within relative {rtol}, got max abs "
@@ -307,7 +311,12 @@ def _insert_after(
 
 def _copy_weights(source: keras.Model, target: keras.Model, *, skip: set[str] = frozenset()) -> None:
     for item in source.layers:
-        if item.name in skip or not item.weights:
+        if item.name in skip:
+            continue
+        if hasattr(item, "get_vocabulary") and not isinstance(item, keras.Model):
+            # A lookup layer's vocabulary lives in a table, not in weights (a text backbone).
+            target.get_layer(item.name).set_vocabulary(item.get_vocabulary())
+        if not item.weights:
             continue
         counterpart = target.get_layer(item.name)
         if isinstance(item, keras.Model) and isinstance(counterpart, keras.Model):

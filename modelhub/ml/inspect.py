@@ -222,9 +222,16 @@ def backbone_up_to(model: keras.Model, feature_layer: str, *, copy: bool = False
 
 
 def copy_model(model: keras.Model) -> keras.Model:
-    """Return an independent copy of ``model`` (same config, copied weights)."""
+    """Return an independent copy of ``model`` (same config, copied weights and vocabularies).
+
+    A lookup layer's vocabulary (TextVectorization, StringLookup) lives in a table, not in
+    weights, so it is copied layer by layer.
+    """
     clone = keras.models.clone_model(model, recursive=True)
     clone.set_weights(model.get_weights())
+    for source, target in zip(iter_leaf_layers(model), iter_leaf_layers(clone), strict=True):
+        if hasattr(source, "get_vocabulary") and hasattr(target, "set_vocabulary"):
+            target.set_vocabulary(source.get_vocabulary())
     return clone
 
 

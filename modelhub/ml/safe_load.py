@@ -17,9 +17,17 @@ from typing import Any
 
 from modelhub.ml.errors import InvalidModelFileError, UnsafeModelError
 from modelhub.ml.keras_file.archive import KerasArchive, import_registering_packages
-from modelhub.ml.untrusted import SAVE_HINT, Limits, check_config_safe
+from modelhub.ml.untrusted import SAVE_HINT, Limits, UntrustedKerasFile, check_config_safe
+from modelhub.ml.untrusted.config import KERAS_HUB_TASKS
 
-__all__ = ["check_config_safe", "check_keras_archive", "import_registering_packages", "load_keras_model"]
+__all__ = [
+    "check_config_safe",
+    "check_keras_archive",
+    "import_registering_packages",
+    "keras_hub_task_name",
+    "load_keras_model",
+    "load_keras_task",
+]
 
 
 def check_keras_archive(path: str | os.PathLike[str], **limits: int) -> dict[str, Any]:
@@ -79,11 +87,52 @@ def load_keras_model(path: str | os.PathLike[str], **limits: int) -> Any:
     Example:
         >>> model = load_keras_model("uploads/3f2a.bin")
     """
-    import keras
-
     path = Path(path)
     with _checked_archive(path, limits) as archive:
         import_registering_packages(archive.config)
+    return _keras_load(path)
+
+
+def keras_hub_task_name(config: dict[str, Any]) -> str | None:
+    """Return the registered name of an allowed keras-hub task at the top of a checked config, else None."""
+    name = config.get("registered_name") if isinstance(config, dict) else None
+    return name if name in KERAS_HUB_TASKS else None
+
+
+def load_keras_task(path: str | os.PathLike[str], **limits: int) -> Any:
+    """Check and load an uploaded keras-hub task (e.g. ``BertTextClassifier``) without running uploaded code.
+
+    The same reader as :func:`load_keras_model` (zip, allow-listed config, HDF5 structure, every
+    weight finite); a task's top level is its own class, not a Functional graph, so the layout
+    check is replaced by a count: the loaded task must hold exactly the layer weights the file stores
+    (optimizer state of a compiled task is not loaded).
+
+    Raises:
+        UnsafeModelError, InvalidModelFileError: see :func:`check_keras_archive`; also a file
+            that is not an allowed task, or one saved with its preprocessor.
+    """
+    path = Path(path)
+    with UntrustedKerasFile(path, limits=Limits.from_kwargs(**limits)) as file:
+        if keras_hub_task_name(file.config) is None:
+            raise InvalidModelFileError(
+                f"Expected a keras-hub task ({', '.join(sorted(KERAS_HUB_TASKS))}) in '{path.name}', "
+                f"received a {file.config.get('class_name')}."
+            )
+        file.check_values()
+        stored = sum(1 for name in file.datasets if name.startswith("layers/"))  # not optimizer state
+        import_registering_packages(file.config)
+    task = _keras_load(path)
+    if len(task.weights) != stored:
+        raise InvalidModelFileError(
+            f"Expected '{path.name}' to store exactly the {len(task.weights)} weights of its task, it stores "
+            f"{stored}. {SAVE_HINT}"
+        )
+    return task
+
+
+def _keras_load(path: Path) -> Any:
+    import keras
+
     with tempfile.TemporaryDirectory(prefix="modelhub-load-") as tmp:
         load_path = path
         if path.suffix != ".keras":

@@ -27,6 +27,8 @@ LIST_PATHS = {
 PUBLIC_OPERATIONS = {("post", "/api/auth/token/")}  # no authentication at all: no 401 from the framework
 METHODS = ("get", "post", "put", "patch", "delete")
 ERROR_REF = "#/components/schemas/Error"
+PROTOCOL_PREFIXES = ("/v1/", "/v2")  # the inference protocols' own paths and error shape
+PROTOCOL_ERROR_REF = "#/components/schemas/ProtocolError"
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +83,14 @@ def test_no_success_response_is_a_bare_array(schema):
                 assert resolved(schema, json_schema_of(schema, response)).get("type") != "array", (method, path)
 
 
+# Paths that speak another tool's protocol, with that tool's error shape (MLflow: {"error_code", "message"}).
+PROTOCOL_PATHS = ("/api/2.0/mlflow/", "/api/2.0/mlflow-artifacts/")
+
+
 def test_every_operation_documents_its_common_errors_with_the_envelope(schema):
     for method, path, operation in operations(schema):
+        if path.startswith(PROTOCOL_PATHS):
+            continue  # a third-party protocol's own error shape (tests/protocols/ checks it)
         responses = operation["responses"]
         expected = {"400", "404", "503"}  # 400: an out-of-range integer in any query string
         if (method, path) not in PUBLIC_OPERATIONS:
@@ -91,7 +99,12 @@ def test_every_operation_documents_its_common_errors_with_the_envelope(schema):
             expected |= {"400", "413", "415"}
         assert expected <= set(responses), (method, path, sorted(responses))
         for status, response in responses.items():
-            if status[0] in "45" and (path, status) != ("/api/health/", "503"):
+            if status[0] in "45" and path.startswith(PROTOCOL_PREFIXES):
+                # OIP v2 and TF Serving answer {"error": "..."} (inference.base.ProtocolErrorSerializer),
+                # or nothing (an OIP health "false" is an empty 400).
+                if "content" in response:
+                    assert json_schema_of(schema, response) == {"$ref": PROTOCOL_ERROR_REF}, (method, path, status)
+            elif status[0] in "45" and (path, status) != ("/api/health/", "503"):
                 assert json_schema_of(schema, response) == {"$ref": ERROR_REF}, (method, path, status)
                 assert response["description"], (method, path, status)
         assert "Retry-After" in responses["503"]["headers"], (method, path)

@@ -91,9 +91,11 @@ def test_an_answer_within_wait_keeps_the_200_body_and_adds_the_prediction(author
         "labels": ["neg", "neu", "pos"],
         "prediction": prediction.pk,
         "status": "succeeded",
+        "runtime": "tensorflow",
     }
     default_wait = predict(author, ready[0], inputs=ROW)  # no `wait`: up to 5 s, answered at once here
-    assert default_wait.status_code == 200 and set(default_wait.json()) == ANSWER_FIELDS | {"prediction", "status"}
+    assert default_wait.status_code == 200
+    assert set(default_wait.json()) == ANSWER_FIELDS | {"prediction", "status", "runtime"}
 
 
 @pytest.mark.django_db
@@ -280,7 +282,7 @@ def test_real_worker_answers_in_time_and_a_live_app_without_workers_answers_202s
     # The session's worker answers within `wait`: 200, the body as before plus the prediction.
     answered = author.post(url, {"task": "topic", "inputs": x.tolist(), "wait": 30}, format="json")
     assert answered.status_code == 200, answered.json()
-    assert set(answered.json()) == ANSWER_FIELDS | {"prediction", "status"}
+    assert set(answered.json()) == ANSWER_FIELDS | {"prediction", "status", "runtime"}
     np.testing.assert_allclose(np.asarray(answered.json()["outputs"]), expected, atol=1e-5)
     # wait=0: 202 at once, then the poll path gives the same outputs once the worker has run it.
     queued = author.post(url, {"task": "topic", "inputs": x.tolist(), "wait": 0}, format="json")

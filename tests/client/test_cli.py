@@ -253,3 +253,22 @@ def test_without_a_server_the_cli_says_how_to_configure_one(run, monkeypatch):
     monkeypatch.delenv("MODELHUB_URL")
     status, _, err = run("heads", "list")
     assert status == 1 and "MODELHUB_URL" in err and "modelhub login" in err
+
+
+def test_datasets_upload_sends_the_column_mapping_and_waits(run, server, tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("review,sentiment\nGreat,pos\n")
+    mapping = '{"inputs": {"text": "review"}, "label": "sentiment"}'
+    validating = {"id": 4, "team": "vision", "name": "reviews", "format": "csv", "status": "validating"}
+    ready = {**validating, "status": "ready", "num_examples": 1, "num_validation": 0, "target": "classes",
+             "inputs": [{"name": "text", "kind": "string", "shape": [], "dtype": "string"}],
+             "preview": {"label_order": "sorted", "label_distribution": {"pos": 1}, "rows": [{"review": "Great"}]},
+             "fits": [{"id": 2, "label": "backbone 'bert' v1"}]}  # fmt: skip
+    server.on("POST", "/api/datasets/", (202, validating)).on("GET", "/api/datasets/4/", ready)
+    status, out, _ = run(
+        "datasets", "upload", str(path), "--team", "vision", "--name", "reviews", "--columns", mapping, "--wait"
+    )
+    body = server.sent("POST", "/api/datasets/")[0].content
+    assert status == 0 and b'name="columns"\r\n\r\n' + mapping.encode() in body and b"Great,pos" in body
+    assert "input text: string string []" in out and "labels (sorted): {'pos': 1}" in out
+    assert "fits backbone 'bert' v1 (id 2)" in out

@@ -72,6 +72,21 @@ def test_incompatible_heads_are_rejected_with_the_reason(
         assert "[6]" in head["error"]  # both shapes named
 
 
+def test_a_keras_hub_task_file_uploaded_as_a_head_says_to_import_it(
+    api_client_for, model_files, celery_worker, tmp_path
+):
+    from tests.heads.test_task_and_variable_length_import import bert_tasks
+
+    _, paths = bert_tasks(tmp_path, widths=(2,))
+    client = api_client_for("ana")
+    backbone = ready_backbone(client, model_files["backbone"])
+    head = settled_head(client, paths[0], backbone=backbone["id"], task="intent")
+    assert head["status"] == "rejected", head
+    error = head["error"]
+    assert "'intent0.keras' is a keras-hub task (keras_hub>BertTextClassifier" in error, error
+    assert "POST /api/imports/" in error and "feature_layer" in error and "'bert_backbone'" in error, error
+
+
 def test_bad_requests_get_400_or_404_and_store_nothing(api_client_for, model_files, celery_worker):
     client = api_client_for("ana")
     backbone = ready_backbone(client, model_files["backbone"])

@@ -205,3 +205,53 @@ def test_sidebar_highlights_the_current_section(client, alice, backbone):
     assert active("/review/") == ["Review queue"]
     assert active("/heads/") == ["Heads"]
     assert active(f"/heads/{head.pk}/") == ["Heads"]
+
+
+def _file_family(user, backbone, outputs: list[str], *, model_import: int) -> list[HeadVersion]:
+    """Heads cut from one multi-output file, with the origin the importer records (file + siblings)."""
+    heads = [head_row(user, backbone, task=f"multi-{output}") for output in outputs]
+    for head, output in zip(heads, outputs, strict=True):
+        head.origin = {
+            "kind": "import",
+            "import": model_import,
+            "file": {"filename": "multi.keras", "sha256": "ab" * 32, "outputs": outputs},
+            "output": output,
+            "siblings": [
+                {"head_version": other.pk, "task": other.task.slug, "output": other_output}
+                for other, other_output in zip(heads, outputs, strict=True)
+                if other.pk != head.pk
+            ],
+        }
+        head.save(update_fields=["origin"])
+    return heads
+
+
+def test_head_detail_links_the_file_and_the_heads_cut_from_it_in_fixed_queries(client, alice, backbone):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    model_import = ModelImport.objects.create(
+        team=backbone.team, backbone_name="tiny", feature_layer="features", created_by=alice
+    )
+    small = _file_family(alice, backbone, ["cls", "reg"], model_import=model_import.pk)
+    large = _file_family(alice, backbone, ["a", "b", "c", "d", "e", "f"], model_import=model_import.pk)
+    plain = head_row(alice, backbone, task="plain")
+    client.force_login(alice)
+
+    page = client.get(f"/heads/{small[0].pk}/").content.decode()
+    card = page.split('id="from-file"', 1)[1].split("</section>", 1)[0]
+    assert "<code>cls</code> of <code>multi.keras</code>, a model with 2 outputs" in card
+    assert f'href="/heads/imports/{model_import.pk}/"' in card and "sha256 abababab" in card
+    siblings = card.split('id="sibling-list"', 1)[1]
+    assert f'<a href="/heads/{small[1].pk}/">multi-reg</a>' in siblings and "<code>reg</code>" in siblings
+    assert f"/heads/{small[0].pk}/" not in siblings  # not a sibling of itself
+    assert 'id="from-file"' not in client.get(f"/heads/{plain.pk}/").content.decode()
+
+    counts = []
+    for head in (small[0], large[0]):  # 1 sibling, then 5: the same number of queries
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(f"/heads/{head.pk}/").status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
+    page = client.get(f"/heads/{large[0].pk}/").content.decode()
+    assert all(f'<a href="/heads/{head.pk}/">{head.task.slug}</a>' in page for head in large[1:])

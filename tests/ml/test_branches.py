@@ -70,7 +70,7 @@ def _split(paths, **kwargs):
     parts: dict[int, tuple] = {}
     result = split_family(
         _sources(paths),
-        on_head=lambda index, head, branch: parts.__setitem__(index, (head, branch)),
+        on_head=lambda index, cut, branch: parts.__setitem__(index, (cut[0][1], branch)),
         check_file=lambda path: None,
         **{"feature_layer": None, **kwargs},
     )

@@ -58,7 +58,7 @@ def _split(paths: list[Path], feature_layer: str | None):
     result = split_family(
         _sources(paths),
         feature_layer=feature_layer,
-        on_head=lambda index, head, branch: heads.__setitem__(index, head),
+        on_head=lambda index, cut, branch: heads.__setitem__(index, cut[0][1]),
         check_file=check_keras_archive,
     )
     return result, [heads[i] for i in range(len(paths))]

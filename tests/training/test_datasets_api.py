@@ -68,8 +68,9 @@ def test_bad_datasets_are_rejected_with_the_reason(api_client_for, celery_worker
 
 def test_wrong_extension_is_400_and_stores_nothing(api_client_for, tmp_path):
     client = api_client_for("ana")
-    path = tmp_path / "data.csv"
+    path = tmp_path / "data.txt"
     path.write_text("a,b\n1,2\n")
     response = post_dataset(client, path)
-    assert response.status_code == 400 and ".npz" in response.json()["error"]["message"]
+    message = response.json()["error"]["message"]
+    assert response.status_code == 400 and ".npz" in message and ".csv" in message and "data.txt" in message
     assert Dataset.objects.count() == 0 and Blob.objects.count() == 0

@@ -284,7 +284,7 @@ def test_fine_tune_to_a_branch_creates_no_backbone_version(api_client_for, celer
 @pytest.mark.parametrize(
     "params, expected",
     [
-        ({"kind": "train_head", "dataset": "WRONG_SHAPE", "task": "t", "head": {"type": "dense"}}, "expects [8]"),
+        ({"kind": "train_head", "dataset": "WRONG_SHAPE", "task": "t", "head": {"type": "dense"}}, "shape [8]. Res"),
         ({"kind": "train_head", "task": "t", "head": {"type": "dense", "units": 2}}, "range over 3 classes"),
         ({"kind": "grow_backbone", "insert": {"after_layer": "nope", "kind": "dense"}}, "Layer 'nope' does not exist"),
         ({"kind": "fine_tune", "task": "t", "unfreeze_top": 9}, "'unfreeze_top' must be between 1 and 2"),

@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from heads.services import TASK_SLUG, check_task_slug
+from core.errors import ValidationError
+from heads.services import MAX_PROBE_ROW_VALUES, PROBE_SHAPE_EXAMPLE, TASK_SLUG, check_task_slug, probe_shape_parse
 from training.specs.kit import (
     NON_FIELD_ERRORS,
     Boolean,
@@ -22,11 +23,13 @@ from training.specs.kit import (
     Id,
     Integer,
     Integers,
+    Invalid,
     JobSpecError,
     Name,
     Nested,
     NestedList,
     Number,
+    Rule,
     Spec,
     shown,
     spec_field,
@@ -313,6 +316,25 @@ class GrowTrainSpec(Spec):
     )
 
 
+class ProbeShape(Rule):
+    """``{input name: [dims of one row]}`` for inputs of open (None) length, read by heads.probe_shapes."""
+
+    def read(self, value: Any) -> dict[str, list[int]] | None:
+        try:
+            return probe_shape_parse(value) or None
+        except ValidationError as exc:
+            raise Invalid(exc.message) from None
+
+    def json_schema(self, ref: Any) -> dict:
+        dims = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 8}
+        return {
+            "type": "object",
+            "additionalProperties": dims,
+            "example": {"token_ids": [128]},
+            "description": f"At most {MAX_PROBE_ROW_VALUES:,} values a row, e.g. {PROBE_SHAPE_EXAMPLE}.",
+        }
+
+
 @dataclass(frozen=True)
 class GrowBackboneSpec(JobSpec):
     """grow_backbone: insert or widen a layer without changing the function, optionally train."""
@@ -324,6 +346,14 @@ class GrowBackboneSpec(JobSpec):
     widen: WidenSpec | None = spec_field(Nested(WidenSpec), None, doc="{layer, units}: widen a layer.")
     train: GrowTrainSpec | None = spec_field(
         Nested(GrowTrainSpec), None, doc="{dataset, ...}: train after growing. Default: keep the function exactly."
+    )
+    probe_shape: dict[str, list[int]] | None = spec_field(
+        ProbeShape(),
+        None,
+        doc="{input name: [dims of one row]}: the probe rows that check the growth keeps the function, for inputs "
+        'of open (None) length, e.g. {"token_ids": [128]}. Default: the length of the training dataset\'s rows '
+        "(with 'train'), else the shortest length every layer accepts.",
+        label="Probe shape",
     )
 
     def check(self) -> Errors:

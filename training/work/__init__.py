@@ -10,4 +10,7 @@ training/tasks.py stays thin and calls into these modules:
     datasets.py        dataset_validate (ready or rejected) and dataset_arrays (arrays for training)
     dataset_zips.py    dataset zips opened within the limits; .npz headers and arrays
     image_zips.py      image zips: sizes from headers, then decoded one image at a time
+    tables.py          CSV, JSON Lines and Parquet read a row at a time within the limits
+    table_columns.py   a table's columns as the data contract's arrays, by the `columns` mapping
+    dataset_preview.py the stored preview (columns, first rows, label distribution) and the inputs' hash
 """

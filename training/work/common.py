@@ -28,6 +28,7 @@ from training.models import Dataset, Job
 from training.specs import HeadSpec
 from training.work.dataset_zips import DatasetError
 from training.work.datasets import dataset_arrays
+from training.work.inputs import backbone_inputs
 
 
 class JobLost(Exception):  # noqa: N818 - a signal: the row is no longer this worker's
@@ -53,13 +54,18 @@ def load_frozen_backbone(version_id: int) -> tuple[BackboneVersion, object]:
 
 
 def load_dataset(dataset_id: int, backbone_version: BackboneVersion) -> tuple[Dataset, dict]:
-    """Return a dataset row and its arrays, x (and x_val) cast to the backbone's input dtype."""
+    """Return a dataset row and its arrays, x (and x_val) as the backbone takes them.
+
+    Each input is paired with its backbone input (by name, or the one unnamed input ``x`` with a
+    one-input backbone), reshaped, padded and cast to its dtype (training.work.inputs): x is one
+    array for a one-input backbone, else ``{input name: array}``.
+    """
     dataset = Dataset.objects.select_related("blob").get(pk=dataset_id)
-    spec = backbone_version.spec["inputs"][0]
-    data = dataset_arrays(dataset, input_shape=spec["shape"])
+    specs = backbone_version.spec["inputs"]
+    data = dataset_arrays(dataset, input_shape=specs[0]["shape"])
     for key in ("x", "x_val"):
         if key in data:
-            data[key] = data[key].astype(spec["dtype"], copy=False)
+            data[key] = backbone_inputs(data[key], specs)
     return dataset, data
 
 

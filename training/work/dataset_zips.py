@@ -1,5 +1,8 @@
 """Worker side: dataset zips (.npz and image zips) opened within the limits, and .npz arrays read.
 
+An .npz holds one unnamed input `x` or named inputs `x_<name>` (validation `x_val` / `x_val_<name>`),
+numeric or string ('<U' arrays; strings come back as object arrays of Python str, shape (n,)).
+
 Every size is checked from headers before anything is decoded or allocated, so a small upload
 that declares a huge array cannot take a worker down (issue #11): a zip's directory gives its
 member count and unpacked size, each .npy member's header its shape and dtype. The caps are
@@ -18,12 +21,16 @@ import numpy as np
 from django.conf import settings
 
 NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "labels")
+NAMED_INPUT_PREFIX, NAMED_VALIDATION_PREFIX = "x_", "x_val_"
+# A '<U' array becomes one Python str per row; each takes up to its characters' bytes plus this.
+STR_OBJECT_BYTES = 80
 MAX_LABELS = 100_000
 # A zip directory entry takes 46 bytes plus its name and extra fields; this allows long paths.
 MAX_DIRECTORY_BYTES_PER_FILE = 1024
 # The finiteness check looks at this many bytes of x at a time (bounded temporary memory).
 FINITE_CHECK_BLOCK_BYTES = 64 * 1024**2
 NPY_VERSIONS = {(1, 0), (2, 0), (3, 0)}
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # What reading a zip member can raise for a damaged file.
 ZIP_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError)
 NPZ_FIX = "Save with numpy.savez(path, x=..., y=...)."
@@ -44,12 +51,20 @@ class ArrayHeader:
 
     @property
     def num_bytes(self) -> int:
-        """Return the bytes the decoded array takes (exact integer, never overflows)."""
+        """Return the bytes the array's data takes in the file (exact integer, never overflows)."""
         return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def memory_bytes(self) -> int:
+        """Return the bytes it takes loaded: strings also become one Python str per element."""
+        if self.dtype.kind == "U":
+            return math.prod(self.shape) * (2 * self.dtype.itemsize + STR_OBJECT_BYTES)
+        return self.num_bytes
 
     def describe(self) -> str:
         """Return e.g. "shape (1099511627776, 1024) float32 = 4.0 PiB"."""
-        return f"shape {self.shape} {_dtype_name(self.dtype)} = {format_bytes(self.num_bytes)}"
+        strings = " (as Python strings)" if self.dtype.kind == "U" else ""
+        return f"shape {self.shape} {_dtype_name(self.dtype)} = {format_bytes(self.memory_bytes)}{strings}"
 
 
 def format_bytes(num_bytes: int) -> str:
@@ -158,12 +173,16 @@ def _read_array_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Array
             f"{name} holds Python objects (dtype {dtype}), which are stored as pickles and refused. "
             "Save plain numeric arrays, e.g. x.astype('float32')."
         )
+    if dtype.kind == "S":
+        raise DatasetError(
+            f"{name} holds byte strings (dtype {dtype.str}); text must be str arrays. Save x.astype(str)."
+        )
     if dtype.itemsize == 0 or dtype.kind == "V":
-        raise DatasetError(f"{name} has dtype {dtype.str}, which holds no numbers. Save plain numeric arrays.")
+        raise DatasetError(f"{name} has dtype {dtype.str}, which holds no numbers or text. Save numeric or str arrays.")
     if any(size < 0 for size in header.shape):
         raise DatasetError(f"{name} declares a negative dimension in shape {header.shape}. {NPZ_FIX}")
     max_bytes = settings.MODELHUB_DATASET_MAX_BYTES_IN_MEMORY
-    if header.num_bytes > max_bytes:
+    if header.memory_bytes > max_bytes:
         raise over_limit(
             f"{name} declares {header.describe()}",
             f"datasets are limited to {format_bytes(max_bytes)} in memory",
@@ -187,7 +206,7 @@ def npz_array_headers(archive: zipfile.ZipFile) -> dict[str, ArrayHeader]:
     """Return the headers of the dataset arrays in an open .npz, checked against the limits.
 
     Only each member's .npy header is read, so a header declaring petabytes costs nothing.
-    Members other than x, y, x_val, y_val and labels are ignored (never read).
+    Members other than x, y, x_val, y_val, labels and named inputs x_<name> are ignored (never read).
 
     Args:
         archive: an archive from `open_dataset_zip`.
@@ -202,12 +221,12 @@ def npz_array_headers(archive: zipfile.ZipFile) -> dict[str, ArrayHeader]:
     headers = {}
     for info in archive.infolist():
         key = info.filename.removesuffix(".npy")
-        if key in NPZ_ARRAYS and info.filename.endswith(".npy"):
+        if info.filename.endswith(".npy") and (key in NPZ_ARRAYS or key.startswith(NAMED_INPUT_PREFIX)):
             headers[key] = _read_array_header(archive, info)
-    total = sum(header.num_bytes for header in headers.values())
+    total = sum(header.memory_bytes for header in headers.values())
     max_bytes = settings.MODELHUB_DATASET_MAX_BYTES_IN_MEMORY
     if total > max_bytes:
-        parts = ", ".join(f"{header.member} {format_bytes(header.num_bytes)}" for header in headers.values())
+        parts = ", ".join(f"{header.member} {format_bytes(header.memory_bytes)}" for header in headers.values())
         raise over_limit(
             f"The arrays declare {format_bytes(total)} together ({parts})",
             f"datasets are limited to {format_bytes(max_bytes)} in memory",
@@ -224,50 +243,144 @@ def _all_finite(array: np.ndarray) -> bool:
     return all(np.isfinite(array[start : start + rows]).all() for start in range(0, len(array), rows))
 
 
-def _check_arrays(x: np.ndarray, y: np.ndarray, split: str) -> None:
-    if x.ndim == 0 or y.ndim == 0:
-        raise DatasetError(f"x{split} and y{split} must be arrays with one row per example, not single values.")
-    if len(x) == 0:
-        raise DatasetError(f"'{split}' split is empty: x has no rows. Add examples.")
-    if len(x) != len(y):
-        raise DatasetError(f"x{split} has {len(x)} rows but y{split} has {len(y)}; they must match row for row.")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DatasetError(f"x{split} must be numeric, got dtype {x.dtype}.")
+def check_labels(y: np.ndarray, num_rows: int, split: str, inputs: str = "") -> None:
+    """Check y{split}: one integer class id or float value per row, all finite."""
+    if y.ndim == 0:
+        raise DatasetError(f"y{split} must be an array with one label per example, not a single value.")
+    if len(y) != num_rows:
+        raise DatasetError(
+            f"{inputs or 'Each input' + split} has {num_rows} rows but y{split} has {len(y)}; "
+            "they must match row for row."
+        )
     if y.dtype.kind not in "biuf":
         raise DatasetError(f"y{split} must hold integer class ids or float values, got dtype {y.dtype}.")
-    if not _all_finite(x):
-        raise DatasetError(f"x{split} contains NaN or Inf values. Clean or impute them before uploading.")
     if not _all_finite(y):
         raise DatasetError(f"y{split} contains NaN or Inf values.")
+
+
+def check_input(name: str, array: np.ndarray, split: str) -> np.ndarray:
+    """Check one input array of an .npz; return it, strings as an object array of str, shape (n,)."""
+    if array.ndim == 0:
+        raise DatasetError(f"{name} must be an array with one row per example, not a single value.")
+    if len(array) == 0:
+        raise DatasetError(f"'{split or 'train'}' split is empty: {name} has no rows. Add examples.")
+    if array.dtype.kind == "U":
+        if array.ndim > 2 or (array.ndim == 2 and array.shape[1] != 1):
+            raise DatasetError(
+                f"{name} holds strings of shape {list(array.shape)}; text inputs take one string per row, "
+                "shape (n,) or (n, 1)."
+            )
+        return array.reshape(-1).astype(object)
+    if array.dtype.kind not in "biuf":
+        raise DatasetError(f"{name} must be numeric or str, got dtype {array.dtype}.")
+    if array.dtype.kind in "iu" and array.size and (array.min() < INT32_MIN or array.max() > INT32_MAX):
+        raise DatasetError(
+            f"{name} holds integers outside the int32 range; models take int32 token ids and float32 numbers."
+        )
+    if not _all_finite(array):
+        raise DatasetError(f"{name} contains NaN or Inf values. Clean or impute them before uploading.")
+    return array
+
+
+def describe_input(name: str, array: np.ndarray) -> dict:
+    """Return the data contract's entry for one input: {"name", "kind", "shape", "dtype"}.
+
+    Strings are "string"; integer arrays of shape (n, L) are "token_ids" (int32); any other
+    numeric array is "number" (float32). The shape is one row's, e.g. [] for one string per row.
+    """
+    shape = list(array.shape[1:])
+    if array.dtype == object or array.dtype.kind == "U":
+        return {"name": name, "kind": "string", "shape": shape, "dtype": "string"}
+    if array.dtype.kind in "iu" and array.ndim == 2:
+        return {"name": name, "kind": "token_ids", "shape": shape, "dtype": "int32"}
+    return {"name": name, "kind": "number", "shape": shape, "dtype": "float32"}
+
+
+def input_arrays(x) -> dict[str, np.ndarray]:
+    """Return {name: array} for a dataset's x: the unnamed input is named "x"."""
+    return dict(x) if isinstance(x, dict) else {"x": x}
+
+
+def _inputs_of(data: dict, split: str) -> dict[str, np.ndarray] | np.ndarray | None:
+    """Return the split's unnamed x, its named arrays {name: array}, or None when it has neither."""
+    plain = "x" + split
+    if split:
+        named = {key[len(NAMED_VALIDATION_PREFIX) :]: key for key in data if key.startswith(NAMED_VALIDATION_PREFIX)}
+    else:
+        named = {
+            key[len(NAMED_INPUT_PREFIX) :]: key
+            for key in data
+            if key.startswith(NAMED_INPUT_PREFIX) and key != "x_val" and not key.startswith(NAMED_VALIDATION_PREFIX)
+        }
+    if plain in data and named:
+        raise DatasetError(
+            f"The .npz holds both '{plain}' and named inputs {sorted(named.values())}; give one unnamed input "
+            f"'{plain}' or named inputs x{split}_<name>, not both."
+        )
+    if "" in named:
+        raise DatasetError(f"An input array is named '{named['']}' with no input name; name it x{split}_<input name>.")
+    if plain in data:
+        return check_input(plain, data[plain], split)
+    if named:
+        return {name: check_input(key, data[key], split) for name, key in sorted(named.items())}
+    return None
+
+
+def _check_split(x, y: np.ndarray, split: str) -> None:
+    rows = {name: len(array) for name, array in input_arrays(x).items()}
+    if len(set(rows.values())) > 1:
+        raise DatasetError(f"The inputs{split} have different row counts {rows}; they must match row for row.")
+    check_labels(y, next(iter(rows.values())), split, inputs="" if isinstance(x, dict) else f"x{split}")
 
 
 def load_npz(path: Path) -> dict:
     """Return {"x", "y", "x_val"?, "y_val"?, "labels"?} from an .npz, never unpickling.
 
-    Every array's header is checked against the limits before any array is read.
+    "x" is the unnamed input array `x`, or {name: array} for named arrays `x_<name>`; string
+    arrays come back as object arrays of Python str, shape (n,). Every array's header is
+    checked against the limits before any array is read.
+
+    Example:
+        numpy.savez(path, x_text=numpy.array(["good", "bad"]), y=numpy.array([1, 0]))
+        load_npz(path)["x"]  # {"text": array(["good", "bad"], dtype=object)}
     """
     with open_dataset_zip(path, fix=NPZ_FIX) as archive:
         headers = npz_array_headers(archive)
-        missing = {"x", "y"} - set(headers)
-        if missing:
+        if "y" not in headers or not any(key == "x" or key.startswith(NAMED_INPUT_PREFIX) for key in headers):
             found = sorted(name.removesuffix(".npy") for name in archive.namelist() if name.endswith(".npy"))
-            raise DatasetError(f"The .npz must hold arrays 'x' and 'y'; missing {sorted(missing)} (found {found}).")
-        data = {}
+            raise DatasetError(
+                "The .npz must hold arrays 'x' and 'y' (or, for named inputs, x_<input name> arrays such as "
+                f"x_text and x_token_ids instead of 'x'); found {found}. {NPZ_FIX}"
+            )
+        raw = {}
         for key, header in headers.items():
             try:
                 with archive.open(header.member) as stream:
-                    data[key] = np.lib.format.read_array(stream, allow_pickle=False)
+                    raw[key] = np.lib.format.read_array(stream, allow_pickle=False)
             except ZIP_READ_ERRORS as exc:
                 raise DatasetError(f"{header.member} cannot be read: {exc}. {NPZ_FIX}") from exc
-    _check_arrays(data["x"], data["y"], "")
-    if ("x_val" in data) != ("y_val" in data):
-        raise DatasetError("Give both x_val and y_val, or neither.")
-    if "x_val" in data:
-        _check_arrays(data["x_val"], data["y_val"], "_val")
-        if data["x_val"].shape[1:] != data["x"].shape[1:]:
+    data = {"x": _inputs_of(raw, ""), "y": raw["y"]}
+    if data["x"] is None:
+        raise DatasetError("The .npz holds 'x_val' inputs but no training inputs 'x' or x_<name>.")
+    _check_split(data["x"], data["y"], "")
+    x_val = _inputs_of(raw, "_val")
+    if (x_val is None) != ("y_val" not in raw):
+        raise DatasetError("Give both the validation inputs (x_val or x_val_<name>) and y_val, or neither.")
+    if x_val is not None:
+        _check_split(x_val, raw["y_val"], "_val")
+        train, val = input_arrays(data["x"]), input_arrays(x_val)
+        if isinstance(x_val, dict) != isinstance(data["x"], dict) or set(train) != set(val):
             raise DatasetError(
-                f"x_val rows have shape {list(data['x_val'].shape[1:])}, x rows {list(data['x'].shape[1:])}."
+                f"The validation inputs {sorted(val)} must be the training inputs {sorted(train)}: "
+                "x_val for x, x_val_<name> for each x_<name>."
             )
-    if "labels" in data:
-        data["labels"] = [str(label) for label in data["labels"].tolist()]
+        for name in train:
+            if val[name].shape[1:] != train[name].shape[1:]:
+                raise DatasetError(
+                    f"Validation rows of input '{name}' have shape {list(val[name].shape[1:])}, "
+                    f"training rows {list(train[name].shape[1:])}."
+                )
+        data["x_val"], data["y_val"] = x_val, raw["y_val"]
+    if "labels" in raw:
+        data["labels"] = [str(label) for label in raw["labels"].tolist()]
     return data

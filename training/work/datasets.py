@@ -1,12 +1,13 @@
 """Worker side: validate an uploaded dataset (ready or rejected, with its counts and classes),
 and load a ready one as arrays for training.
 
-The file's checks and decoding are training.work.dataset_zips (.npz) and
-training.work.image_zips (class folders of images): sizes are checked from headers before
-anything is decoded, so validation and the training loader refuse the same files.
+The file's checks and decoding are training.work.dataset_zips (.npz),
+training.work.tables (CSV, JSON Lines, Parquet mapped by the dataset's `columns`) and
+training.work.image_zips (class folders of images): sizes are checked before anything is
+decoded, so validation and the training loader refuse the same files. Validation also stores
+the dataset's `inputs` (the data contract) and its `preview` (training.work.dataset_preview).
 """
 
-import hashlib
 import logging
 import tempfile
 from pathlib import Path
@@ -17,7 +18,8 @@ from django.conf import settings
 from artifacts.services import blob_fetch_verified
 from core.tracked_work import row_finish, run_tracked
 from training.models import Dataset
-from training.work.dataset_zips import DatasetError, format_bytes, load_npz
+from training.work.dataset_preview import build_preview, inputs_sha256
+from training.work.dataset_zips import DatasetError, describe_input, format_bytes, input_arrays, load_npz
 from training.work.image_zips import load_images
 
 logger = logging.getLogger(__name__)
@@ -29,29 +31,43 @@ OUT_OF_MEMORY_MESSAGE = (
 )
 
 
-def _x_sha256(x: np.ndarray) -> str:
-    """Return sha256(x's C-order bytes + str(shape)) without copying a contiguous x."""
-    digest = hashlib.sha256(np.ascontiguousarray(x))
-    digest.update(str(x.shape).encode())
-    return digest.hexdigest()
+def _load(dataset: Dataset, path: Path) -> dict:
+    """Return the contract's arrays of an .npz or a table, with how the table's columns were used."""
+    if dataset.format == Dataset.Format.NPZ:
+        data = load_npz(path)
+        names = sorted(input_arrays(data["x"]))
+        data["columns_used"] = {}
+        data["table_columns"] = [{"name": "y", "kind": "label"}]
+        data["label_column"] = "y"
+        data["label_order"] = "given" if "labels" in data else "ids"
+        data["preview_names"] = {name: name if name == "x" else f"x_{name}" for name in names}
+        return data
+    from training.work.table_columns import load_table
+
+    return load_table(path, fmt=dataset.format, columns=dataset.columns, filename=dataset.filename or path.name)
 
 
 def _describe(dataset: Dataset) -> dict:
     """Load and check the dataset's file; return the fields of a ready row or raise DatasetError."""
+    fields = {}
     with tempfile.TemporaryDirectory(prefix="modelhub-dataset-") as tmp:
         path = blob_fetch_verified(blob=dataset.blob, destination=Path(tmp) / "data")
-        if dataset.format == Dataset.Format.NPZ:
-            data = load_npz(path)
-            x, y = data["x"], data["y"]
-            input_shape = list(x.shape[1:])
-            x_sha = _x_sha256(x)
-            num_validation = len(data["x_val"]) if "x_val" in data else 0
-            labels = data.get("labels", [])
-            del data, x
-        else:
+        if dataset.format == Dataset.Format.IMAGES:
             data = load_images(path)
-            y, labels, input_shape, num_validation = data["y"], data["labels"], None, 0
-            x_sha = dataset.blob.sha256
+            y, labels, num_validation = data["y"], data["labels"], 0
+            fields = dict(input_shape=None, x_sha256=dataset.blob.sha256, inputs=[])
+        else:
+            data = _load(dataset, path)
+            y, labels = data["y"], data.get("labels", [])
+            arrays = input_arrays(data["x"])
+            inputs = [describe_input(name, array) for name, array in arrays.items()]
+            num_validation = len(data["y_val"]) if "y_val" in data else 0
+            fields = dict(
+                inputs=inputs,
+                input_shape=inputs[0]["shape"] if len(inputs) == 1 else None,
+                x_sha256=inputs_sha256(data["x"]),
+                columns=data["columns_used"] or dataset.columns,
+            )
     if np.issubdtype(y.dtype, np.integer):
         if y.ndim != 1 or y.min() < 0:
             raise DatasetError("Class labels y must be a 1-D array of integers 0..K-1.")
@@ -62,16 +78,31 @@ def _describe(dataset: Dataset) -> dict:
         target = "classes"
     else:
         num_classes, histogram, target = None, {}, "values"
+    if dataset.format != Dataset.Format.IMAGES:
+        preview_names = data.get("preview_names") or {name: name for name in arrays}
+        columns = [
+            {"name": preview_names[entry["name"]], "kind": entry["kind"], "shape": entry["shape"]} for entry in inputs
+        ]
+        fields["preview"] = build_preview(
+            inputs={preview_names[name]: array for name, array in arrays.items()},
+            y=y,
+            labels=labels,
+            target=target,
+            num_validation=num_validation,
+            columns=data.get("all_columns") or columns + data["table_columns"],
+            label_column=data["label_column"],
+            label_order=data["label_order"],
+            rows=data.get("preview_rows"),
+        )
     return dict(
         status=Dataset.Status.READY,
         num_examples=len(y),
         num_validation=num_validation,
-        input_shape=input_shape,
         num_classes=num_classes,
         class_histogram=histogram,
         labels=labels,
         target=target,
-        x_sha256=x_sha,
+        **fields,
     )
 
 
@@ -101,12 +132,17 @@ def _validate(dataset: Dataset) -> None:
 def dataset_arrays(dataset: Dataset, *, input_shape: list[int]) -> dict:
     """Load a ready dataset's arrays for training, images resized to `input_shape` (H, W, C).
 
-    The same header checks as validation run first, so nothing over the limits is allocated.
+    Returns {"x", "y", "labels", "x_val"?, "y_val"?}: "x" is one array (the unnamed input)
+    or {input name: array}; strings are object arrays of str, shape (n,); table numbers are
+    float32 and token ids int32 (n, L), zero-padded (.npz arrays keep their stored dtype).
+    The same checks as validation run first, so nothing over the limits is allocated.
     """
     with tempfile.TemporaryDirectory(prefix="modelhub-dataset-") as tmp:
         path = blob_fetch_verified(blob=dataset.blob, destination=Path(tmp) / "data")
-        if dataset.format == Dataset.Format.NPZ:
-            return load_npz(path)
+        if dataset.format != Dataset.Format.IMAGES:
+            data = _load(dataset, path)
+            keys = ("x", "y", "labels", "x_val", "y_val")
+            return {key: data[key] for key in keys if key in data} | {"labels": data.get("labels", [])}
         if len(input_shape) != 3:
             raise DatasetError(f"Image datasets need a backbone with image input (H, W, C); it takes {input_shape}.")
         return load_images(path, size=(input_shape[0], input_shape[1]), channels=input_shape[2])

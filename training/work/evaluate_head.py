@@ -13,10 +13,12 @@ from django.conf import settings
 
 from artifacts.services import blob_store_bytes
 from backbones.work.loading import load_model_blob
-from heads.models import HeadEvaluation, HeadVersion
+from heads.models import HeadEvaluation
+from heads.selectors import head_versions_by_id
 from training.models import Job
 from training.specs import EvaluateHeadSpec
 from training.work.common import feature_cache_dir, finish_succeeded, load_dataset, load_frozen_backbone
+from training.work.inputs import num_examples
 from training.work.progress import JobReporter, steps_per_epoch
 
 OUTPUTS_ARRAY = "outputs"
@@ -44,14 +46,14 @@ def run_evaluate_head(job: Job, spec: EvaluateHeadSpec) -> dict:
     """Evaluate the head, store its outputs, then record the evaluation with the job's success."""
     from modelhub.ml.train.evaluate import evaluate_head_outputs
 
-    head = HeadVersion.objects.select_related("task", "blob").get(pk=spec.head)
+    head = head_versions_by_id(ids=[spec.head]).select_related("blob").get()
     backbone_version, backbone = load_frozen_backbone(head.backbone_id)
     dataset, data = load_dataset(spec.dataset, backbone_version)
     split = "validation" if "x_val" in data else "all"
     x, y = (data["x_val"], data["y_val"]) if split == "validation" else (data["x"], data["y"])
-    reporter = JobReporter(job, epochs=1, steps_per_epoch=steps_per_epoch(len(x), spec.batch_size))
+    reporter = JobReporter(job, epochs=1, steps_per_epoch=steps_per_epoch(num_examples(x), spec.batch_size))
     reporter.log(
-        f"evaluating head '{head.task.slug}' v{head.version} on {len(x)} rows ({split}) of dataset "
+        f"evaluating head '{head.task.slug}' v{head.version} on {num_examples(x)} rows ({split}) of dataset "
         f"'{dataset.name}', backbone {backbone_version.label}"
     )
     model = load_model_blob(head.blob)
@@ -68,7 +70,7 @@ def run_evaluate_head(job: Job, spec: EvaluateHeadSpec) -> dict:
             dataset=dataset,
             backbone=backbone_version,
             split=split,
-            num_examples=len(x),
+            num_examples=num_examples(x),
             metrics=metrics,
             outputs=stored,
             num_output_rows=num_rows,

@@ -26,6 +26,7 @@ from training.work.common import (
     sized_head,
 )
 from training.work.forgetting import forgetting_rows
+from training.work.inputs import first_rows, num_examples
 from training.work.progress import JobReporter, steps_per_epoch
 
 # The library tags each epoch's metrics with its phase; the job shows these names.
@@ -59,7 +60,7 @@ def _run(job: Job, spec: FineTuneSpec, tmp: Path) -> dict:
     reporter = JobReporter(
         job,
         epochs=spec.warmup_epochs + spec.epochs,
-        steps_per_epoch=steps_per_epoch(len(data["x"]), spec.batch_size),
+        steps_per_epoch=steps_per_epoch(num_examples(data["x"]), spec.batch_size),
     )
     head = build_head(head_spec, parent_model, name=spec.task, seed=spec.seed)
     reporter.log(
@@ -130,7 +131,7 @@ def _finish_as_branch(
         head=result["head"],
         trained_layers=trained,
         name=f"{spec.task}_branch",
-        probe=data["x"][:NUM_PROBE_ROWS],
+        probe=first_rows(data["x"], NUM_PROBE_ROWS),
     )
     reporter.log(
         f"branch after '{info.after_layer}': {len(info.layers)} layers, {info.params} params; parent trunk + branch "

@@ -7,7 +7,7 @@ before anything is registered; the ForgettingReport row is written with the job'
 
 from backbones.models import BackboneVersion
 from backbones.work.loading import load_model_blob
-from heads.models import HeadVersion
+from heads.selectors import head_approved_list
 from training.work.common import load_dataset
 from training.work.progress import JobReporter
 
@@ -17,9 +17,7 @@ def forgetting_rows(*, parent_version: BackboneVersion, parent_model, new_model,
     from modelhub.ml.train.evaluate import evaluate_head
 
     rows = []
-    heads = HeadVersion.objects.filter(backbone=parent_version, status=HeadVersion.Status.APPROVED).select_related(
-        "task", "dataset", "blob"
-    )
+    heads = head_approved_list(backbone=parent_version).select_related("dataset", "blob")
     for head in heads.order_by("pk"):
         if head.dataset is None or not head.dataset.num_validation:
             continue

@@ -17,6 +17,7 @@ from training.work.common import (
 )
 from training.work.dataset_zips import DatasetError
 from training.work.forgetting import forgetting_rows
+from training.work.inputs import first_rows, num_examples
 from training.work.progress import JobReporter, steps_per_epoch
 
 # insert.kind -> modelhub.ml.grow kind
@@ -40,14 +41,22 @@ def grow_options(spec: GrowBackboneSpec) -> dict:
 def run_grow_backbone(job: Job, spec: GrowBackboneSpec) -> dict:
     """Grow (and optionally train) the backbone, store it and any report, then register."""
     from modelhub.ml.grow import grow_model
+    from modelhub.ml.probes import rows_probe_shape
     from modelhub.ml.train.backbone import train_grown_backbone
 
     parent_version = BackboneVersion.objects.select_related("blob", "team").get(pk=spec.backbone)
     parent_model = load_backbone(parent_version)
     options = grow_options(spec)
     reporter = JobReporter(job, epochs=spec.train.epochs if spec.train else 1, steps_per_epoch=1)
-    reporter.log(f"growing {parent_version.label}: {options}")
-    grown = grow_model(parent_model, **options)
+    probe_shape = {}
+    if spec.train:  # the dataset's row length probes open (None) inputs, unless the request names one
+        dataset, data = load_dataset(spec.train.dataset, parent_version)
+        if dataset.target != "classes":
+            raise DatasetError("Training a grown backbone needs a classification dataset (integer labels).")
+        probe_shape = rows_probe_shape(parent_model, first_rows(data["x"], 1))
+    probe_shape.update(spec.probe_shape or {})
+    reporter.log(f"growing {parent_version.label}: {options}" + (f", probe rows {probe_shape}" if probe_shape else ""))
+    grown = grow_model(parent_model, probe_shape=probe_shape or None, **options)
     verification = grown["verification"]
     reporter.log(
         f"function preserved: max abs diff {verification['max_abs_diff']:.3g}, "
@@ -56,10 +65,7 @@ def run_grow_backbone(job: Job, spec: GrowBackboneSpec) -> dict:
     model = grown["model"]
     rows = None
     if spec.train:
-        dataset, data = load_dataset(spec.train.dataset, parent_version)
-        if dataset.target != "classes":
-            raise DatasetError("Training a grown backbone needs a classification dataset (integer labels).")
-        steps = steps_per_epoch(len(data["x"]), spec.train.batch_size)
+        steps = steps_per_epoch(num_examples(data["x"]), spec.train.batch_size)
         reporter.restart(epochs=spec.train.epochs, steps_per_epoch=steps)
         train_grown_backbone(
             backbone=model,

@@ -13,6 +13,7 @@ from training.work.common import (
     sized_head,
     validation_data,
 )
+from training.work.inputs import num_examples
 from training.work.progress import JobReporter, steps_per_epoch
 
 
@@ -23,9 +24,10 @@ def run_train_head(job: Job, spec: TrainHeadSpec) -> dict:
     backbone_version, backbone = load_frozen_backbone(spec.backbone)
     dataset, data = load_dataset(spec.dataset, backbone_version)
     head_spec = sized_head(spec.head, dataset, data["y"])
-    reporter = JobReporter(job, epochs=spec.epochs, steps_per_epoch=steps_per_epoch(len(data["x"]), spec.batch_size))
+    rows = num_examples(data["x"])
+    reporter = JobReporter(job, epochs=spec.epochs, steps_per_epoch=steps_per_epoch(rows, spec.batch_size))
     head = build_head(head_spec, backbone, name=spec.task, seed=spec.seed)
-    reporter.log(f"training head '{spec.task}' on {len(data['x'])} examples, backbone {backbone_version.label}")
+    reporter.log(f"training head '{spec.task}' on {rows} examples, backbone {backbone_version.label}")
     validation = validation_data(data)
     patience = spec.early_stopping.patience if spec.early_stopping else None
     if patience and validation is None:

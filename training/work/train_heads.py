@@ -12,6 +12,7 @@ from training.work.common import (
     register_head,
     sized_head,
 )
+from training.work.inputs import num_examples
 from training.work.progress import JobReporter, steps_per_epoch
 
 
@@ -25,7 +26,7 @@ def run_train_heads(job: Job, spec: TrainHeadsSpec) -> dict:
     # Several tasks often share one dataset: load each once. All share the inputs x (job_create checks).
     by_dataset = {dataset_id: load_dataset(dataset_id, backbone_version) for dataset_id in spec.dataset_ids()}
     x = by_dataset[spec.tasks[0].dataset][1]["x"]
-    reporter = JobReporter(job, epochs=spec.epochs, steps_per_epoch=steps_per_epoch(len(x), spec.batch_size))
+    reporter = JobReporter(job, epochs=spec.epochs, steps_per_epoch=steps_per_epoch(num_examples(x), spec.batch_size))
     heads = {}
     for entry in spec.tasks:
         dataset, data = by_dataset[entry.dataset]
@@ -33,7 +34,7 @@ def run_train_heads(job: Job, spec: TrainHeadsSpec) -> dict:
             sized_head(entry.head, dataset, data["y"]), backbone, name=entry.task, seed=spec.seed
         )
     rates = {entry.task: entry.learning_rate for entry in spec.tasks}
-    reporter.log(f"training {len(heads)} heads in {spec.mode} mode on {len(x)} shared examples")
+    reporter.log(f"training {len(heads)} heads in {spec.mode} mode on {num_examples(x)} shared examples")
     train_heads(
         backbone=backbone,
         heads=heads,

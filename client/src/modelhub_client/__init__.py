@@ -16,13 +16,25 @@ except PackageNotFoundError:  # run from a source tree, not installed
 
 from modelhub_client.client import Client  # noqa: E402
 from modelhub_client.errors import ModelHubError  # noqa: E402
-from modelhub_client.models import Assembly, Backbone, Head, Job, ModelImport, Team, Upload  # noqa: E402
+from modelhub_client.models import (  # noqa: E402
+    Assembly,
+    Backbone,
+    Dataset,
+    Export,
+    Head,
+    Job,
+    ModelImport,
+    Team,
+    Upload,
+)
 from modelhub_client.transfers import sha256_of  # noqa: E402
 
 __all__ = [
     "Assembly",
     "Backbone",
     "Client",
+    "Dataset",
+    "Export",
     "Head",
     "Job",
     "ModelHubError",

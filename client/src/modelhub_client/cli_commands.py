@@ -25,10 +25,13 @@ from modelhub_client.cli_output import (
     Table,
     assembly_rows,
     backbone_rows,
+    export_rows,
     head_rows,
     job_rows,
     show_assembly,
     show_backbone,
+    show_dataset,
+    show_export,
     show_head,
     show_import,
     show_job,
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 HEAD_STATUSES = ["validating", "rejected", "draft", "in_review", "changes_requested", "approved", "archived"]
 BACKBONE_STATUSES = ["validating", "ready", "rejected", "deduplicated"]
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
+EXPORT_FORMATS = ["onnx", "litert"]
+EXPORT_QUANTIZATIONS = ["none", "float16", "dynamic_int8"]
 JOB_KINDS = ["train_head", "train_heads", "fine_tune", "grow_backbone"]
 
 
@@ -107,7 +112,7 @@ def train_head(client: Client, args: argparse.Namespace) -> Any:
 
 
 def wait_and_download(args: argparse.Namespace, client: Client, assembly: Any) -> Any:
-    """With --wait or --download, wait for the assembly; with --download, stream its zip to the file."""
+    """With --wait or --download, wait for the assembly (or export); with --download, stream its file."""
     if args.wait or args.download:
         assembly = client.wait(assembly, timeout=args.timeout)
     if args.download and not assembly.failed:
@@ -310,6 +315,34 @@ COMMANDS: tuple[Group | Command, ...] = (
         show=show_assembly,
         wait="wait until it is ready or failed (exit 1 if it failed)",
     ),
+    Command(
+        ("export",),
+        "export an assembly to ONNX or LiteRT (and download it)",
+        "Export a ready assembly to ONNX (ONNX Runtime, Triton) or LiteRT (phones). A worker converts it\n"
+        "and checks every task against the SavedModel before offering the file; the report gives the\n"
+        "max abs diff and the argmax agreement per task. The same assembly, format and quantization give\n"
+        "back the existing export (a failed one is tried again). Statuses: queued -> exporting -> ready | failed.",
+        arguments=(
+            Arg("assembly", type=int, metavar="ASSEMBLY", help="assembly id"),
+            Arg("--format", required=True, choices=EXPORT_FORMATS, help="onnx or litert"),
+            Arg("--quantization", default="none", choices=EXPORT_QUANTIZATIONS, help="default: none"),
+            Arg("--download", metavar="FILE", help="wait, then stream the file to FILE and verify its sha256"),
+        ),
+        call=Call("export_create", positional=("assembly",), keywords=("format", "quantization")),
+        then=wait_and_download,
+        show=show_export,
+        wait="wait until it is ready or failed (exit 1 if it failed)",
+    ),
+    Group("exports", "list the exports of an assembly"),
+    Command(
+        ("exports", "list"),
+        "list the exports of an assembly (ONNX, LiteRT)",
+        arguments=(object_id("assembly"),),
+        call=Call("export_list", positional=("id",)),
+        show=Table(
+            ["ID", "FORMAT", "QUANTIZATION", "STATUS", "SIZE", "MAX_ABS_DIFF"], export_rows, empty="No exports."
+        ),
+    ),
     Group("assemblies", "list, show or download assemblies"),
     Command(
         ("assemblies", "list"),
@@ -368,6 +401,30 @@ COMMANDS: tuple[Group | Command, ...] = (
         call=Call("upload_backbone", positional=("file",), keywords=("team", "name", "feature_layer", "description")),
         show=show_backbone,
         wait="wait for validation (exit 1 if rejected)",
+    ),
+    Group("datasets", "upload or show datasets"),
+    Command(
+        ("datasets", "upload"),
+        "upload a dataset: a table (.csv, .jsonl, .parquet), an .npz or a .zip of image folders",
+        "Upload a dataset (a worker validates it: validating -> ready | rejected). Map a table's\n"
+        'columns with --columns, e.g. \'{"inputs": {"text": "review"}, "label": "sentiment"}\'.',
+        arguments=(
+            Arg("file", metavar="FILE", help=".csv, .jsonl, .ndjson, .parquet, .npz or .zip"),
+            TEAM,
+            Arg("--name", required=True, help="dataset name"),
+            Arg("--columns", metavar="JSON", help="column mapping of a table: inputs, label, validation, label_order"),
+        ),
+        call=Call("upload_dataset", positional=("file",), keywords=("team", "name", "columns")),
+        show=show_dataset,
+        wait="wait for validation (exit 1 if rejected)",
+    ),
+    Command(
+        ("datasets", "show"),
+        "show one dataset: inputs, preview and the backbones it fits",
+        arguments=(object_id("dataset"),),
+        call=Call("dataset", positional=("id",)),
+        show=show_dataset,
+        wait="wait until validation is done",
     ),
     Group("jobs", "train heads; list, show, follow and cancel jobs"),
     Command(

@@ -14,7 +14,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modelhub_client.models import ApiObject, Assembly, Backbone, Head, Job, ModelImport, Team, TrackedObject
+from modelhub_client.models import (
+    ApiObject,
+    Assembly,
+    Backbone,
+    Dataset,
+    Export,
+    Head,
+    Job,
+    ModelImport,
+    Team,
+    TrackedObject,
+)
 
 
 def print_json(value: Any) -> None:
@@ -100,6 +111,24 @@ def show_backbone(backbone: Backbone, args: argparse.Namespace | None = None) ->
         print(f"error: {backbone.error}")
 
 
+def show_dataset(dataset: Dataset, args: argparse.Namespace | None = None) -> None:
+    """Print a dataset: its status, inputs, label distribution, first rows and the backbones it fits."""
+    print(f"dataset {dataset.id} {dataset.name!r} ({dataset.format}, team {dataset.team}): {dataset.status}")
+    if dataset.error:
+        print(f"error: {dataset.error}")
+    if dataset.num_examples is not None:
+        print(f"{dataset.num_examples} examples, {dataset.num_validation or 0} for validation, target {dataset.target}")
+    for entry in dataset.inputs:
+        print(f"input {entry.get('name')}: {entry.get('kind')} {entry.get('dtype')} {entry.get('shape')}")
+    preview = dataset.preview or {}
+    if preview.get("label_distribution"):
+        print(f"labels ({preview.get('label_order')}): {preview['label_distribution']}")
+    for row in preview.get("rows", []):
+        print(f"  {row}")
+    for fit in dataset.fits:
+        print(f"fits {fit.get('label')} (id {fit.get('id')})")
+
+
 BACKBONE_HEADERS = ["ID", "TEAM", "NAME", "VERSION", "STATUS", "FEATURE LAYER", "SIZE", "CREATED"]
 
 
@@ -181,6 +210,44 @@ def _assembly_summary(assembly: Assembly) -> None:
         for t in assembly.tasks or []
     ]
     print_table(["TASK_ID", "TASK", "HEAD", "VERSION", "WIDTH"], rows, empty="")
+
+
+def show_export(export: Export, args: argparse.Namespace | None = None) -> None:
+    """Print an export's status, its verification per task, and where its file went with --download."""
+    reused = " (existing)" if export.existing else ""
+    print(f"{export.label}{reused}: {export.status}")
+    if not export.done:
+        progress = export.progress or {}
+        if progress.get("message"):
+            print(f"progress: {100 * float(progress.get('fraction') or 0):.0f}% {progress['message']}")
+        print(
+            f"Wait for it with: modelhub export {export.assembly} --format {export.format} "
+            f"--quantization {export.quantization} --wait"
+        )
+        return
+    if export.failed:
+        return
+    report = export.report or {}
+    print(
+        f"{human_bytes(export.size_bytes)}, sha256 {export.sha256}, verified with {report.get('runtime')}: "
+        f"max abs diff {report.get('max_abs_diff')} (passed: {report.get('passed')})"
+    )
+    rows = [
+        [t.get("task_id"), t.get("task"), t.get("max_abs_diff"), t.get("argmax_agreement")]
+        for t in report.get("tasks") or []
+    ]
+    print_table(["TASK_ID", "TASK", "MAX_ABS_DIFF", "ARGMAX_AGREEMENT"], rows, empty="")
+    for note in report.get("notes") or []:
+        print(f"note: {note}")
+    if args is not None and getattr(args, "download", None):
+        print(f"Downloaded to {args.download} (sha256 verified).")
+
+
+def export_rows(exports: Sequence[Export]) -> list[list[Any]]:
+    return [
+        [e.id, e.format, e.quantization, e.status, human_bytes(e.size_bytes), (e.report or {}).get("max_abs_diff")]
+        for e in exports
+    ]
 
 
 def progress_text(job: Job) -> str:

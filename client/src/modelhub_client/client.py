@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from modelhub_client.errors import ModelHubError
-from modelhub_client.models import Assembly, Backbone, Head, Job, ModelImport, Team
+from modelhub_client.models import Assembly, Backbone, Dataset, Export, Head, Job, ModelImport, Team
 from modelhub_client.session import PAGE_SIZE, _id_of
 from modelhub_client.transfers import PathLike, Transfers, model_files, sha256_of
 
@@ -106,6 +107,32 @@ class Client(Transfers):
     def backbone(self, backbone: Backbone | int) -> Backbone:
         """Return one backbone version, fresh from the server."""
         return Backbone.from_api(self._json("GET", f"/api/backbones/{_id_of(backbone)}/"))
+
+    # --- Datasets ---------------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        path: PathLike,
+        *,
+        team: str,
+        name: str,
+        columns: dict | str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Dataset:
+        """Upload a dataset (.csv, .jsonl, .parquet, .npz or a .zip of image folders); a worker validates it.
+
+        ``columns`` maps a table's columns, e.g. ``{"inputs": {"text": "review"}, "label": "sentiment",
+        "validation": {"fraction": 0.1}}`` (a dict or its JSON text).
+        """
+        text = json.dumps(columns) if isinstance(columns, dict) else columns
+        fields = {"team": team, "name": name, "columns": text}
+        dataset = Dataset.from_api(self._send_file("/api/datasets/", path, fields).json())
+        return self.wait(dataset, timeout=timeout) if wait else dataset
+
+    def dataset(self, dataset: Dataset | int) -> Dataset:
+        """Return one dataset with its preview and the backbones it fits, fresh from the server."""
+        return Dataset.from_api(self._json("GET", f"/api/datasets/{_id_of(dataset)}/"))
 
     # --- Heads and review -------------------------------------------------------------------
 
@@ -269,6 +296,39 @@ class Client(Transfers):
     def assemblies(self) -> list[Assembly]:
         """Return the assemblies of your teams."""
         return self._list("/api/assemblies/", Assembly)
+
+    # --- Exports of an assembly (ONNX, LiteRT) -------------------------------------------------
+
+    def export_create(
+        self,
+        assembly: Assembly | int,
+        *,
+        format: str = "onnx",
+        quantization: str = "none",
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Export:
+        """Export a ready assembly to "onnx" or "litert" ("none", "float16" or "dynamic_int8" quantization).
+
+        A worker converts it and verifies every task against the SavedModel (``report``). The same
+        assembly, format and quantization return the existing export (``existing=True``); a failed
+        one is queued again.
+        """
+        body = {"format": format, "quantization": quantization}
+        export = Export.from_api(self._json("POST", f"/api/assemblies/{_id_of(assembly)}/exports/", json=body))
+        return self.wait(export, timeout=timeout) if wait else export
+
+    def export_get(self, assembly: Assembly | int, export: Export | int) -> Export:
+        """Return one export of an assembly, fresh from the server."""
+        return Export.from_api(self._json("GET", f"/api/assemblies/{_id_of(assembly)}/exports/{_id_of(export)}/"))
+
+    def export_list(self, assembly: Assembly | int) -> list[Export]:
+        """Return the exports of an assembly, newest first."""
+        return self._list(f"/api/assemblies/{_id_of(assembly)}/exports/", Export)
+
+    def export_download(self, export: Export, path: PathLike) -> Path:
+        """Stream a ready export's file (.onnx or .tflite) to ``path`` (a file or a folder), sha256 checked."""
+        return self.download(export, path)
 
     def aliases(self, *, team: str | None = None) -> list[dict]:
         """Return the release aliases of your teams (GET /api/aliases/), as the server sends them.

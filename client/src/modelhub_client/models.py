@@ -84,6 +84,28 @@ class Upload(ApiObject):
 
 
 @dataclass(frozen=True)
+class Dataset(TrackedObject):
+    PATH: ClassVar[str] = "/api/datasets/"
+    PENDING: ClassVar[frozenset[str]] = frozenset({"validating"})
+    FAILED: ClassVar[frozenset[str]] = frozenset({"rejected"})
+
+    team: str = ""
+    name: str = ""
+    format: str = ""
+    filename: str = ""
+    num_examples: int | None = None
+    num_validation: int | None = None
+    num_classes: int | None = None
+    target: str = ""
+    labels: list = field(default_factory=list)
+    columns: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)
+    preview: dict = field(default_factory=dict)
+    fits: list = field(default_factory=list)
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
 class Backbone(TrackedObject):
     PATH: ClassVar[str] = "/api/backbones/"
     PENDING: ClassVar[frozenset[str]] = frozenset({"validating"})
@@ -191,6 +213,39 @@ class Assembly(TrackedObject):
     finished_at: str | None = None
     download_url: str | None = None
     existing: bool | None = None
+
+
+@dataclass(frozen=True)
+class Export(TrackedObject):
+    """An assembly exported to ONNX or LiteRT: queued -> exporting -> ready | failed.
+
+    ``report`` is its verification against the SavedModel (per task max abs diff, argmax agreement).
+    """
+
+    PENDING: ClassVar[frozenset[str]] = frozenset({"queued", "exporting"})
+    FAILED: ClassVar[frozenset[str]] = frozenset({"failed"})
+
+    assembly: int = 0
+    format: str = ""
+    quantization: str = ""
+    progress: dict | None = None
+    attempts: int | None = None
+    report: dict | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    download_url: str | None = None
+    existing: bool | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/api/assemblies/{self.assembly}/exports/{self.id}/"
+
+    @property
+    def label(self) -> str:
+        return f"export {self.id} ({self.format}, {self.quantization}) of assembly {self.assembly}"
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,9 @@ def verify_assembly(
 
     1. ``serving_default`` runs one mixed batch, rows of every task shuffled together (at
        most ``END_TO_END_MAX_ROWS`` rows: beyond that, a spread of tasks that includes the
-       first, the last and every head architecture), against the backbone run on the same
-       batch and each head run on its rows.
+       first, the last and every head architecture), against the backbone's features of the
+       probe rows (the batch repeats them; each row's own path when it has a branch) and each
+       head run on its rows.
     2. When step 1 did not cover every task, the saved ``head_stage`` (the function
        ``serving_default`` calls after the backbone) runs one mixed batch covering every
        task, on the backbone's features of the probe rows.
@@ -175,7 +176,17 @@ def verify_assembly(
     permutation = rng.permutation(len(task_of_row))
     task_of_row, probe_row = task_of_row[permutation], probe_row[permutation]
     mixed = {name: array[probe_row] for name, array in by_name.items()}
-    mixed_features = features_of(task_of_row, mixed)
+    # The backbone's features of the probe rows, computed once (the batch repeats them).
+    probe_features_once = functools.cache(
+        lambda: _in_chunks(
+            num_rows,
+            VERIFY_CHUNK_ROWS,
+            lambda rows: np.asarray(
+                reference_backbone(_probe_for_keras(backbone, {n: a[rows] for n, a in by_name.items()}))
+            ),
+        )
+    )
+    mixed_features = features_of(task_of_row, mixed) if branched else probe_features_once()[probe_row]
     chunks = [
         loaded.signatures[SERVING_KEY](
             **{name: tf.constant(array[rows]) for name, array in mixed.items()},
@@ -217,9 +228,6 @@ def verify_assembly(
                 BY_TASK_KEY,
             )
         checked.append(f"{BY_TASK_KEY}: every slug's task_id, and {len(head_rows)} rows of the batch")
-
-    # The backbone's features of the probe rows, for steps 2 and 4 (computed once, when needed).
-    probe_features_once = functools.cache(lambda: np.asarray(reference_backbone(_probe_for_keras(backbone, by_name))))
 
     # 2. Every task through the saved head stage, on the probe rows' features.
     head_stage_tasks = 0
@@ -287,9 +295,9 @@ def _graph_backbone(backbone: keras.Model) -> Callable[[Any], tf.Tensor]:
     entries = serving_inputs(backbone)
     specs = [tf.TensorSpec(entry["shape"], tf.as_dtype(entry["dtype"])) for entry in entries]
     if len(entries) == 1:
-        return tf.function(lambda inputs: backbone(inputs, training=False), input_signature=specs)
+        return tf.function(lambda inputs: backbone(inputs, training=False), input_signature=specs, autograph=False)
     signature = [{entry["keras_name"]: spec for entry, spec in zip(entries, specs, strict=True)}]
-    return tf.function(lambda inputs: backbone(inputs, training=False), input_signature=signature)
+    return tf.function(lambda inputs: backbone(inputs, training=False), input_signature=signature, autograph=False)
 
 
 def _chunk_slices(num_rows: int, size: int) -> list[slice]:
@@ -380,7 +388,7 @@ def reference_features(
         else:
             branch = by_sha[key]
             if branch.after_layer not in untils:
-                untils[branch.after_layer] = tf.function(trunk_until(backbone, branch.after_layer))
+                untils[branch.after_layer] = tf.function(trunk_until(backbone, branch.after_layer), autograph=False)
             until = untils[branch.after_layer]
             compute = lambda x, b=branch, u=until: b.model(u(x, training=False), training=False)  # noqa: E731
         for start in range(0, len(rows), chunk_rows):

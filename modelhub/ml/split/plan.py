@@ -9,8 +9,9 @@ branch point. :mod:`modelhub.ml.split.family` builds the models from this plan (
 
 from __future__ import annotations
 
+import hashlib
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from modelhub.ml.keras_file.align import (
 from modelhub.ml.keras_file.archive import KerasArchive
 from modelhub.ml.keras_file.graph import OPERATION_KEY_PREFIX, FlatGraph, TensorRef
 from modelhub.ml.keras_file.submodel import submodel_layer_names
+from modelhub.ml.split.single import output_names
 
 DEFAULT_MIN_SHARED_FRACTION = 0.5
 
@@ -37,6 +39,11 @@ class SeenFile:
     alignment: Alignment | None  # None for the reference
     feature: TensorRef | None = None
     point: TensorRef | None = None  # with branches: the reference tensor it branches after
+    outputs: list[str] = field(default_factory=list)  # one name per model output (output_names)
+    head_names: list[str] = field(default_factory=list)  # ModelSource.name_heads(outputs), or []
+    # With branches: reference node index -> sha256 of this file's weights for it (a file's
+    # backbone fingerprint, computed for any feature layer; see FamilyPlanner._majority).
+    node_hashes: dict[int, bytes] = field(default_factory=dict)
 
 
 class FamilyPlanner:
@@ -57,6 +64,18 @@ class FamilyPlanner:
         self.branches = branches
         self.trunk: dict[str, Any] | None = None
         self.backbone_names: dict[int, str] = {}
+        self.order = list(range(len(self.sources)))  # the order pass 1 reads the files in
+        self.reference_choice: dict[str, Any] | None = None
+
+    def _restart(self, first: int) -> None:
+        """Forget pass 1 and read the files again with ``first`` as the reference (then the rest in order)."""
+        if self.reference is not None:
+            self.reference.close()
+            self._discard(self.reference_index)
+        self.reference, self.reference_index = None, None
+        self.errors, self.seen = {}, {}
+        self.trunk, self.backbone_names = None, {}
+        self.order = [first, *(index for index in range(len(self.sources)) if index != first)]
 
     def _open(self, index: int) -> KerasArchive:
         folder = self.work / f"file-{index}"
@@ -81,6 +100,13 @@ class FamilyPlanner:
             self.errors[index] = str(error)
             self._discard(index)
             return
+        try:
+            outputs, head_names = self._name_heads(index, opened)
+        except (MLError, ValueError) as error:
+            self.errors[index] = str(error)
+            opened.close()
+            self._discard(index)
+            return
         if self.reference is None:
             try:
                 feature = self._named_feature(opened.graph) if self.feature_layer is not None else None
@@ -89,16 +115,70 @@ class FamilyPlanner:
                 opened.close()
                 self._discard(index)
                 return
-            self.seen[index] = SeenFile(opened.graph, None, feature)
+            self.seen[index] = SeenFile(opened.graph, None, feature, outputs=outputs, head_names=head_names)
+            if self.branches:
+                self.seen[index].node_hashes = {
+                    node.index: _state_hash(opened.layer_state(node.layer_key)) for node in opened.graph.nodes
+                }
             self.reference = opened
             self.reference_index = index
             # Files seen before the reference failed on their own; nothing to align them with.
             return
         try:
             self._analyse_candidate(index, opened)
+            if index in self.seen:
+                self.seen[index].outputs, self.seen[index].head_names = outputs, head_names
         finally:
             opened.close()
             self._discard(index)
+
+    def _name_heads(self, index: int, opened: KerasArchive) -> tuple[list[str], list[str]]:
+        """Return the file's output names and, when the source names heads, one head name per output."""
+        outputs = output_names(opened)
+        namer = self.sources[index].name_heads
+        if namer is None:
+            return outputs, []
+        names = list(namer(outputs))
+        if len(names) != len(outputs):
+            raise ValueError(f"Expected one head name per output of '{self.sources[index].label}', got {names}.")
+        return outputs, names
+
+    def _check_head_names(self) -> None:
+        """Refuse two heads (of one file or of two files) with the same name (task)."""
+        owners: dict[str, list[str]] = {}
+        for index in sorted(self.seen):
+            seen = self.seen[index]
+            for output, name in zip(seen.outputs, seen.head_names, strict=False):
+                where = f"'{self.sources[index].label}'" + (f" (output '{output}')" if len(seen.outputs) > 1 else "")
+                owners.setdefault(name, []).append(where)
+        for index in sorted(self.seen):
+            seen = self.seen[index]
+            clashes = list(dict.fromkeys(name for name in seen.head_names if len(owners[name]) > 1))
+            if clashes and index not in self.errors:
+                clashing = "; ".join(f"'{name}' is the task of {' and '.join(owners[name])}" for name in clashes)
+                self.errors[index] = (
+                    f"Expected each head to get its own task, but {clashing}. Rename one with the import's tasks."
+                )
+
+    def _majority(self, feature: TensorRef) -> tuple[int, list[int], bool]:
+        """Return the earliest file of the largest group of files with bit-identical backbones, the group, and
+        whether another group is as large.
+
+        Files are grouped by the sha256 of their weights, layer by layer, for every layer up to
+        the feature layer (lined up with the reference by structure); a tie between groups
+        goes to the group holding the earliest file. The groups, and so the choice, do not
+        depend on which file is the reference.
+        """
+        backbone = sorted(self.reference.graph.ancestors(feature[0]))
+        groups: dict[Any, list[int]] = {}
+        for index in sorted(i for i in self.seen if i not in self.errors):
+            hashes = self.seen[index].node_hashes
+            fingerprint = tuple(hashes.get(node) for node in backbone)
+            key = ("unique", index) if None in fingerprint else fingerprint
+            groups.setdefault(key, []).append(index)
+        best = min(groups.values(), key=lambda members: (-len(members), members[0]))
+        tied = sum(1 for members in groups.values() if len(members) == len(best)) > 1
+        return best[0], best, tied
 
     def _named_feature(self, graph: FlatGraph) -> TensorRef:
         """Resolve the requested feature layer in the reference; raise unless it cuts the model."""
@@ -114,6 +194,11 @@ class FamilyPlanner:
         alignment = align(self.reference, opened, stop_at=stop_at)
         seen = SeenFile(opened.graph, alignment)
         self.seen[index] = seen
+        if self.branches:
+            seen.node_hashes = {
+                ref_index: _state_hash(opened.layer_state(opened.graph.nodes[cand_index].layer_key))
+                for ref_index, cand_index in alignment.nodes.items()
+            }
         if reference_feature is None:
             return
         label = f"'{self.sources[index].label}'"
@@ -240,13 +325,13 @@ class FamilyPlanner:
             None,
         )
         if deepest is not None:
-            needed = ref_graph.ancestors(deepest[0])
-            twins = [i for i, seen in candidates.items() if needed <= seen.alignment.identical]
+            needed = sorted(ref_graph.ancestors(deepest[0]))
+            twins = self._twins(needed, [self.reference_index, *candidates])
             if twins:
                 return self._set_feature(deepest, candidates), (
                     f"Chosen automatically: '{ref_graph.nodes[deepest[0]].path}' is the deepest layer every model "
-                    f"has in the same place, and '{self.sources[twins[0]].label}' is bit-identical to "
-                    f"'{self.sources[self.reference_index].label}' up to it."
+                    f"has in the same place, and '{self.sources[twins[1]].label}' is bit-identical to "
+                    f"'{self.sources[twins[0]].label}' up to it."
                 )
         self.errors[self.reference_index] = (
             "Expected the models to nest their backbone as a sub-model, or two of them to share the whole "
@@ -254,6 +339,18 @@ class FamilyPlanner:
             "(the last backbone layer)."
         )
         raise self._failure()
+
+    def _twins(self, needed: list[int], indices: list[int]) -> tuple[int, int] | None:
+        """Return the earliest two files (by position) whose weights are bit-identical on ``needed``."""
+        first_of: dict[tuple, int] = {}
+        for index in sorted(indices):
+            fingerprint = tuple(self.seen[index].node_hashes.get(node) for node in needed)
+            if None in fingerprint:
+                continue
+            if fingerprint in first_of:
+                return first_of[fingerprint], index
+            first_of[fingerprint] = index
+        return None
 
     def _set_feature(self, ref: TensorRef, candidates: dict[int, SeenFile]) -> TensorRef:
         for seen in candidates.values():
@@ -355,6 +452,15 @@ class FamilyPlanner:
         return FamilySplitError(
             f"{len(self.errors)} of {len(self.sources)} files cannot be split ({names}).", dict(self.errors)
         )
+
+
+def _state_hash(state: list[tuple[str, np.ndarray]]) -> bytes:
+    """Return the sha256 of one layer's stored weights and assets (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name, array in state:
+        digest.update(f"{name}|{array.dtype.str}|{list(array.shape)}|".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.digest()
 
 
 def _require_same_structure(alignment: Alignment, graph: FlatGraph, feature, *, label: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from modelhub.ml.callbacks import CancelCheck, ProgressCallback
 from modelhub.ml.errors import InvalidDatasetError
+from modelhub.ml.features import Inputs, keras_inputs
 from modelhub.ml.freeze import freeze_backbone, unfreeze_top
 from modelhub.ml.inspect import copy_model
 from modelhub.ml.train.heads import train_head
@@ -33,7 +34,7 @@ def fine_tune(
     *,
     backbone: keras.Model,
     head: keras.Model,
-    x: np.ndarray,
+    x: Inputs,
     y: np.ndarray,
     phase1_epochs: int,
     phase2_epochs: int,
@@ -96,7 +97,7 @@ def fine_tune(
     model = full_model(tuned, head, None)
     model.compile(optimizer=keras.optimizers.Adam(phase2_rate), loss=loss, metrics=metrics_for(loss))
     history = model.fit(
-        x,
+        keras_inputs(x),
         y,
         epochs=phase2_epochs,
         batch_size=batch_size,
@@ -116,7 +117,7 @@ def fine_tune(
 def train_grown_backbone(
     *,
     backbone: keras.Model,
-    x: np.ndarray,
+    x: Inputs,
     y: np.ndarray,
     num_classes: int,
     epochs: int,
@@ -154,6 +155,11 @@ def train_grown_backbone(
     loss = "sparse_categorical_crossentropy"
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics_for(loss))
     history = model.fit(
-        x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=fit_callbacks(epochs, progress, should_cancel)
+        keras_inputs(x),
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=0,
+        callbacks=fit_callbacks(epochs, progress, should_cancel),
     )
     return {"history": history_of(history)}

@@ -12,12 +12,12 @@ import keras
 import numpy as np
 
 from modelhub.ml.errors import InvalidDatasetError
-from modelhub.ml.features import cached_features, compute_features
+from modelhub.ml.features import Inputs, cached_features, compute_features, num_rows
 from modelhub.ml.train.model import check_xy, infer_loss
 
 
 def evaluate_head(
-    backbone: keras.Model, head: keras.Model, x: np.ndarray, y: np.ndarray, *, batch_size: int = 64
+    backbone: keras.Model, head: keras.Model, x: Inputs, y: np.ndarray, *, batch_size: int = 64
 ) -> dict[str, float]:
     """Evaluate ``head`` through ``backbone`` on ``(x, y)`` (inference mode).
 
@@ -34,7 +34,7 @@ def evaluate_head(
 def evaluate_head_outputs(
     backbone: keras.Model,
     head: keras.Model,
-    x: np.ndarray,
+    x: Inputs,
     y: np.ndarray,
     *,
     batch_size: int = 64,
@@ -62,12 +62,12 @@ def evaluate_head_outputs(
     else:
         features = compute_features(backbone, x, batch_size=batch_size)
     outputs = np.asarray(head.predict(features, batch_size=batch_size, verbose=0), np.float32)
-    outputs = outputs.reshape(len(x), -1)
+    outputs = outputs.reshape(num_rows(x), -1)
     _check_targets(outputs, np.asarray(y))
     predictions = outputs.astype(np.float64)
     loss_name = infer_loss(head, y)
     loss_value = float(np.mean(np.asarray(keras.losses.get(loss_name)(y, predictions))))
-    result: dict[str, float] = {"loss": loss_value, "num_examples": int(len(x))}
+    result: dict[str, float] = {"loss": loss_value, "num_examples": int(num_rows(x))}
     if loss_name == "sparse_categorical_crossentropy":
         result["accuracy"] = float(np.mean(np.argmax(predictions, axis=-1) == np.asarray(y).reshape(-1)))
     elif loss_name == "categorical_crossentropy":

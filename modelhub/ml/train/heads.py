@@ -21,7 +21,7 @@ import numpy as np
 
 from modelhub.ml.callbacks import CancelCheck, ProgressCallback, early_stopping
 from modelhub.ml.errors import InvalidDatasetError, MLError, TrainingCancelled
-from modelhub.ml.features import cached_features, compute_features
+from modelhub.ml.features import Inputs, cached_features, compute_features, is_string_array, keras_inputs
 from modelhub.ml.train.model import check_xy, fit_callbacks, full_model, history_of, infer_loss, metrics_for
 
 
@@ -29,7 +29,7 @@ def train_head(
     *,
     backbone: keras.Model,
     head: keras.Model,
-    x: np.ndarray,
+    x: Inputs,
     y: np.ndarray,
     epochs: int,
     batch_size: int = 32,
@@ -40,7 +40,7 @@ def train_head(
     seed: int | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
-    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    validation_data: tuple[Inputs, np.ndarray] | None = None,
     early_stopping_patience: int | None = None,
 ) -> dict[str, Any]:
     """Train ``head`` (in place) on ``backbone``'s features of ``x``.
@@ -48,7 +48,8 @@ def train_head(
     Args:
         backbone: the backbone; frozen unless some of its weights are trainable.
         head: the head to train.
-        x, y: inputs and targets.
+        x, y: inputs (one array, or ``{input name: array}`` for any backbone; text as arrays of
+            ``str``) and targets.
         epochs, batch_size, learning_rate: the usual.
         loss: a Keras loss name; inferred from the head's output activation when None.
         cache_dir: feature cache directory (used when the backbone is frozen).
@@ -91,7 +92,7 @@ def train_head(
             features = compute_features(backbone, x)
         validation = None
         if validation_data is not None:
-            x_val = np.asarray(validation_data[0]).astype(np.asarray(x).dtype, copy=False)
+            x_val = _cast_like(validation_data[0], x)
             if cache_dir is not None:
                 val_features, _ = cached_features(backbone, x_val, cache_dir=cache_dir)
             else:
@@ -110,8 +111,10 @@ def train_head(
     else:
         model = full_model(backbone, head, augment)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics_for(loss))
+        if validation_data is not None:
+            validation_data = (keras_inputs(validation_data[0]), validation_data[1])
         history = model.fit(
-            x,
+            keras_inputs(x),
             y,
             epochs=epochs,
             batch_size=batch_size,
@@ -132,7 +135,7 @@ def train_heads(
     *,
     backbone: keras.Model,
     heads: Mapping[str, keras.Model],
-    x: np.ndarray,
+    x: Inputs,
     ys: Mapping[str, np.ndarray],
     epochs: int,
     mode: str = "joint",
@@ -197,6 +200,21 @@ def train_heads(
     if mode == "disjoint":
         result["learning_rates"] = dict(rates)
     return result
+
+
+def _cast_like(x_val: Inputs, x: Inputs) -> Inputs:
+    """Return validation inputs with each numeric input cast to its training input's dtype."""
+
+    def cast(value: np.ndarray, like: np.ndarray) -> np.ndarray:
+        if is_string_array(value) or is_string_array(like):
+            return np.asarray(value)
+        return np.asarray(value).astype(np.asarray(like).dtype, copy=False)
+
+    if isinstance(x_val, Mapping) and isinstance(x, Mapping):
+        return {name: cast(value, x[name]) if name in x else value for name, value in x_val.items()}
+    if isinstance(x_val, Mapping) or isinstance(x, Mapping):
+        return x_val
+    return cast(x_val, x)
 
 
 def _train_heads_loop(

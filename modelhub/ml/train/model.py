@@ -14,6 +14,8 @@ import numpy as np
 
 from modelhub.ml.callbacks import CancelCheck, ProgressAndCancel, ProgressCallback
 from modelhub.ml.errors import InvalidDatasetError, MLError
+from modelhub.ml.features import Inputs, num_rows
+from modelhub.ml.inspect import input_name
 
 HEAD_KINDS = ("dense", "mlp")
 HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid")
@@ -99,6 +101,22 @@ def make_trainable(model: keras.Model) -> None:
 
 
 def full_model(backbone: keras.Model, head: keras.Model, augment: keras.layers.Layer | None) -> keras.Model:
+    """Return backbone (in inference mode) + head as one model to fit.
+
+    A one-input backbone gets one input (named ``"inputs"``: fit it with one array); a several-input
+    backbone gets one input per backbone input, by name (fit it with ``{input name: array}``).
+    """
+    if len(backbone.inputs) > 1:
+        if augment is not None:
+            raise MLError(
+                f"Augmentation applies to one image input; backbone '{backbone.name}' takes "
+                f"{len(backbone.inputs)} inputs. Train without augmentation."
+            )
+        inputs = {
+            input_name(spec): keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name=input_name(spec))
+            for spec in backbone.inputs
+        }
+        return keras.Model(inputs, head(InferenceMode(backbone)(inputs)))
     spec = backbone.inputs[0]
     inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name="inputs")
     x = augment(inputs) if augment is not None else inputs
@@ -133,13 +151,15 @@ def history_of(history: Any) -> dict[str, list[float]]:
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def check_xy(x: np.ndarray, y: np.ndarray) -> None:
-    if len(x) != len(y):
+def check_xy(x: Inputs, y: np.ndarray) -> None:
+    """Raise unless ``x`` (one array or ``{input name: array}``, all of one row count) has one target per row."""
+    rows = num_rows(x)
+    if rows != len(y):
         raise InvalidDatasetError(
-            f"Expected as many targets as inputs, received {len(x)} inputs and {len(y)} targets. "
+            f"Expected as many targets as inputs, received {rows} inputs and {len(y)} targets. "
             "Check the dataset's label column."
         )
-    if len(x) == 0:
+    if rows == 0:
         raise InvalidDatasetError("Expected at least one example, received an empty dataset.")
 
 

@@ -37,8 +37,15 @@ ALLOWED_REGISTERED_NAMES = frozenset(
         "keras_hub>PositionEmbedding",
         "keras_hub>TokenAndPositionEmbedding",
         "keras_hub>ReversibleEmbedding",
+        "keras_hub>BertTextClassifier",
     }
 )
+# The keras-hub tasks among them, with their backbone's input names. A task's from_config builds
+# its backbone (allowed above) and its own head layers (Dropout, Dense: built-in Keras); its
+# preprocessor (a tokenizer with its vocabulary file) is never loaded: a task must be saved without.
+KERAS_HUB_TASKS = {
+    "keras_hub>BertTextClassifier": ("token_ids", "segment_ids", "padding_mask"),
+}
 # Config keys that are never deserialised because models are loaded with compile=False.
 IGNORED_CONFIG_KEYS = frozenset({"compile_config"})
 
@@ -95,6 +102,7 @@ def check_config_safe(config: Any, *, limits: Limits | None = None) -> None:
         InvalidModelFileError: more layers or objects than the limits.
     """
     limits = limits or Limits()
+    check_task_preprocessor(config)
     num_layers = 0
     num_objects = 0
     stack: list[tuple[Any, str]] = [(config, "model")]
@@ -126,6 +134,30 @@ def check_config_safe(config: Any, *, limits: Limits | None = None) -> None:
             if key in IGNORED_CONFIG_KEYS:
                 continue
             stack.append((value, f"{trail}.{key}" if key != "config" else trail))
+
+
+def check_task_preprocessor(config: Any) -> None:
+    """Refuse a keras-hub task (the top level of ``config``) saved with a preprocessor.
+
+    Raises:
+        UnsafeModelError: saying how to save the task without it and what the assembly takes.
+    """
+    if not isinstance(config, dict) or config.get("registered_name") not in KERAS_HUB_TASKS:
+        return
+    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
+    preprocessor = inner.get("preprocessor")
+    if preprocessor is None:
+        return
+    kind = preprocessor.get("class_name", "a preprocessor") if isinstance(preprocessor, dict) else "a preprocessor"
+    inputs = ", ".join(KERAS_HUB_TASKS[config["registered_name"]])
+    raise UnsafeModelError(
+        f"Expected the keras-hub task '{inner.get('name', config.get('class_name'))}' ({config.get('class_name')}) "
+        f"saved without its preprocessor, received one with a {kind}. A preprocessor carries a tokenizer and its "
+        "vocabulary, which ModelHub does not load. Save the task without it: `task.preprocessor = None; "
+        "task.save('model.keras')` (or build it with preprocessor=None). The assembly then takes the backbone's "
+        f"inputs, already tokenized: {inputs} (int32, [batch, sequence length]); run the preprocessor before "
+        "calling it."
+    )
 
 
 def _check_object(node: dict, class_name: str, trail: str) -> None:
