@@ -3,7 +3,8 @@
 from django.db import transaction
 
 REWRITE_TASK = "bundles.rewrite"
-EVENTS = ("assembly.ready", "alias.moved")
+# An ONNX export that becomes ready joins the Triton repository.
+EVENTS = ("assembly.ready", "alias.moved", "export.ready")
 
 
 def bundle_rewrite_queue() -> None:

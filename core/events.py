@@ -24,6 +24,8 @@ EVENTS = (
     "alias.moved",
     "assembly.ready",
     "assembly.failed",
+    "export.ready",
+    "export.failed",
     "job.finished",
     "backbone.ready",
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 from artifacts.services import blob_store_path
 from assemblies.models import Assembly, AssemblyExport
 from assemblies.work.components import assembly_components, saved_model_dir
+from core.events import event_emit
 from core.tracked_work import row_finish, run_tracked, work_heartbeat
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,21 @@ PROGRESS_EVERY_SECONDS = 0.5
 
 def export_build(*, export_id: int) -> None:
     """Build, verify and store the export; record the report (or the error) on its row."""
-    run_tracked(AssemblyExport, export_id, _export, progress={"fraction": 0.0, "message": "starting"})
+    export = run_tracked(AssemblyExport, export_id, _export, progress={"fraction": 0.0, "message": "starting"})
+    if export is not None and export.status in (AssemblyExport.Status.READY, AssemblyExport.Status.FAILED):
+        event_emit(
+            team_id=export.assembly.team_id,
+            event=f"export.{export.status}",
+            data={
+                "export": export.pk,
+                "assembly": export.assembly_id,
+                "format": export.format,
+                "quantization": export.quantization,
+                "status": export.status,
+                "error": export.error,
+                "size_bytes": export.size_bytes,
+            },
+        )
 
 
 def _export(export: AssemblyExport) -> None:

@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from tests.conftest import wait_until
 from tests.registry_helpers import import_and_approve, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,6 +98,19 @@ def test_onnx_export_end_to_end(api_client_for, model_files, celery_worker, tmp_
 
     again = author.post(url, {"format": "onnx", "quantization": "none"}, format="json")
     assert (again.status_code, again.json()["id"], again.json()["existing"]) == (200, export["id"], True)
+
+    # export.ready reaches the deployment bundle: the worker adds the export to the Triton repository.
+    from assemblies.models import Assembly
+    from bundles.work import bundle_root
+
+    row = Assembly.objects.select_related("team", "backbone").get(pk=assembly["id"])
+    triton = bundle_root() / "triton" / f"{row.team.slug}.{row.backbone.name}"
+    wait_until(
+        lambda: (triton / "config.pbtxt").exists() and (triton / str(row.pk) / "model.onnx").exists(),
+        timeout=120,
+        message="the Triton repository to hold the export",
+    )
+    assert hashlib.sha256((triton / str(row.pk) / "model.onnx").read_bytes()).hexdigest() == export["sha256"]
 
     after = _predict(author, assembly["id"], "topic", x[:3])
     assert after["runtime"] == "onnxruntime"
