@@ -5,7 +5,6 @@ with several outputs gives several heads), all or nothing. This module
 is its web side (no model file is opened here); the worker side is heads.work.importing.
 """
 
-import json
 import os
 from collections import Counter
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from artifacts.selectors import upload_list_for_team
 from artifacts.services import blob_store_path, blob_store_uploaded_file
 from backbones.services import check_backbone_name, check_keras_filename
 from core.errors import ValidationError
+from core.json_bounded import json_loads_bounded
 from core.tracked_work import queue_on_commit
 from heads.models import ModelImport, ModelImportFile
 from heads.probe_shapes import probe_shape_parse
@@ -69,9 +69,9 @@ def _import_tasks(raw) -> list[str] | dict[str, str | dict[str, str]] | None:
     """
     if raw in (None, ""):
         return None
-    try:
-        tasks = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
+    try:  # a list of slugs is 1 deep, {file: {output: task}} 2
+        tasks = json_loads_bounded(raw, max_depth=2, what="tasks as JSON") if isinstance(raw, str) else raw
+    except ValidationError:
         tasks = None
     if isinstance(tasks, list) and all(isinstance(slug, str) for slug in tasks):
         return tasks
@@ -81,7 +81,8 @@ def _import_tasks(raw) -> list[str] | dict[str, str | dict[str, str]] | None:
         for value in tasks.values()
     ):
         return tasks
-    raise _invalid("tasks", f"Expected tasks as {TASKS_EXAMPLES}; got {raw!r}.")
+    got = repr(raw) if len(repr(raw)) <= 200 else repr(raw)[:200] + "…"
+    raise _invalid("tasks", f"Expected tasks as {TASKS_EXAMPLES}; got {got}.")
 
 
 def _slugs_from_mapping(

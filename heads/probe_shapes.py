@@ -6,9 +6,8 @@ and a request may name it instead, e.g. ``{"audio": [16000, 1]}``. This module c
 on the web side (no model is opened here); the worker checks it against the model.
 """
 
-import json
-
 from core.errors import ValidationError
+from core.json_bounded import json_loads_bounded
 
 MAX_PROBE_ROW_VALUES = 2**22  # 4M values (16 MB of float32) per probe row
 PROBE_SHAPE_EXAMPLE = '{"audio": [16000, 1]}'
@@ -22,15 +21,17 @@ def probe_shape_parse(raw, *, field: str = "probe_shape") -> dict[str, list[int]
     """
     if raw in (None, "", {}):
         return {}
+    problem = ""
     try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
-        value = None
-    problem = _problem(value)
+        value = json_loads_bounded(raw, max_depth=2, what="a JSON object") if isinstance(raw, str) else raw
+    except ValidationError as exc:  # not JSON, or nested deeper than {name: [dims]}
+        value, problem = None, exc.message[0].lower() + exc.message[1:].rstrip(".")
+    problem = problem or _problem(value)
     if problem:
+        received = repr(raw) if len(repr(raw)) <= 200 else repr(raw)[:200] + "…"
         message = (
             f"Expected {field} as {{input name: shape of one row}}, e.g. {PROBE_SHAPE_EXAMPLE} (positive integers, "
-            f"at most {MAX_PROBE_ROW_VALUES:,} values a row); {problem}, received {raw!r}."
+            f"at most {MAX_PROBE_ROW_VALUES:,} values a row); {problem}, received {received}."
         )
         raise ValidationError(message, detail={field: [message]})
     return {name: [int(d) for d in dims] for name, dims in value.items()}

@@ -25,6 +25,7 @@ from tests import model_factory as mf
 WEIGHTS = "model.weights.h5"
 KERNEL = "layers/dense/vars/0"  # the head's output Dense kernel, 6 x 3 float32
 TINY_LIMITS = {"max_datasets": 2000}  # what the corpus' dataset-count case is built against
+QUOTE_RUN_BYTES = 16 * 1024**2 - 16  # config_quote_run: just under the 16 MiB config.json limit
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,10 @@ def build_corpus(root: Path, canary: Path) -> dict[str, HostileFile]:
     )
     deep = b"[" * 10_000 + b"]" * 10_000
     add("config_10000_deep", _with_members(honest, root / "config_10000_deep.keras", config__json=deep), "levels")
+    # A string that never ends, made of escaped quotes: a depth scan whose string pattern can fail
+    # retries from every quote (quadratic: days for 16 MiB); it must be refused in linear time.
+    quotes = b'["' + b'\\"' * ((QUOTE_RUN_BYTES - 2) // 2)
+    add("config_quote_run", _with_members(honest, root / "config_quote_run.keras", config__json=quotes), "to be JSON")
     million = {"class_name": "Functional", "config": {"layers": [{}] * 1_000_000}}
     add(
         "config_million_layers",

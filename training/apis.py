@@ -50,6 +50,13 @@ class DatasetOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+class DatasetListOutputSerializer(DatasetOutputSerializer):
+    """A dataset in a list: without `preview` (up to a few KB a dataset); GET /api/datasets/{id}/ has it."""
+
+    class Meta(DatasetOutputSerializer.Meta):
+        fields = [name for name in DatasetOutputSerializer.Meta.fields if name != "preview"]
+
+
 class DatasetDetailOutputSerializer(DatasetOutputSerializer):
     """A dataset with the team's ready backbones it fits (computed when read)."""
 
@@ -86,9 +93,10 @@ class DatasetListCreateApi(APIView):
         class Meta:
             ref_name = "DatasetUpload"
 
-    @extend_schema(responses=DatasetOutputSerializer(many=True))
+    @extend_schema(responses=DatasetListOutputSerializer(many=True))
     def get(self, request):
-        return paginated_response(request, dataset_list(user=request.user), DatasetOutputSerializer, view=self)
+        datasets = dataset_list(user=request.user).defer("preview")
+        return paginated_response(request, datasets, DatasetListOutputSerializer, view=self)
 
     @extend_schema(
         request=InputSerializer,

@@ -110,6 +110,21 @@ def test_json_nesting_depth_matches_the_parsed_depth(raw):
     assert json_nesting_depth(raw) == depth(json.loads(raw))
 
 
+def test_a_config_of_escaped_quotes_is_refused_in_linear_time(corpus):
+    """16 MiB of ``"\\"\\"…`` never closes its string: the depth scan is linear (it took days)."""
+    import time
+
+    _, _, files = corpus
+    started = time.monotonic()
+    with pytest.raises(InvalidModelFileError, match="to be JSON"):
+        check_keras_archive(files["config_quote_run"].path, **LIMITS)
+    assert time.monotonic() - started < 5
+    raw = b'["' + (b'\\"' * 1024 + b"\\\n") * 8192  # with escaped line ends too (16 MiB)
+    started = time.monotonic()
+    assert json_nesting_depth(raw) == 1  # one string runs to the end, whatever it holds
+    assert time.monotonic() - started < 5
+
+
 def test_dataset_zips_get_the_same_zip_checks(tmp_path, settings):
     from training.work.dataset_zips import DatasetError, open_dataset_zip
 

@@ -6,11 +6,13 @@ validation fraction, sorted/first-seen orders by hand). The API tests go through
 POST /api/datasets/ and a real worker: the stored `inputs`, `preview` and the contract arrays
 (training.work.datasets.dataset_arrays). The hostile corpus (a 50 MB cell, a 10^6-column
 header, a line nested 100,000 deep, invalid UTF-8, a Parquet declaring more rows than the
-limit, a .parquet that is not Parquet) is each refused by the worker with its message, and the
-worker stays alive with what was stored before intact.
+limit, a .parquet that is not Parquet, a JSON Lines line and a CSV token cell of escaped quotes)
+is each refused by the worker with its message (the quotes fast), and the worker stays alive
+with what was stored before intact.
 """
 
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -247,6 +249,13 @@ def hostile_corpus(tmp_path) -> dict:
         rows,
     )
     files[rows] = "'rows.parquet' declares 10,000,001 rows in its metadata; tables are limited to 10,000,000 rows"
+    quotes = '["' + '\\"' * ((16 * 1024**2 - 64) // 3)  # a string that never ends: the depth scan was quadratic
+    line = tmp_path / "quotes.jsonl"
+    line.write_text('{"t": [1], "label": 0}\n' + quotes + "\n")
+    files[line] = "'quotes.jsonl' line 2: expected a JSON object, found invalid JSON"
+    cell = tmp_path / "quotes.csv"
+    cell.write_text('ids,label\n"[1]",0\n"' + quotes.replace('"', '""') + '",1\n')
+    files[cell] = "'quotes.csv' line 3 (row 2), column 'ids': expected a list of token ids"
     fake = tmp_path / "fake.parquet"
     fake.write_text("text,label\na,x\n")
     files[fake] = "'fake.parquet' is not a readable Parquet file"
@@ -263,8 +272,11 @@ def test_hostile_tables_are_refused_by_the_worker_which_stays_alive(api_client_f
     for path, expected in hostile_corpus(tmp_path).items():
         response = post(client, path, name=path.stem)
         assert response.status_code == 202, response.json()
+        started = time.monotonic()
         body = wait_status(client, f"/api/datasets/{response.json()['id']}/", timeout=120)
         assert body["status"] == "rejected" and expected in body["error"], (path.name, body["error"])
+        if path.name.startswith("quotes"):  # refused fast: the depth scan is linear
+            assert time.monotonic() - started < 20, path.name
     after = wait_status(client, f"/api/datasets/{post(client, good, name='again', columns=mapping).json()['id']}/")
     assert after["status"] == "ready" and after["inputs"] == before["inputs"]
     stored = Dataset.objects.get(pk=before["id"])

@@ -13,11 +13,11 @@ one other column uses that column as the single input.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ValidationError
+from core.json_bounded import json_loads_bounded
 from training.specs.kit import (
     Choice,
     Integer,
@@ -35,6 +35,7 @@ from training.specs.kit import (
 )
 
 MAX_COLUMNS_JSON_CHARS = 64 * 1024
+MAX_COLUMNS_JSON_DEPTH = 4  # {"inputs": {"x": ["a", "b"]}} is 3 deep
 MAX_INPUTS = 64
 MAX_COLUMNS_PER_INPUT = 4096
 
@@ -151,12 +152,12 @@ def columns_parse(raw: str | dict | None) -> dict:
         if len(raw) > MAX_COLUMNS_JSON_CHARS:
             raise ValidationError(f"'columns' is {len(raw):,} characters; at most {MAX_COLUMNS_JSON_CHARS:,}.")
         try:
-            raw = json.loads(raw)
-        except ValueError as exc:
+            raw = json_loads_bounded(raw, max_depth=MAX_COLUMNS_JSON_DEPTH, what="'columns' as a JSON object")
+        except ValidationError as exc:
             raise ValidationError(
                 f"'columns' must be a JSON object such as "
-                f'{{"inputs": {{"text": "review"}}, "label": "sentiment"}}; it is not valid JSON ({exc}).',
-                detail={"columns": [str(exc)]},
+                f'{{"inputs": {{"text": "review"}}, "label": "sentiment"}}; {exc.message}',
+                detail={"columns": [exc.message]},
             ) from None
     try:
         return ColumnsSpec.parse(raw).to_params()

@@ -8,27 +8,47 @@ same for .npz files and tables; which ready backbones a dataset fits is computed
 """
 
 import hashlib
+import reprlib
 
 import numpy as np
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 80
 PREVIEW_VALUES = 8
+PREVIEW_DEPTH = 3  # lists inside lists shown this deep; deeper ones as cut text
+# repr() of an object cell (a JSON object, bytes) that stops early instead of building it whole.
+_SHORT_REPR = reprlib.Repr(
+    maxlevel=PREVIEW_DEPTH, maxdict=PREVIEW_VALUES, maxlist=PREVIEW_VALUES, maxtuple=PREVIEW_VALUES,
+    maxstring=PREVIEW_CHARS, maxother=PREVIEW_CHARS, maxlong=PREVIEW_CHARS,
+)  # fmt: skip
 
 
-def preview_cell(value) -> object:
-    """Return one cell as JSON: strings cut to PREVIEW_CHARS, arrays to PREVIEW_VALUES values."""
+def _cut_text(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def preview_cell(value, *, depth: int = 0) -> object:
+    """Return one cell as JSON, cut short: strings to PREVIEW_CHARS, lists and arrays to PREVIEW_VALUES
+    values (the values inside cut the same way), objects and anything else as their cut repr().
+
+    Example:
+        >>> preview_cell([[1] * 10, {"a": [2] * 10}])
+        [[1, 1, 1, 1, 1, 1, 1, 1, '…'], "{'a': [2, 2, 2, 2, 2, 2, 2, 2, ...]}"]
+    """
     if isinstance(value, np.ndarray):
-        flat = value.reshape(-1)
-        shown = [preview_cell(item) for item in flat[:PREVIEW_VALUES].tolist()]
-        return shown + ["…"] if flat.size > PREVIEW_VALUES else shown
+        value = value.reshape(-1)[: PREVIEW_VALUES + 1].tolist()
     if isinstance(value, np.generic):
         value = value.item()
+    if value is None or isinstance(value, bool | int):
+        return value
     if isinstance(value, str):
-        return value if len(value) <= PREVIEW_CHARS else value[:PREVIEW_CHARS] + "…"
+        return _cut_text(value)
     if isinstance(value, float):
         return round(value, 6)
-    return value
+    if isinstance(value, list | tuple) and depth < PREVIEW_DEPTH:
+        shown = [preview_cell(item, depth=depth + 1) for item in value[:PREVIEW_VALUES]]
+        return shown + ["…"] if len(value) > PREVIEW_VALUES else shown
+    return _cut_text(_SHORT_REPR.repr(value))
 
 
 def label_distribution(y: np.ndarray, labels: list[str], target: str) -> dict:

@@ -11,17 +11,21 @@ integers as class ids, floats as regression values). Validation rows are split o
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 
+from core.errors import ValidationError
+from core.json_bounded import json_loads_bounded
 from training.specs.columns import columns_read
 from training.work.dataset_zips import INT32_MAX, MAX_LABELS, DatasetError, format_bytes, over_limit
 from training.work.tables import Table, open_table
 
 INTEGER_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
 CELL_OVERHEAD_BYTES = 64  # a Python object and the list slot holding it
+LIST_ITEM_BYTES = 36  # one value in a list cell: a float or non-small int object (24-32 B) and its slot
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -44,8 +48,8 @@ class Collector:
         for location, row in self.table.rows(self.columns):
             self.locations.append(location)
             for name, cell in row.items():
+                self.num_bytes += CELL_OVERHEAD_BYTES + self._cell_bytes(name, cell)
                 self.cells[name].append(cell)
-                self.num_bytes += CELL_OVERHEAD_BYTES + (len(cell) * 4 if isinstance(cell, str | list) else 0)
             if self.num_bytes > max_bytes:
                 raise over_limit(
                     f"{self.table.where(location)}: the columns in use take more than {format_bytes(max_bytes)} so far",
@@ -58,10 +62,24 @@ class Collector:
                 f"{self.table.columns_text()}."
             )
 
-    def refuse(self, index: int, column: str, expected: str, cell) -> DatasetError:
+    def _cell_bytes(self, column: str, cell) -> int:
+        """Return what a cell costs in memory; refuse an object or a nested list as soon as it is read."""
+        if isinstance(cell, str):
+            return sys.getsizeof(cell)
+        if isinstance(cell, dict):
+            raise self.refuse(-1, column, "text, a number, a list of token ids or a label (not a JSON object)", cell)
+        if not isinstance(cell, list):
+            return 0
+        types = set(map(type, cell))
+        if list in types or dict in types:
+            raise self.refuse(-1, column, "a flat list of token ids (integers), with no nested lists or objects", cell)
+        strings = sum(sys.getsizeof(item) for item in cell if isinstance(item, str)) if str in types else 0
+        return sys.getsizeof(cell) + len(cell) * LIST_ITEM_BYTES + strings
+
+    def refuse(self, index: int, column: str, expected: str, cell, why: str = "") -> DatasetError:
         return DatasetError(
-            f"{self.table.where(self.locations[index], column)}: expected {expected}, found {_found(cell)}; "
-            f"{self.table.columns_text()}."
+            f"{self.table.where(self.locations[index], column)}: expected {expected}, found {_found(cell)}"
+            f"{f' ({why})' if why else ''}; {self.table.columns_text()}."
         )
 
 
@@ -86,14 +104,10 @@ def _number(collector: Collector, column: str, index: int, cell) -> float:
 def _token_ids(collector: Collector, column: str, index: int, cell) -> list[int]:
     expected = "a list of token ids (a JSON array of integers >= 0, e.g. [101, 2009, 102])"
     if isinstance(cell, str) and not collector.table.typed:
-        from modelhub.ml.untrusted.config import json_nesting_depth
-
-        if json_nesting_depth(cell.encode("utf-8")) > 1:
-            raise collector.refuse(index, column, expected + " with no nested lists", cell)
         try:
-            cell = json.loads(cell)
-        except ValueError:
-            raise collector.refuse(index, column, expected, cell) from None
+            cell = json_loads_bounded(cell, max_depth=1, what="a JSON array with no nested lists")
+        except ValidationError as exc:
+            raise collector.refuse(index, column, expected, cell, why=exc.message.rstrip(".")) from None
     if not isinstance(cell, list):
         raise collector.refuse(index, column, expected, cell)
     for token in cell:
@@ -185,7 +199,7 @@ def _labels(collector: Collector, column: str, order: str) -> tuple[np.ndarray, 
         names = [cell if isinstance(cell, str) else json.dumps(cell) for cell in cells]
     else:
         if all(INTEGER_TEXT.match(cell) for cell in cells):
-            return _class_ids(collector, column, [int(cell) for cell in cells])
+            return _class_ids(collector, column, [_integer(collector, column, i, cell) for i, cell in enumerate(cells)])
         if all(_is_number_text(cell) for cell in cells):
             return _values(collector, column, cells)
         names = cells
@@ -197,6 +211,13 @@ def _labels(collector: Collector, column: str, order: str) -> tuple[np.ndarray, 
         )
     index = {name: i for i, name in enumerate(classes)}
     return np.asarray([index[name] for name in names], dtype=np.int64), classes, order
+
+
+def _integer(collector: Collector, column: str, index: int, text: str) -> int:
+    """Return a class id written as text; one of thousands of digits is refused, not a crash."""
+    if len(text.strip().lstrip("+-")) > 18:
+        raise collector.refuse(index, column, f"a class id from 0 to {MAX_LABELS - 1}", text)
+    return int(text)
 
 
 def _class_ids(collector: Collector, column: str, ids: list[int]) -> tuple[np.ndarray, list[str], str]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from modelhub.ml.errors import InvalidModelFileError, UnsafeModelError
+from modelhub.ml.untrusted.keras_hub import declared_bytes, declared_params
 from modelhub.ml.untrusted.limits import SAVE_HINT, Limits
 
 # Layers that run arbitrary Python or load arbitrary TF graphs even in safe mode.
@@ -48,24 +49,34 @@ KERAS_HUB_TASKS = {
 }
 # Config keys that are never deserialised because models are loaded with compile=False.
 IGNORED_CONFIG_KEYS = frozenset({"compile_config"})
+# A JSON string, possessive so it cannot fail once started: an unterminated one runs to the end
+# (\Z). A pattern that can fail makes re.sub retry from every later quote: quadratic, and
+# ``"\"\"\"…`` of 16 MiB would hold a worker for days.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(code for code in range(256) if code not in b"[]{}")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_DEPTH_CHUNK = 1024**2
 
 
 def json_nesting_depth(raw: bytes) -> int:
     """Return the deepest nesting of ``[`` and ``{`` in JSON bytes, without parsing them.
 
     Strings are blanked out first, so brackets inside them do not count. Linear in the
-    input and without recursion, so a config nested 10,000 deep costs what its bytes cost.
+    input and without recursion, so a config nested 10,000 deep costs what its bytes cost;
+    memory is the input once more plus a 1 MiB chunk. The same rule as the web side's
+    core.json_bounded.json_nesting_depth (this library imports no ModelHub app).
 
     Example:
         >>> json_nesting_depth(b'{"a": [1, {"b": "[["}]}')
         3
     """
-    stripped = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', raw)
-    codes = np.frombuffer(stripped, dtype=np.uint8)
-    steps = np.zeros(codes.shape, dtype=np.int32)
-    steps[(codes == ord("[")) | (codes == ord("{"))] = 1
-    steps[(codes == ord("]")) | (codes == ord("}"))] = -1
-    return int(np.cumsum(steps).max(initial=0))
+    brackets = _JSON_STRING.sub(b'""', bytes(raw)).translate(None, _NOT_BRACKETS).translate(_BRACKET_STEPS)
+    level, deepest = 0, 0
+    for start in range(0, len(brackets), _DEPTH_CHUNK):
+        count = min(_DEPTH_CHUNK, len(brackets) - start)
+        levels = np.cumsum(np.frombuffer(brackets, dtype=np.int8, count=count, offset=start), dtype=np.int64) + level
+        deepest, level = max(deepest, int(levels.max())), int(levels[-1])
+    return deepest
 
 
 def parse_json_member(raw: bytes, *, what: str, max_depth: int) -> Any:
@@ -91,20 +102,23 @@ def check_config_safe(config: Any, *, limits: Limits | None = None) -> None:
 
     Walks the config without recursion. Every serialised object must be a built-in Keras
     class (module ``keras`` or ``keras.*``) or an allow-listed keras-hub class, and none may
-    be a Lambda layer.
+    be a Lambda layer. Every keras-hub task, wherever it sits, must come without its
+    preprocessor; the weights the keras-hub objects declare in their configs (numbers such as
+    ``vocabulary_size``, which Keras turns into variables while building) must fit
+    ``max_declared_bytes`` together, and their declared layers ``max_layers``.
 
     Args:
         config: the parsed ``config.json`` (or any part of it).
-        limits: ``max_layers`` and ``max_config_objects`` are used.
+        limits: ``max_layers``, ``max_config_objects`` and ``max_declared_bytes`` are used.
 
     Raises:
         UnsafeModelError: naming the offending layer or object and how to fix it.
         InvalidModelFileError: more layers or objects than the limits.
     """
     limits = limits or Limits()
-    check_task_preprocessor(config)
     num_layers = 0
     num_objects = 0
+    hub_bytes = 0
     stack: list[tuple[Any, str]] = [(config, "model")]
     while stack:
         node, trail = stack.pop()
@@ -130,14 +144,42 @@ def check_config_safe(config: Any, *, limits: Limits | None = None) -> None:
                     "config, found more. The config is refused before Keras reads it."
                 )
             _check_object(node, class_name, trail)
+            if isinstance(node.get("registered_name"), str) and node["registered_name"].startswith("keras_hub>"):
+                check_task_preprocessor(node)
+                hub_bytes += declared_bytes(node)
+                num_layers += declared_params(node)[1]
+                _check_declared(node, trail, hub_bytes, num_layers, limits)
         for key, value in reversed(list(node.items())):
             if key in IGNORED_CONFIG_KEYS:
                 continue
             stack.append((value, f"{trail}.{key}" if key != "config" else trail))
 
 
+def _check_declared(node: dict, trail: str, hub_bytes: int, num_layers: int, limits: Limits) -> None:
+    """Refuse keras-hub configs declaring more weights or layers than the limits, before Keras builds them."""
+    config = node.get("config") if isinstance(node.get("config"), dict) else {}
+    where = f"{trail} ({node.get('registered_name')} {config.get('name', '')!r})"
+    if num_layers > limits.max_layers:
+        raise InvalidModelFileError(
+            f"Expected at most {limits.max_layers:,} layers in the model's config, the keras-hub object at {where} "
+            f"declares more ({num_layers:,} with the layers before it). Split the model, or raise "
+            "MODELHUB_MAX_MODEL_LAYERS."
+        )
+    if hub_bytes > limits.max_declared_bytes:
+        sizes = ", ".join(
+            f"{key}={config[key]}"
+            for key in ("vocabulary_size", "num_layers", "hidden_dim", "intermediate_dim", "input_dim", "output_dim")
+            if key in config
+        )
+        raise InvalidModelFileError(
+            f"Expected the keras-hub objects in the model's config to declare at most {limits.max_declared_bytes:,} "
+            f"bytes of weights together, they declare {hub_bytes:,} (reached at {where}{': ' + sizes if sizes else ''}"
+            "). Refused before Keras builds them. Save a smaller model, or raise MODELHUB_MAX_MODEL_DECLARED_BYTES."
+        )
+
+
 def check_task_preprocessor(config: Any) -> None:
-    """Refuse a keras-hub task (the top level of ``config``) saved with a preprocessor.
+    """Refuse a keras-hub task saved with a preprocessor (``config`` is the task's node, wherever it sits).
 
     Raises:
         UnsafeModelError: saying how to save the task without it and what the assembly takes.
