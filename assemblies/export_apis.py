@@ -27,7 +27,13 @@ class ExportOutputSerializer(serializers.ModelSerializer):
     report = serializers.JSONField(
         help_text="The verification against the SavedModel once ready: format, quantization, size_bytes, runtime, "
         "rtol, max_abs_diff, passed, only_present_tasks, notes, tasks [{task_id, task, max_abs_diff, "
-        "argmax_agreement}], dataset."
+        "argmax_agreement}], dataset (when one was named: {id, name, split, split_rows, rows, tasks [{task, rows, "
+        "argmax_agreement, max_abs_diff, accuracy_saved_model?, accuracy_export?}]})."
+    )
+    dataset = serializers.IntegerField(
+        source="dataset_id",
+        allow_null=True,
+        help_text="The dataset named in the request (its argmax agreement is in report.dataset), or null.",
     )
     progress = serializers.JSONField(help_text='{"fraction": 0..1, "message": what the worker is doing}.')
     download_url = serializers.SerializerMethodField()
@@ -39,6 +45,7 @@ class ExportOutputSerializer(serializers.ModelSerializer):
             "assembly",
             "format",
             "quantization",
+            "dataset",
             "status",
             "progress",
             "error",
@@ -81,7 +88,16 @@ class AssemblyExportListCreateApi(APIView):
             choices=QUANTIZATIONS,
             default=DEFAULT_QUANTIZATION,
             help_text="none must match the SavedModel within the assembly's tolerance; float16 and dynamic_int8 "
-            "report per task the max abs diff and the argmax agreement.",
+            "(both formats: ONNX through ONNX Runtime's quantizers, LiteRT through the TFLite converter) report "
+            "per task the max abs diff and the argmax agreement.",
+        )
+        dataset = serializers.IntegerField(
+            required=False,
+            allow_null=True,
+            min_value=1,
+            help_text="Optional: the id of a ready dataset of the assembly's team that fits its backbone. The report "
+            "then gives every task's argmax agreement (export vs SavedModel) on up to 256 of its rows (its "
+            "validation split when it has one), and the accuracy for the tasks whose head was trained on it.",
         )
 
         class Meta:
@@ -97,12 +113,17 @@ class AssemblyExportListCreateApi(APIView):
         responses={
             202: ExportCreatedOutputSerializer,
             200: ExportCreatedOutputSerializer,
-            409: error_response("The assembly is not ready (detail.current_status names its status)."),
+            400: error_response("A bad field, or a dataset that is not the team's, not ready or does not fit the "
+                                "backbone (detail names each field and why)."),
+            409: error_response("The assembly is not ready, or the export is running with another dataset "
+                                "(detail.current_status names its status)."),
         },
         examples=[
             OpenApiExample("ONNX", value={"format": "onnx", "quantization": "none"}, request_only=True),
             OpenApiExample("LiteRT, int8 weights", value={"format": "litert", "quantization": "dynamic_int8"},
                            request_only=True),
+            OpenApiExample("ONNX, int8 weights, checked on a dataset",
+                           value={"format": "onnx", "quantization": "dynamic_int8", "dataset": 12}, request_only=True),
         ],
     )  # fmt: skip
     def post(self, request, pk: int):

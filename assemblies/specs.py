@@ -1,6 +1,6 @@
 """The typed spec of an export request, read once and used by the API, the dashboard form and the service.
 
-``ExportSpec.parse`` reads ``{"format", "quantization"}`` from JSON or a form; every bad field is
+``ExportSpec.parse`` reads ``{"format", "quantization", "dataset"}`` from JSON or a form; every bad field is
 named in one 400 (core.errors.ValidationError, ``detail`` by field) saying what was received and
 what is accepted. Unknown fields are ignored, as in the other request specs.
 """
@@ -38,10 +38,12 @@ def _choice(data: Mapping, name: str, choices: tuple[str, ...], default: str | N
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """What to export: the format ("onnx" | "litert") and the quantization ("none" | "float16" | "dynamic_int8")."""
+    """What to export: the format ("onnx" | "litert"), the quantization ("none" | "float16" | "dynamic_int8")
+    and, optionally, the id of a dataset to report the export's argmax agreement on."""
 
     format: str
     quantization: str = DEFAULT_QUANTIZATION
+    dataset: int | None = None
 
     @classmethod
     def parse(cls, data: Any) -> ExportSpec:
@@ -49,7 +51,7 @@ class ExportSpec:
 
         Example:
             >>> ExportSpec.parse({"format": "onnx"})
-            ExportSpec(format='onnx', quantization='none')
+            ExportSpec(format='onnx', quantization='none', dataset=None)
         """
         if not isinstance(data, Mapping):
             raise ValidationError(
@@ -59,17 +61,24 @@ class ExportSpec:
         errors: dict[str, list[str]] = {}
         fmt = _choice(data, "format", FORMATS, None, errors)
         quantization = _choice(data, "quantization", QUANTIZATIONS, DEFAULT_QUANTIZATION, errors)
-        if fmt == "onnx" and quantization not in (None, DEFAULT_QUANTIZATION):
-            errors["quantization"] = [
-                f"ONNX is exported as float32: expected 'none', received {_shown(quantization)}. Quantized exports "
-                "are LiteRT's: use format 'litert'."
-            ]
-        if data.get("dataset") not in (None, ""):
-            errors["dataset"] = [
-                "exports do not take a dataset yet: leave it out. The report gives the argmax agreement on the "
-                "verification rows of every task."
-            ]
+        dataset = _dataset_id(data.get("dataset"), errors)
         if errors:
             described = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items())
             raise ValidationError(f"Invalid export request: {described}", detail=errors)
-        return cls(format=fmt, quantization=quantization)
+        return cls(format=fmt, quantization=quantization, dataset=dataset)
+
+
+def _dataset_id(raw: Any, errors: dict) -> int | None:
+    """Return the dataset id named in the request (None when left out); a bad one is named in ``errors``."""
+    if raw is None or raw == "":
+        return None
+    text = raw.strip() if isinstance(raw, str) else raw
+    if isinstance(text, str) and text.isdigit():
+        text = int(text)
+    if isinstance(text, bool) or not isinstance(text, int) or text < 1:
+        errors["dataset"] = [
+            f"must be the id of one of the team's ready datasets (a positive integer, GET /api/datasets/); "
+            f"received {_shown(raw)}. Leave it out to report on the verification rows only."
+        ]
+        return None
+    return text

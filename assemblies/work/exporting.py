@@ -15,12 +15,16 @@ from pathlib import Path
 from artifacts.services import blob_store_path
 from assemblies.models import Assembly, AssemblyExport
 from assemblies.work.components import assembly_components, saved_model_dir
+from core.datasets import DatasetReadError, dataset_reader
 from core.events import event_emit
 from core.tracked_work import row_finish, run_tracked, work_heartbeat
 
 logger = logging.getLogger(__name__)
 # The row's progress is written at most this often (each write is one UPDATE).
 PROGRESS_EVERY_SECONDS = 0.5
+# A dataset named in the request: the argmax agreement is measured on at most this many of its rows
+# (its validation split when it has one), for every task (the library bounds tasks x rows).
+DATASET_MAX_ROWS = 256
 
 
 def export_build(*, export_id: int) -> None:
@@ -59,6 +63,7 @@ def _export(export: AssemblyExport) -> None:
         report_progress(0.02, "loading the assembly's components")
         model_dir = saved_model_dir(assembly)
         with assembly_components(assembly) as parts, tempfile.TemporaryDirectory(prefix="modelhub-export-") as tmp:
+            dataset, about_dataset = _dataset(export, [head.task for head in parts.heads], report_progress)
             trunk = parts.cut_trunk()
             out_path = Path(tmp) / f"model.{export.file_extension}"
             report = export_assembly(
@@ -69,8 +74,11 @@ def _export(export: AssemblyExport) -> None:
                 fmt=export.format,
                 quantization=export.quantization,
                 out_path=out_path,
+                dataset=dataset,
                 progress=report_progress,
             )
+            if about_dataset and report.get("dataset"):
+                report["dataset"] = {**about_dataset, **report["dataset"]}
             if not report.get("passed", False):
                 row_finish(
                     export,
@@ -92,7 +100,7 @@ def _export(export: AssemblyExport) -> None:
             size_bytes=blob.size_bytes,
             progress={"fraction": 1.0, "message": "verified"},
         )
-    except MLError as exc:
+    except (MLError, DatasetReadError) as exc:
         row_finish(export, status=AssemblyExport.Status.FAILED, error=str(exc))
     except Exception as exc:
         logger.exception("export %s of assembly %s crashed", export.pk, assembly.pk)
@@ -102,6 +110,29 @@ def _export(export: AssemblyExport) -> None:
             error=f"The {export.format} export failed: {type(exc).__name__}: {exc}. Nothing was stored; "
             "request it again, and report it if it fails the same way.",
         )
+
+
+def _dataset(export: AssemblyExport, tasks: list[str], progress) -> tuple[tuple | None, dict]:
+    """Return ``(dataset argument for export_assembly, what the report says of the dataset)``.
+
+    The dataset named in the request is checked again (it may have changed since) and read through
+    core.datasets (training's reader). Every task gets the argmax agreement; the tasks whose head was
+    trained on this dataset also get the accuracy against its labels (class datasets).
+    """
+    if export.dataset_id is None:
+        return None, {}
+    assembly, reader = export.assembly, dataset_reader()
+    problem = reader.fit_problem(
+        dataset_id=export.dataset_id, team_id=assembly.team_id, backbone_id=assembly.backbone_id
+    )
+    if problem:
+        raise DatasetReadError(f"{problem} Nothing was exported; ask again without it or with another dataset.")
+    progress(0.03, f"reading dataset {export.dataset_id}")
+    rows = reader.read(dataset_id=export.dataset_id, backbone_id=assembly.backbone_id, max_rows=DATASET_MAX_ROWS)
+    trained_on = set(assembly.entries.filter(head__dataset_id=export.dataset_id).values_list("task_id", flat=True))
+    y = {task: (rows.labels if task_id in trained_on else None) for task_id, task in enumerate(tasks)}
+    about = {"id": export.dataset_id, "name": rows.name, "split": rows.split, "split_rows": rows.total_rows}
+    return (rows.inputs, y), about
 
 
 def _progress_writer(export: AssemblyExport):

@@ -6,7 +6,9 @@ top level is the task class, not a Functional graph, so the flat-graph reader
 in disguise: its keras-hub backbone, then its own head layers (``BertTextClassifier``: the
 backbone's ``pooled_output`` -> ``Dropout`` -> ``Dense``). This module loads the task through the
 untrusted reader (:func:`modelhub.ml.safe_load.load_keras_task`: allow-listed classes only, no
-preprocessor), rebuilds the same graph as a plain ``keras.Model`` over the same layers (the
+preprocessor on any task node, and the weights the keras-hub configs declare, e.g. BertBackbone's
+``vocabulary_size x hidden_dim``, bounded by ``max_declared_bytes`` before Keras builds anything:
+:mod:`modelhub.ml.untrusted.keras_hub`), rebuilds the same graph as a plain ``keras.Model`` over the same layers (the
 backbone stays the task's keras-hub backbone, the head is plain Keras), saves it, reloads that
 file through the safe loader and checks it reproduces the task on probe rows. An import then
 reads the rewritten file like any full model: the backbone is stored once, the head is served by

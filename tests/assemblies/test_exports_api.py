@@ -71,11 +71,14 @@ def test_a_failed_export_is_queued_again(author, ready, queued):
         ({}, "format", "This field is required: one of onnx, litert"),
         ({"format": "onnx", "quantization": "int4"}, "quantization", "one of none, float16, dynamic_int8"),
         ({"format": 3}, "format", "received 3"),
-        ({"format": "onnx", "quantization": "float16"}, "quantization", "ONNX is exported as float32"),
-        ({"format": "onnx", "dataset": 5}, "dataset", "do not take a dataset yet"),
+        ({"format": "onnx", "dataset": "five"}, "dataset", "must be the id of one of the team's ready datasets"),
+        ({"format": "onnx", "dataset": 0}, "dataset", "a positive integer, GET /api/datasets/); received 0"),
+        ({"format": "onnx", "dataset": True}, "dataset", "received True"),
+        ({"format": "onnx", "dataset": 99999}, "dataset", "Dataset 99999 was not found in this assembly's team"),
     ],
-    ids=["format", "missing-format", "quantization", "format-number", "onnx-quantized", "dataset"],
-)
+    ids=["format", "missing-format", "quantization", "format-number", "dataset-text", "dataset-0", "dataset-bool",
+         "dataset-missing"],
+)  # fmt: skip
 def test_bad_requests_are_a_400_naming_the_field_and_store_nothing(author, ready, queued, payload, field, fragment):
     response = author.post(f"/api/assemblies/{ready.pk}/exports/", payload, format="json")
     assert response.status_code == 400, response.json()
@@ -83,6 +86,52 @@ def test_bad_requests_are_a_400_naming_the_field_and_store_nothing(author, ready
     assert error["code"] == "invalid" and f"{field}: " in error["message"]
     assert fragment in error["detail"][field][0]
     assert not AssemblyExport.objects.exists() and queued == []
+
+
+@pytest.mark.parametrize("quantization", ["float16", "dynamic_int8"])
+def test_onnx_takes_every_quantization(author, ready, queued, quantization):
+    response = author.post(
+        f"/api/assemblies/{ready.pk}/exports/", {"format": "onnx", "quantization": quantization}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    assert (response.json()["format"], response.json()["quantization"]) == ("onnx", quantization)
+
+
+def test_a_named_dataset_is_checked_through_trainings_reader(author, ready, queued, api_client_for):
+    """The team's, ready, fitting the backbone (training's rule, via core.datasets): else a 400 saying why."""
+    from tests.training.helpers import dataset_row
+
+    api_client_for("mallory", team="audio")
+    foreign = dataset_row(author.user, team="audio", name="theirs")
+    pending = dataset_row(author.user, name="pending", status="validating")
+    misfit = dataset_row(author.user, name="wide", input_shape=(5,))
+    good, other = dataset_row(author.user, name="eight"), dataset_row(author.user, name="eight-b")
+    url = f"/api/assemblies/{ready.pk}/exports/"
+    cases = [
+        (foreign, f"Dataset {foreign.pk} was not found in this assembly's team"),
+        (pending, "is 'validating', not ready"),
+        (misfit, "does not fit the assembly's backbone: Dataset 'wide' has inputs x (float32, [5])"),
+    ]
+    for dataset, fragment in cases:
+        response = author.post(url, {"format": "litert", "dataset": dataset.pk}, format="json")
+        assert response.status_code == 400, response.json()
+        assert fragment in response.json()["error"]["detail"]["dataset"][0], response.json()
+    assert not AssemblyExport.objects.exists() and queued == []
+
+    first = author.post(url, {"format": "litert", "dataset": str(good.pk)}, format="json")
+    assert first.status_code == 202 and first.json()["dataset"] == good.pk
+    export = AssemblyExport.objects.get()
+    assert export.dataset_id == good.pk and queued == [("assemblies.export", export.pk)]
+    same = author.post(url, {"format": "litert", "dataset": good.pk}, format="json")
+    assert same.status_code == 200 and len(queued) == 1
+    running = author.post(url, {"format": "litert", "dataset": other.pk}, format="json")
+    assert running.status_code == 409 and running.json()["error"]["detail"] == {"current_status": "queued"}
+    AssemblyExport.objects.filter(pk=export.pk).update(status="ready")
+    again = author.post(url, {"format": "litert", "dataset": other.pk}, format="json")
+    assert (again.status_code, again.json()["status"], again.json()["dataset"]) == (200, "queued", other.pk)
+    assert queued == [("assemblies.export", export.pk)] * 2
+    left_out = author.post(url, {"format": "litert"}, format="json")
+    assert left_out.status_code == 200 and left_out.json()["dataset"] == other.pk and len(queued) == 2
 
 
 @pytest.mark.parametrize("status", ["queued", "building", "failed"])
@@ -152,6 +201,10 @@ def test_the_schema_documents_the_exports(author):
     assert {"200", "202", "409"} <= set(create["responses"])
     examples = create["requestBody"]["content"]["application/json"]["examples"]
     assert any(example["value"] == {"format": "onnx", "quantization": "none"} for example in examples.values())
+    assert any("dataset" in example["value"] for example in examples.values())
+    body = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "dataset" in schema["components"]["schemas"][body]["properties"]
+    assert "dataset" in schema["components"]["schemas"]["ExportOutput"]["properties"]
     components = schema["components"]["schemas"]
     assert components["ExportFormatEnum"]["enum"] == ["onnx", "litert"]
     assert "runtime" in components["PredictionOutput"]["properties"]
@@ -210,6 +263,35 @@ def test_the_worker_records_a_refusal_on_the_row(author, ready, queued, monkeypa
     exporting.export_build(export_id=export_id)
     export.refresh_from_db()
     assert export.status == "failed" and "is 'building', not ready" in export.error
+
+
+def test_the_worker_checks_the_dataset_again_and_records_why_on_the_row(author, ready, queued, monkeypatch):
+    """A dataset that stopped fitting between the request and the worker fails the export with the reason."""
+    import contextlib
+    import sys
+    import types
+
+    from assemblies.work import exporting
+    from tests.training.helpers import dataset_row
+
+    dataset = dataset_row(author.user, name="eight")
+    url = f"/api/assemblies/{ready.pk}/exports/"
+    export_id = author.post(url, {"format": "onnx", "dataset": dataset.pk}, format="json").json()["id"]
+    type(dataset).objects.filter(pk=dataset.pk).update(status="rejected")
+
+    @contextlib.contextmanager
+    def components(assembly):
+        yield types.SimpleNamespace(backbone=None, heads=[], cut_trunk=lambda: None)
+
+    called = []
+    monkeypatch.setattr(exporting, "assembly_components", components)
+    monkeypatch.setattr(exporting, "saved_model_dir", lambda assembly: "/nowhere")
+    monkeypatch.setitem(sys.modules, "modelhub.ml.export", types.SimpleNamespace(export_assembly=called.append))
+    exporting.export_build(export_id=export_id)
+    export = AssemblyExport.objects.get(pk=export_id)
+    assert export.status == "failed" and called == [] and export.blob_id is None
+    assert f"Dataset {dataset.pk} ('eight') is 'rejected', not ready" in export.error
+    assert "ask again without it or with another dataset" in export.error
 
 
 def test_a_lost_export_worker_is_reaped(author, ready, queued, monkeypatch):

@@ -118,3 +118,57 @@ def test_onnx_export_end_to_end(api_client_for, model_files, celery_worker, tmp_
     np.testing.assert_allclose(np.array(after["outputs"]), originals[2].predict(x[:3], verbose=0), rtol=0, atol=1e-5)
     polled = author.get(f"/api/assemblies/{assembly['id']}/predictions/{after['prediction']}/").json()
     assert polled["runtime"] == "onnxruntime"
+
+
+def test_litert_dynamic_int8_export_reports_agreement_on_a_named_dataset(
+    api_client_for, model_files, celery_worker, tmp_path
+):
+    """A dataset named in the request (read through training's reader in core): the report gives every task's
+    argmax agreement on its validation rows, and the accuracy for the task whose head was trained on it. Both are
+    recomputed here from the downloaded .tflite in the LiteRT interpreter and the original Keras full models."""
+    import keras
+
+    from heads.models import HeadVersion
+    from modelhub.ml.export.litert import LiteRunner
+    from tests import model_factory as mf
+    from tests.training.helpers import ready_dataset
+
+    author = api_client_for("alice")
+    reviewer = api_client_for("rita", role="reviewer")
+    assembly = ready_assembly(author, reviewer, model_files)
+    npz = mf.make_classification_npz(tmp_path / "data.npz", num_rows=80, rule_seed=4)
+    dataset = ready_dataset(author, npz, name="holdout")
+    # The sentiment head counts as trained on this dataset (its lineage), so its task also gets the accuracy.
+    HeadVersion.objects.filter(task__slug="sentiment", task__team__slug="vision").update(dataset_id=dataset["id"])
+
+    url = f"/api/assemblies/{assembly['id']}/exports/"
+    created = author.post(
+        url, {"format": "litert", "quantization": "dynamic_int8", "dataset": dataset["id"]}, format="json"
+    )
+    assert created.status_code == 202, created.json()
+    export = wait_status(author, f"{url}{created.json()['id']}/", pending=EXPORT_PENDING, timeout=300)
+    assert export["status"] == "ready", export
+    assert export["dataset"] == dataset["id"]
+    report = export["report"]["dataset"]
+    assert (report["id"], report["name"], report["split"], report["rows"], report["split_rows"]) == (
+        dataset["id"], "holdout", "validation", 20, 20,
+    )  # fmt: skip
+    assert [t["task"] for t in report["tasks"]] == [task for task, _ in TASKS]
+
+    data = b"".join(author.get(export["download_url"]).streaming_content)
+    (tmp_path / "model.tflite").write_bytes(data)
+    runner = LiteRunner(tmp_path / "model.tflite", num_tasks=len(TASKS), input_names=["inputs"])
+    arrays = np.load(npz)
+    x_val, y_val = arrays["x_val"], arrays["y_val"]
+    widths = [t["output_width"] for t in assembly["tasks"]]
+    for task_id, ((task, key), entry) in enumerate(zip(TASKS, report["tasks"], strict=True)):
+        keras_out = keras.models.load_model(model_files[key]).predict(x_val, verbose=0)
+        lite_out = runner.run({"inputs": x_val}, np.full(len(x_val), task_id, np.int32))[0][:, : widths[task_id]]
+        agreement = float(np.mean(np.argmax(keras_out, 1) == np.argmax(lite_out, 1)))
+        assert entry["rows"] == 20 and entry["argmax_agreement"] == pytest.approx(agreement), (task, entry)
+        assert entry["max_abs_diff"] == pytest.approx(float(np.max(np.abs(keras_out - lite_out))), abs=1e-4)
+        if task == "sentiment":
+            assert entry["accuracy_saved_model"] == pytest.approx(float(np.mean(np.argmax(keras_out, 1) == y_val)))
+            assert entry["accuracy_export"] == pytest.approx(float(np.mean(np.argmax(lite_out, 1) == y_val)))
+        else:
+            assert "accuracy_export" not in entry

@@ -143,6 +143,72 @@ def test_dataset_agreement_is_reported_per_named_task(assembly):
     assert by_task["task0"]["argmax_agreement"] == 1.0 and "accuracy_export" not in by_task["task0"]
 
 
+@pytest.mark.parametrize("quantization", ["float16", "dynamic_int8"])
+def test_onnx_quantized_exports_are_reported_per_task_and_match_keras_closely(assembly, quantization):
+    """ONNX Runtime's quantizers: int8 weights (MatMulInteger/ConvInteger) or float16 weights, float32 in and out."""
+    folder, backbone, heads = assembly
+    out, report = _export(assembly, "onnx", quantization)
+    assert (report["format"], report["quantization"], report["passed"]) == ("onnx", quantization, True)
+    assert {t["task_id"] for t in report["tasks"]} == set(range(len(heads)))
+    assert all(0 < t["max_abs_diff"] < 5e-2 and 0 <= t["argmax_agreement"] <= 1 for t in report["tasks"])
+    assert report["max_abs_diff"] == max(t["max_abs_diff"] for t in report["tasks"])
+    model = onnx.load(str(out))
+    ops = {node.op_type for node in model.graph.node}
+    if quantization == "dynamic_int8":
+        assert {"DynamicQuantizeLinear", "ConvInteger"} <= ops, ops
+    else:
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert any(quantization.split("_")[0] in note for note in report["notes"]), report["notes"]
+    runner = open_onnx_runner(out)  # the task table travelled through the quantizer
+    assert runner.tasks == [h.task for h in heads] and runner.input_names == ["inputs"]
+    task_ids = np.array([5, 0, 4, 3, 3, 1, 2, 0, 5], np.int32)
+    images = image_batch(len(task_ids), seed=9)
+    outputs, widths = runner.run({"inputs": images}, task_ids)
+    assert outputs.dtype == np.float32
+    np.testing.assert_array_equal(widths, [[3, 3, 3, 5, 4, 3][t] for t in task_ids])
+    expected = _keras_rows(backbone, heads, images, task_ids)
+    np.testing.assert_allclose(outputs, expected, atol=5e-2)
+    assert np.all(outputs[expected == 0] == 0)  # zero padding past each task's width
+    assert not np.array_equal(outputs, expected)  # really quantized
+
+
+def test_a_quantizer_failure_is_an_export_error_naming_the_quantization(assembly, monkeypatch):
+    import onnxruntime.quantization
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("quantizer cannot handle node X")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", fail)
+    with pytest.raises(ExportError, match="Cannot quantize the ONNX export to dynamic_int8 .*quantizer cannot handle"):
+        _export(assembly, "onnx", "dynamic_int8")
+    assert not list(assembly[0].glob("*.partial*")) and not list(assembly[0].glob(".*partial*"))
+
+
+def test_dataset_agreement_bounds_tasks_times_rows_and_keeps_the_labelled_tasks(assembly):
+    from modelhub.ml.export import verify
+    from modelhub.ml.export.onnx import OnnxRunner
+
+    folder, backbone, heads = assembly
+    out, _ = _export(assembly, "onnx", "dynamic_int8")
+    images = image_batch(10, seed=4)
+    labels = np.arange(10) % 3
+    y = {h.task: None for h in heads} | {"task2": labels}
+    tasks, widths = [h.task for h in heads], [3, 3, 3, 5, 4, 3]
+    found = verify.dataset_agreement(
+        run_export=OnnxRunner(out).run, saved_model_dir=str(folder / "sm"), backbone=backbone,
+        dataset=(images, y), tasks=tasks, widths=widths, max_evaluations=30,
+    )  # fmt: skip
+    assert found["tasks_named"] == 6 and [t["task"] for t in found["tasks"]] == ["task0", "task2", "task5"]
+    by_task = {t["task"]: t for t in found["tasks"]}
+    keras_out = _keras_rows(backbone, heads, images, np.full(10, 2))[:, :3]
+    assert by_task["task2"]["accuracy_saved_model"] == pytest.approx(np.mean(np.argmax(keras_out, 1) == labels))
+    with pytest.raises(ExportError, match="Expected 10 labels for task 'task2'"):
+        verify.dataset_agreement(
+            run_export=OnnxRunner(out).run, saved_model_dir=str(folder / "sm"), backbone=backbone,
+            dataset=(images, {"task2": labels[:4]}), tasks=tasks, widths=widths,
+        )  # fmt: skip
+
+
 def test_an_export_off_the_saved_model_is_refused(assembly, monkeypatch):
     original = OnnxRunner.run
 
@@ -209,8 +275,8 @@ def test_string_inputs_and_bad_requests_are_refused_with_what_to_do(assembly, tm
             quantization="none",
             out_path=tmp_path / "x.onnx",
         )
-    with pytest.raises(ExportError, match="quantization 'none' for ONNX"):
-        _export(assembly, "onnx", "float16")
+    with pytest.raises(ExportError, match="quantization one of"):
+        _export(assembly, "onnx", "int4")
     with pytest.raises(ExportError, match="format one of"):
         _export(assembly, "coreml")
 

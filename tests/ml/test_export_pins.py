@@ -2,8 +2,9 @@
 
 requirements.txt pins tf2onnx, onnx, onnxruntime and ai-edge-litert (with TensorFlow). This test
 reads the pins, checks the installed versions are those, and converts a tiny assembly with them
-to ONNX and LiteRT, both verified against the SavedModel (so a pin bump that installs but no longer
-converts, or converts to something the runtime refuses, fails the suite).
+to ONNX and LiteRT, both verified against the SavedModel, and quantizes the ONNX export with
+onnxruntime's own quantizers (so a pin bump that installs but no longer converts or quantizes, or
+produces something the runtime refuses, fails the suite).
 """
 
 from __future__ import annotations
@@ -49,3 +50,17 @@ def test_the_pinned_versions_are_installed_and_convert_a_tiny_assembly(tmp_path)
         )
         assert report["passed"] and report["max_abs_diff"] <= 1e-5, report
         assert np.all([t["argmax_agreement"] == 1.0 for t in report["tasks"]])
+    # ONNX quantization uses onnxruntime's own quantizers (quantize_dynamic, transformers.float16):
+    # pinned with onnxruntime, they must still produce a file ONNX Runtime opens and that verifies.
+    for quantization in ("dynamic_int8", "float16"):
+        report = export_assembly(
+            backbone=backbone,
+            heads=heads,
+            trunk=None,
+            saved_model_dir=tmp_path / "sm",
+            fmt="onnx",
+            quantization=quantization,
+            out_path=tmp_path / f"m-{quantization}.onnx",
+            probe_inputs=image_batch(3),
+        )
+        assert report["passed"] and report["max_abs_diff"] < 5e-2, report

@@ -25,7 +25,7 @@ from modelhub.ml.export import verify
 from modelhub.ml.export.graph import build_export_graph, check_exportable
 from modelhub.ml.export.layers import layer_owners
 from modelhub.ml.export.litert import QUANTIZATIONS, LiteRunner, convert_litert, sidecar
-from modelhub.ml.export.onnx import OPSET, OnnxRunner, convert_onnx
+from modelhub.ml.export.onnx import OPSET, OnnxRunner, convert_onnx, quantize_onnx
 from modelhub.ml.tolerance import VERIFY_TOLERANCE
 
 FORMATS = ("onnx", "litert")
@@ -50,8 +50,8 @@ def export_assembly(
     Args:
         backbone, heads, trunk: the components the assembly was built from (task_id order).
         saved_model_dir: the assembled SavedModel (its manifest names tasks and widths).
-        fmt: "onnx" or "litert". quantization: "none", "float16" or "dynamic_int8" (LiteRT);
-            ONNX is exported as float32 ("none").
+        fmt: "onnx" or "litert". quantization: "none", "float16" or "dynamic_int8" (both formats;
+            ONNX is quantized by ONNX Runtime's quantizers, LiteRT by the TFLite converter).
         out_path: where the file goes, only once verified (LiteRT also writes ``<out>.tasks.json``).
         probe_inputs: rows for the verification batch; deterministic ones when None.
         dataset: ``(inputs, {task slug: labels or None})`` to report argmax agreement on.
@@ -73,11 +73,6 @@ def export_assembly(
         raise ExportError(f"Expected format one of {list(FORMATS)}, received {fmt!r}.")
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"Expected quantization one of {list(QUANTIZATIONS)}, received {quantization!r}.")
-    if fmt == "onnx" and quantization != "none":
-        raise ExportError(
-            f"Expected quantization 'none' for ONNX (exported as float32), received {quantization!r}. "
-            "Quantized exports are LiteRT's: use format 'litert'."
-        )
     manifest_path = Path(saved_model_dir) / MANIFEST_PATH
     if not manifest_path.is_file():
         raise ExportError(f"Expected an assembled SavedModel with {MANIFEST_PATH} at '{saved_model_dir}'.")
@@ -103,6 +98,9 @@ def export_assembly(
     try:
         if fmt == "onnx":
             convert_onnx(graph, staging, owners=owners, tasks=tasks)
+            if quantization != "none":
+                report_progress(0.5, f"quantizing the ONNX export ({quantization})")
+                quantize_onnx(staging, quantization)
             runner: Any = OnnxRunner(staging)
         else:
             convert_litert(graph, staging, quantization=quantization, owners=owners, tasks=tasks)
@@ -154,7 +152,9 @@ def export_assembly(
         "(serving_default of the SavedModel vs the export)."
     )
     if fmt == "onnx":
-        notes.append(f"ONNX opset {OPSET}, float32; task slugs and widths in the model's metadata_props.")
+        notes.append(
+            f"ONNX opset {OPSET}, {_ONNX_WEIGHTS[quantization]}; task slugs and widths in the model's metadata_props."
+        )
     else:
         notes.append("LiteRT builtin ops only; task slugs and widths in <file>.tasks.json beside the model.")
     report_progress(1.0, "done")
@@ -174,6 +174,13 @@ def export_assembly(
         "signatures": signatures,
         "export_seconds": time.perf_counter() - started,
     }
+
+
+_ONNX_WEIGHTS = {
+    "none": "float32",
+    "float16": "float16 weights and compute (float32 inputs and outputs; ONNX Runtime's float16 converter)",
+    "dynamic_int8": "int8 weights, activations quantized per batch (ONNX Runtime's quantize_dynamic)",
+}
 
 
 def _label(fmt: str) -> str:

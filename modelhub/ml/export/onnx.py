@@ -1,4 +1,4 @@
-"""ONNX: convert the export graph with tf2onnx (opset 17) and run it with ONNX Runtime.
+"""ONNX: convert the export graph with tf2onnx (opset 17), quantize it, and run it with ONNX Runtime.
 
 :func:`convert_onnx` fails with :class:`ExportError` naming the layer when tf2onnx leaves an op
 unconverted (it logs and keeps the TensorFlow op, which ONNX Runtime then refuses) or raises.
@@ -51,6 +51,53 @@ def convert_onnx(graph: ExportGraph, out_path: Path, *, owners: dict[str, str], 
     out_path.write_bytes(model.SerializeToString())
 
 
+# ONNX quantizations: "dynamic_int8" is ONNX Runtime's dynamic quantization (int8 weights of
+# MatMul/Conv/Gather initializers, activations quantized per batch at run time); "float16" is the
+# float16 converter ONNX Runtime ships (onnxruntime.transformers.float16, the onnxconverter-common
+# code) with float32 inputs and outputs kept, so the contract (float32 ``outputs``) holds.
+QUANTIZATIONS = ("none", "float16", "dynamic_int8")
+
+
+def quantize_onnx(path: Path, quantization: str) -> None:
+    """Quantize the ONNX file at ``path`` in place; the task table in its metadata is kept.
+
+    Raises ExportError naming the quantization when ONNX Runtime's quantizer fails.
+    """
+    if quantization == "none":
+        return
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"Expected ONNX quantization one of {list(QUANTIZATIONS)}, received {quantization!r}.")
+    import onnx
+
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    staged = path.with_name(f"{path.name}.{quantization}")
+    try:
+        if quantization == "dynamic_int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(path), str(staged), weight_type=QuantType.QInt8)
+            model = onnx.load(str(staged))
+        else:
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    except Exception as error:  # noqa: BLE001 - reported with the quantization, never a traceback
+        first = (str(error).strip().splitlines() or ["failed"])[0][:300]
+        raise ExportError(
+            f"Cannot quantize the ONNX export to {quantization} with ONNX Runtime's quantizer ({first}). Export "
+            "ONNX with quantization 'none', or LiteRT with this quantization."
+        ) from error
+    finally:
+        if staged.exists():
+            staged.unlink()
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    if METADATA_KEY not in metadata:  # the quantizer keeps metadata_props today; make sure it travels
+        original = {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, original[METADATA_KEY]
+    path.write_bytes(model.SerializeToString())
+
+
 def _conversion_error(text: str, owners: dict[str, str]) -> ExportError:
     where = blame([text], owners) or "a layer"
     first = text.strip().splitlines()[0][:300] if text.strip() else "conversion failed"
@@ -95,7 +142,8 @@ class OnnxRunner:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001
-            raise ExportError(f"Expected an ONNX export ONNX Runtime can open, '{path}' is not: {error}") from error
+            first = (str(error).strip().splitlines() or [""])[0][:400]
+            raise ExportError(f"Expected an ONNX export ONNX Runtime can open, '{path}' is not: {first}") from error
         metadata = json.loads(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
         self.input_names = [i.name for i in self.session.get_inputs() if i.name != "task_id"]
         self.tasks = list(metadata.get("tasks", []))

@@ -124,6 +124,11 @@ def compare(
     }
 
 
+# The dataset check runs (tasks x rows) rows through both runtimes: at most this many. Above it,
+# the tasks with labels and evenly spaced others are checked (the report says how many of how many).
+DATASET_MAX_EVALUATIONS = 8192
+
+
 def dataset_agreement(
     *,
     run_export: Callable[[dict[str, np.ndarray], np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -132,11 +137,17 @@ def dataset_agreement(
     dataset: tuple[Any, Any],
     tasks: Sequence[str],
     widths: Sequence[int],
+    max_evaluations: int = DATASET_MAX_EVALUATIONS,
 ) -> dict[str, Any]:
-    """Argmax agreement (and accuracy, with labels) of the export vs the SavedModel on a dataset.
+    """Argmax agreement (and accuracy, with labels) of the export vs the SavedModel on a dataset, per task.
 
     ``dataset`` is ``(inputs, y)``: inputs as the backbone takes them; ``y`` maps task slugs to
-    integer labels per row (or to None for agreement only).
+    integer labels per row (or to None for agreement only). Every row runs with each named task's
+    id through the SavedModel (loaded once) and the export, ``CHUNK_ROWS`` rows at a time; when
+    tasks x rows exceeds ``max_evaluations``, the labelled tasks and evenly spaced others are run.
+
+    Returns ``{"rows", "tasks_named", "tasks": [{"task", "rows", "argmax_agreement", "max_abs_diff",
+    "accuracy_saved_model"?, "accuracy_export"?}]}``.
     """
     inputs, y = dataset
     if not isinstance(y, dict) or not y:
@@ -146,23 +157,47 @@ def dataset_agreement(
         raise ExportError(f"Expected dataset tasks among the assembly's tasks, unknown: {unknown[:10]}.")
     by_name = _probe_by_serving_name(backbone, inputs)
     num_rows = int(next(iter(by_name.values())).shape[0])
-    found = []
+    if num_rows == 0:
+        raise ExportError("Expected dataset rows to report the argmax agreement on, received none.")
     for task, labels in y.items():
-        task_id = tasks.index(task)
-        ids = np.full(num_rows, task_id, np.int32)
-        width = int(widths[task_id])
-        expected = saved_model_outputs(saved_model_dir, by_name, ids)[0][:, :width]
-        got = in_chunks(lambda rows, ids=ids: run_export({n: a[rows] for n, a in by_name.items()}, ids[rows]), num_rows)
-        got = got[0][:, :width]
+        if labels is not None and np.asarray(labels).reshape(-1).shape[0] != num_rows:
+            raise ExportError(
+                f"Expected {num_rows} labels for task '{task}' (one per dataset row), "
+                f"received {np.asarray(labels).reshape(-1).shape[0]}."
+            )
+    named = sorted((tasks.index(task) for task in y), key=lambda t: (y[tasks[t]] is None, t))
+    budget = max(1, max_evaluations // num_rows)
+    if len(named) > budget:
+        labelled = [t for t in named if y[tasks[t]] is not None][:budget]
+        others = [t for t in named if y[tasks[t]] is None]
+        room = budget - len(labelled)
+        picked = [others[round(i * (len(others) - 1) / max(1, room - 1))] for i in range(room)] if room else []
+        named = labelled + sorted(set(picked))
+    chosen = sorted(named)
+    serve = tf.saved_model.load(str(saved_model_dir)).signatures[SERVING_KEY]
+    found = []
+    for task_id in chosen:
+        ids, width = np.full(num_rows, task_id, np.int32), int(widths[task_id])
+
+        def saved_model(rows: slice, ids: np.ndarray = ids) -> tuple[np.ndarray, np.ndarray]:
+            feeds = {n: tf.constant(a[rows]) for n, a in by_name.items()}
+            return _numpy(serve(**feeds, task_id=tf.constant(ids[rows])))
+
+        def export(rows: slice, ids: np.ndarray = ids) -> tuple[np.ndarray, np.ndarray]:
+            return run_export({n: a[rows] for n, a in by_name.items()}, ids[rows])
+
+        reference = in_chunks(saved_model, num_rows)[0][:, :width]
+        mine = in_chunks(export, num_rows)[0][:, :width]
         entry = {
-            "task": task,
+            "task": tasks[task_id],
             "rows": num_rows,
-            "argmax_agreement": float(np.mean(np.argmax(expected, 1) == np.argmax(got, 1))),
-            "max_abs_diff": float(np.max(np.abs(expected - got))),
+            "argmax_agreement": float(np.mean(np.argmax(reference, 1) == np.argmax(mine, 1))),
+            "max_abs_diff": float(np.max(np.abs(reference.astype(np.float64) - mine))),
         }
+        labels = y[tasks[task_id]]
         if labels is not None:
             labels = np.asarray(labels).reshape(-1)
-            entry["accuracy_saved_model"] = float(np.mean(np.argmax(expected, 1) == labels))
-            entry["accuracy_export"] = float(np.mean(np.argmax(got, 1) == labels))
+            entry["accuracy_saved_model"] = float(np.mean(np.argmax(reference, 1) == labels))
+            entry["accuracy_export"] = float(np.mean(np.argmax(mine, 1) == labels))
         found.append(entry)
-    return {"rows": num_rows, "tasks": found}
+    return {"rows": num_rows, "tasks_named": len(y), "tasks": found}
