@@ -82,6 +82,8 @@ class AssemblyBuildForm(forms.Form):
         """`heads`: the approved heads that may be ticked (a QuerySet is read only to validate a POST)."""
         super().__init__(*args, **kwargs)
         self.fields["backbone"].queryset = backbones
+        # Read the choices once: rendering a <select> reads them twice (the "required" check, then the options).
+        self.fields["backbone"].widget.choices = list(iter(self.fields["backbone"].choices))
         # A callable: the choices are read when a POST is validated, never to render the page.
         self.fields["heads"].choices = lambda: [(pk, f"{slug} v{version}") for pk, slug, version in _choice_rows(heads)]
 

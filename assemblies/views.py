@@ -32,7 +32,7 @@ from assemblies.services import (
     prediction_is_finished,
     prediction_run_and_wait,
 )
-from assemblies.sizes import approved_totals, branch_groups, size_comparison, sizes_of
+from assemblies.sizes import branch_groups, latest_summary, size_comparison, sizes_of
 from assemblies.snippets import usage_snippets
 from assemblies.specs import ExportSpec
 from backbones.models import BackboneVersion
@@ -98,7 +98,11 @@ def assembly_builder_view(request, membership):
         if backbone
         else head_list(user=request.user).none()
     )
-    totals = approved_totals(approved) if backbone else {"num_approved": 0}
+    totals, latest_rows = (
+        latest_summary(approved, backbone_id=backbone.pk, max_rows=MAX_TASK_ID_ROWS, above=BUILDER_MAX_ROWS)
+        if backbone
+        else ({"num_approved": 0}, [])
+    )
     many = totals["num_approved"] > BUILDER_MAX_ROWS
     candidates = [] if many or not backbone else list(heads_in_task_order(head_mark_latest_approved(heads=approved)))
     form = AssemblyBuildForm(
@@ -131,7 +135,11 @@ def assembly_builder_view(request, membership):
     # A backbone is chosen whenever the team has a ready one (_chosen_backbone falls back to the newest).
     context = {"membership": membership, "form": form, "backbone": backbone, "has_backbones": backbone is not None}
     if many:
-        context.update(_many_heads_context(request, backbone=backbone, approved=approved, totals=totals, data=data))
+        context.update(
+            _many_heads_context(
+                request, backbone=backbone, approved=approved, totals=totals, latest_rows=latest_rows, data=data
+            )
+        )
         return render(request, "assemblies/builder.html", context)
     if data is not None:
         selected_ids = {pk for pk in map(parse_id, data.getlist("heads")) if pk is not None}
@@ -148,12 +156,14 @@ def assembly_builder_view(request, membership):
     return render(request, "assemblies/builder.html", context)
 
 
-def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals: dict, data) -> dict:
+def _many_heads_context(
+    request, *, backbone: BackboneVersion, approved, totals: dict, latest_rows: list[HeadVersion], data
+) -> dict:
     """The builder's context when the backbone has more approved heads than BUILDER_MAX_ROWS.
 
     A constant number of queries whatever the number of heads: one page of the (searched)
-    approved heads and the first rows of the "every task" task_id table (the counts and byte
-    sums come from approved_totals).
+    approved heads (the counts, byte sums and first rows of the "every task" task_id table come
+    from latest_summary).
     """
     search = request.GET.get("q", "").strip()
     shown = approved.filter(task__slug__icontains=search) if search else approved
@@ -163,7 +173,6 @@ def _many_heads_context(request, *, backbone: BackboneVersion, approved, totals:
     page = paginator.get_page(request.GET.get("page"))
     all_latest = data is None or bool(data.get("all_latest"))
     ticked = {pk for pk in map(parse_id, data.getlist("heads")) if pk is not None} if data is not None else set()
-    latest_rows = list(heads_in_task_order(head_latest_approved_list(heads=approved))[:MAX_TASK_ID_ROWS])
     if all_latest:
         selected = latest_rows
         sizes = size_comparison(

@@ -27,6 +27,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -396,7 +397,7 @@ def main() -> None:
                 "floor": floor,
                 "floor_s": floor_s,
                 "build": build,
-                "build_plus_verify_ratio": float(sorted(ratios)[len(ratios) // 2]),
+                "build_plus_verify_ratio": statistics.median(ratios),
                 "assembled_bytes": assembled_bytes,
                 "backbone_only_bytes": backbone_only_bytes,
                 "head_param_bytes": head_param_bytes,

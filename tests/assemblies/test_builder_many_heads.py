@@ -71,6 +71,27 @@ def test_builder_offers_every_task_counted_and_summed(client, alice, many):
     assert f'id="merged-bytes" data-bytes="{merged}"' in sizes
 
 
+def test_every_task_figures_follow_a_change_of_the_approved_heads(client, alice, many):
+    """The "every task" count, bytes and rows are cached under a fingerprint of the approved heads:
+    archiving one head and approving another (the same number of approved heads) shows the new set."""
+    backbone, heads = many
+    client.force_login(alice)
+    path = f"/assemblies/new/?backbone={backbone.pk}"
+    client.get(path)  # fills the cache
+    HeadVersion.objects.filter(pk=heads["a"].pk).update(status=HeadVersion.Status.ARCHIVED)
+    c2 = head_row(alice, backbone, task="c-task", status=APPROVED, output_width=5)
+    page = client.get(path).content.decode()
+    latest = [heads["b2"], c2, heads["d"]]
+    box = re.search(r'<input type="checkbox" name="all_latest"[^>]*>', page).group(0)
+    latest_bytes = sum(head.blob.size_bytes for head in latest)
+    assert f'data-num-heads="3" data-heads-bytes="{latest_bytes}"' in box
+    assert "(5)" in page  # b1, b2, c, c2, d
+    table = page.split('id="task-id-latest"')[1].split("</tbody>")[0]
+    rows = re.findall(r'<td class="mono">(\d+)</td><td>([\w-]+) <span class="muted small">v(\d+)</span>', table)
+    assert rows == [("0", "b-task", "2"), ("1", "c-task", "2")]
+    assert "and 1 more tasks" in table
+
+
 def test_builder_search_and_pages_narrow_the_rows(client, alice, many):
     backbone, heads = many
     client.force_login(alice)
