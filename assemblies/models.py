@@ -31,6 +31,10 @@ class Assembly(TrackedWork):
     task_signatures = models.BooleanField(default=False)
     # Set when the heads were chosen by alias: {"alias": name, "heads": {task slug: head version id}}.
     resolved_from = models.JSONField(default=dict, blank=True)
+    # When an assembly request was last answered with this row from an alias (new or existing):
+    # an alias that moves back to earlier heads reuses the older row, which then is the newest
+    # resolution (inference's default version and the bundle's version_labels order by it).
+    resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -94,6 +98,9 @@ class AssemblyExport(TrackedWork):
     report = models.JSONField(default=dict, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
     blob = models.ForeignKey("artifacts.Blob", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # The training dataset named in the request, whose argmax agreement the report gives. An id, not a
+    # foreign key: training sits beside assemblies in the layers and is read through core.datasets.
+    dataset_id = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

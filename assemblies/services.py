@@ -11,12 +11,14 @@ import time
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from assemblies.inputs import coerce_inputs, resolve_task
+from assemblies.inputs import SINGLE_INPUT_NAME, TASK_ID_NAME, coerce_inputs, resolve_task
 from assemblies.models import Assembly, AssemblyExport, AssemblyHead, Prediction
 from assemblies.specs import ExportSpec
 from backbones.models import BackboneVersion
 from backbones.selectors import backbone_get
+from core.datasets import dataset_reader
 from core.errors import ConflictError, ValidationError
 from core.tracked_work import queue_on_commit
 from heads.models import HeadVersion
@@ -104,10 +106,11 @@ def assembly_create(
         )
         if existing is not None:
             fields = []
-            if resolved_from and existing.resolved_from != resolved_from:
-                # The same heads asked for by an alias: record the latest alias that resolved to them.
-                existing.resolved_from = resolved_from
-                fields.append("resolved_from")
+            if resolved_from:
+                # The same heads asked for by an alias: record the latest alias that resolved to them,
+                # and when (an alias moved back to earlier heads makes this older row the newest).
+                existing.resolved_from, existing.resolved_at = resolved_from, timezone.now()
+                fields += ["resolved_from", "resolved_at"]
             if existing.status == Assembly.Status.FAILED:
                 existing.status, existing.error = Assembly.Status.QUEUED, ""
                 fields += ["status", "error"]
@@ -125,6 +128,7 @@ def assembly_create(
                 created_by=user,
                 task_signatures=task_signatures,
                 resolved_from=resolved_from,
+                resolved_at=timezone.now() if resolved_from else None,
             )
             AssemblyHead.objects.bulk_create(
                 [AssemblyHead(assembly=assembly, task_id=index, head=head) for index, head in enumerate(heads)]
@@ -145,6 +149,9 @@ def assembly_export_create(
 
     The same assembly, format and quantization answer with the existing export; a failed one
     is queued again (the error is cleared), as a failed assembly is when it is requested again.
+    A dataset named in the spec must be in the assembly's team, ready, and fit its backbone
+    (training's rule, through core.datasets), else ValidationError naming why. Naming another
+    dataset than a finished export's queues it again with that one (a running one: ConflictError).
     """
     if assembly.status != Assembly.Status.READY:
         fix = (
@@ -157,19 +164,33 @@ def assembly_export_create(
             f"exported. {fix}",
             detail={"current_status": assembly.status},
         )
+    if spec.dataset is not None:
+        problem = dataset_reader().fit_problem(
+            dataset_id=spec.dataset, team_id=assembly.team_id, backbone_id=assembly.backbone_id
+        )
+        if problem:
+            raise ValidationError(f"Invalid export request: dataset: {problem}", detail={"dataset": [problem]})
     fields = {"assembly": assembly, "format": spec.format, "quantization": spec.quantization}
     with transaction.atomic():
         # Locked, so that concurrent requests re-queue a failed export once.
         existing = AssemblyExport.objects.select_for_update().filter(**fields).first()
         if existing is not None:
-            if existing.status == AssemblyExport.Status.FAILED:
+            other_dataset = spec.dataset is not None and spec.dataset != existing.dataset_id
+            if other_dataset and existing.status not in (AssemblyExport.Status.READY, AssemblyExport.Status.FAILED):
+                raise ConflictError(
+                    f"Export {existing.pk} ({spec.format}, {spec.quantization}) is '{existing.status}' with "
+                    f"dataset {existing.dataset_id}; ask for dataset {spec.dataset} once it is ready or failed.",
+                    detail={"current_status": existing.status},
+                )
+            if existing.status == AssemblyExport.Status.FAILED or other_dataset:
                 existing.status, existing.error, existing.progress = AssemblyExport.Status.QUEUED, "", {}
-                existing.save(update_fields=["status", "error", "progress"])
+                existing.dataset_id = spec.dataset if spec.dataset is not None else existing.dataset_id
+                existing.save(update_fields=["status", "error", "progress", "dataset_id"])
                 queue_on_commit("assemblies.export", existing.pk)
             return existing, True
     try:
         with transaction.atomic():
-            export = AssemblyExport(**fields, created_by=user)
+            export = AssemblyExport(**fields, dataset_id=spec.dataset, created_by=user)
             export.full_clean(validate_constraints=False)
             export.save()
             queue_on_commit("assemblies.export", export.pk)
@@ -200,6 +221,33 @@ def prediction_create(
     with transaction.atomic():
         prediction = Prediction.objects.create(
             assembly=assembly, task_id=entry["task_id"], inputs=rows, created_by=user
+        )
+        queue_on_commit("assemblies.predict", prediction.pk)
+    return prediction
+
+
+def prediction_batch_create(*, assembly: Assembly, user: AbstractBaseUser, task_ids: list[int], inputs) -> Prediction:
+    """Store ONE queued prediction of a batch whose rows have their own tasks, and queue it for a worker.
+
+    The worker runs it in one call, as serving_default takes a mixed batch: the stored inputs are
+    ``{input name: rows, ..., "task_id": [one per row]}`` (one input is named "inputs"), and
+    ``task_id`` is the first row's. A batch of one task is stored as prediction_create stores it.
+    `task_ids` are checked against the manifest; `inputs` as prediction_create checks them.
+    """
+    if assembly.status != Assembly.Status.READY:
+        raise ConflictError(f"Assembly {assembly.pk} is '{assembly.status}'; predictions need a ready assembly.")
+    for task_id in dict.fromkeys(task_ids):
+        resolve_task(assembly, task=None, task_id=task_id)
+    rows = coerce_inputs(assembly, inputs)
+    stored = rows if isinstance(rows, dict) else {SINGLE_INPUT_NAME: rows}
+    num_rows = len(next(iter(stored.values())))
+    if len(task_ids) != num_rows:
+        raise ValidationError(f"The inputs hold {num_rows} row(s) but {len(task_ids)} task id(s) were given.")
+    if len(set(task_ids)) > 1:
+        rows = {**stored, TASK_ID_NAME: [int(task_id) for task_id in task_ids]}
+    with transaction.atomic():
+        prediction = Prediction.objects.create(
+            assembly=assembly, task_id=int(task_ids[0]), inputs=rows, created_by=user
         )
         queue_on_commit("assemblies.predict", prediction.pk)
     return prediction

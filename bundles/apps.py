@@ -13,3 +13,8 @@ class BundlesConfig(AppConfig):
         from core.events import event_emitted
 
         event_emitted.connect(services.bundle_rewrite_on_event, dispatch_uid="bundles.rewrite")
+        from django.db.models.signals import post_save
+
+        from assemblies.models import Assembly
+
+        post_save.connect(services.bundle_rewrite_on_resolution, sender=Assembly, dispatch_uid="bundles.resolved")

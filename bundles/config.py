@@ -2,8 +2,8 @@
 
 One ``config`` per ``{team}.{backbone name}``: its base path holds one numbered folder per ready
 assembly (the version is the assembly id), and ``version_labels`` map each current alias name to
-the newest ready assembly built from that alias. TF Serving refuses a label on a version it has not
-loaded, so the version policy lists exactly the labelled versions and the newest one.
+the ready assembly that alias resolved to most recently (``resolved_at``). TF Serving refuses a
+label on a version it has not loaded, so the version policy lists exactly the labelled versions and the newest one.
 """
 
 from dataclasses import dataclass, field
@@ -25,13 +25,20 @@ class ServedModel:
 def served_models(assemblies, *, alias_names_by_team: dict[int, set[str]]) -> list[ServedModel]:
     """Group ready assemblies (oldest first) into served models; label aliases that still exist."""
     models: dict[str, ServedModel] = {}
+    labelled: dict[tuple[str, str], tuple] = {}
     for assembly in assemblies:
         name = f"{assembly.team.slug}.{assembly.backbone.name}"
         model = models.setdefault(name, ServedModel(name=name))
         model.versions.append(assembly.pk)
         alias = (assembly.resolved_from or {}).get("alias")
         if alias and alias in alias_names_by_team.get(assembly.team_id, set()):
-            model.labels[alias] = assembly.pk  # oldest first: the newest one wins
+            # The assembly the alias resolved to most recently wins (an alias moved back to earlier
+            # heads reuses an older row); rows without resolved_at rank by id, below the others.
+            moment = getattr(assembly, "resolved_at", None)
+            key = (moment is not None, moment.timestamp() if moment is not None else 0.0, assembly.pk)
+            if key > labelled.get((name, alias), (False, 0.0, 0)):
+                labelled[(name, alias)] = key
+                model.labels[alias] = assembly.pk
     return [models[name] for name in sorted(models)]
 
 

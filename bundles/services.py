@@ -14,6 +14,13 @@ def bundle_rewrite_queue() -> None:
     transaction.on_commit(lambda: app.send_task(REWRITE_TASK))
 
 
+def bundle_rewrite_on_resolution(sender, *, instance, update_fields=None, **kwargs) -> None:
+    """A post_save receiver of Assembly: a ready assembly an alias resolved to again (its resolved_at
+    moved, no assembly.ready follows) may now carry that alias's label: rewrite the bundle."""
+    if update_fields and "resolved_at" in update_fields and instance.status == "ready":
+        bundle_rewrite_queue()
+
+
 def bundle_rewrite_on_event(sender, *, team_id: int, event: str, data: dict, **kwargs) -> None:
     """A core.events subscriber: rewrite the bundle after an event that changes it."""
     if event in EVENTS:

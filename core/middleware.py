@@ -43,6 +43,8 @@ class UploadLimitMiddleware:
             message = too_large_message(limit, length)
             if request.path.startswith("/api/"):
                 response = JsonResponse(error_body("payload_too_large", message), status=413)
+            elif is_protocol_path(request.path):
+                response = JsonResponse({"error": message}, status=413)
             else:
                 response = HttpResponse(message, status=413, content_type="text/plain")
             # Clients that send the whole body before reading (Python requests, urllib) would see
@@ -98,6 +100,8 @@ class DatabaseUnavailableMiddleware:
             connection.close_if_unusable_or_obsolete()
         if request.path.startswith("/api/"):
             response = JsonResponse(error_body("database_unavailable", DATABASE_DOWN_MESSAGE), status=503)
+        elif is_protocol_path(request.path):
+            response = JsonResponse({"error": DATABASE_DOWN_MESSAGE}, status=503)
         else:
             response = HttpResponse(DATABASE_DOWN_MESSAGE, status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
@@ -111,10 +115,24 @@ PAGINATION_PARAMETERS = frozenset({"page", "page_size"})
 JSON_CONTENT_TYPES = ("application/json",)
 
 
+# The inference protocols (OIP v2 under /v2, TF Serving's REST shape under /v1): their errors are
+# {"error": "..."} (issue 24), and their JSON bodies are never deeper than this (a tensor of 8
+# dimensions inside a request is about 12 levels).
+PROTOCOL_PREFIXES = ("/v1/", "/v2/")
+PROTOCOL_MAX_JSON_DEPTH = 32
+
+
+def is_protocol_path(path: str) -> bool:
+    """Whether `path` is one of the inference protocols' (/v1/..., /v2 and /v2/...)."""
+    return path == "/v2" or path.startswith(PROTOCOL_PREFIXES)
+
+
 def _refusal(request, status: int, code: str, message: str):
-    """Return the refusal: the JSON envelope under /api/, plain text elsewhere."""
+    """Return the refusal: the JSON envelope under /api/, {"error": message} for the protocols, else plain text."""
     if request.path.startswith("/api/"):
         return JsonResponse(error_body(code, message), status=status)
+    if is_protocol_path(request.path):
+        return JsonResponse({"error": message}, status=status)
     return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
 
@@ -129,11 +147,13 @@ def body_too_large_message(limit: int, received: int | None) -> str:
 
 
 class MalformedRequestMiddleware:
-    """Answer malformed requests with a 4xx (the JSON envelope under /api/), never a 500 or an HTML page.
+    """Answer malformed requests with a 4xx (the JSON envelope under /api/, {"error": ...} under /v1/ and /v2/),
+    never a 500 or an HTML page.
 
     - a JSON or form body over DATA_UPLOAD_MAX_MEMORY_SIZE: 413 before it is read (multipart
       uploads have their own limit, UploadLimitMiddleware);
-    - a JSON body nested deeper than Python's parser can follow (``[`` x 200,000): 400;
+    - a JSON body nested deeper than Python's parser can follow (``[`` x 200,000): 400; under the
+      inference protocols (/v1/, /v2/) any body nested deeper than PROTOCOL_MAX_JSON_DEPTH: 400;
     - an integer in the query string beyond what a table can hold (?backbone=10**22): 400, on
       SQLite (which cannot bind it) as on PostgreSQL (page numbers excepted: past the end is 404);
     - an id in the path beyond what a table can hold: 404, as for any id that does not exist;
@@ -180,6 +200,8 @@ class MalformedRequestMiddleware:
         if limit is not None and length > limit:
             drain_body(request, min(length, settings.MODELHUB_413_DRAIN_BYTES))
             return _refusal(request, 413, "payload_too_large", body_too_large_message(limit, length))
+        if length and is_protocol_path(request.path):
+            return self._refuse_deep_protocol_body(request)
         if length and content_type in JSON_CONTENT_TYPES and request.path.startswith("/api/"):
             try:
                 json.loads(request.body)
@@ -193,6 +215,31 @@ class MalformedRequestMiddleware:
                 )
             except (ValueError, RequestDataTooBig):  # DRF's parser says what is wrong with it
                 pass
+        return None
+
+    def _refuse_deep_protocol_body(self, request):
+        """Refuse a protocol body (its JSON part, with the binary tensor extension) nested too deeply: 400.
+
+        Whatever its Content-Type (tritonclient sends none): the depth is counted without parsing
+        (core.json_bounded, linear, no recursion), so no parser or view of the protocols ever
+        recurses over a hostile nesting.
+        """
+        from core.json_bounded import json_nesting_depth
+
+        body = request.body
+        try:
+            head_length = int(request.headers.get("Inference-Header-Content-Length") or len(body))
+        except ValueError:
+            head_length = len(body)  # the OIP view answers the malformed header itself
+        depth = json_nesting_depth(body[: max(0, head_length)])
+        if depth > PROTOCOL_MAX_JSON_DEPTH:
+            return _refusal(
+                request,
+                400,
+                "invalid",
+                f"JSON parse error: the body is nested {depth} levels deep; inference requests are at most "
+                f"{PROTOCOL_MAX_JSON_DEPTH} levels deep. Send tensors as flat or row-nested lists.",
+            )
         return None
 
     def process_view(self, request, view_func, view_args, view_kwargs):

@@ -10,6 +10,7 @@ from django.http import Http404
 from django.shortcuts import render
 
 from core.errors import NotFoundError
+from core.ids import parse_id  # noqa: F401 - re-exported by dashboard.kit
 from core.pagination import TwoStepPaginator
 from dashboard.context_processors import current_membership
 
@@ -34,15 +35,6 @@ def query_without_page(request) -> str:
     params = request.GET.copy()
     params.pop("page", None)
     return params.urlencode()
-
-
-def parse_id(raw) -> int | None:
-    """A primary key from a query or form value, or None: ASCII digits only ("²".isdigit() is
-    True, int("²") fails) and at most 18 of them (a larger number overflows the database's key)."""
-    text = str(raw or "")
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        return None
-    return int(text)
 
 
 def team_required(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -189,14 +189,15 @@ class OipInferApi(ProtocolApi):
             infer = parse_request(request.body, request.headers.get(HEADER_LENGTH))
         except TensorError as exc:
             raise ValidationError(str(exc)) from None
+        # The requested outputs are checked before any work is queued.
+        wanted = infer.outputs if infer.outputs is not None else list(OUTPUTS)
+        unknown = [output[:80] for output in wanted if output not in OUTPUTS]
+        if unknown:
+            raise ValidationError(f"Unknown output(s) {unknown[:10]}: this model has {list(OUTPUTS)}.")
         assembly = model_version_get(user=request.user, name=name, version=version)
         inputs, task_ids, tasks = _model_inputs(assembly, infer)
         answer = inference_run(assembly=assembly, user=request.user, inputs=inputs, task_ids=task_ids, tasks=tasks)
         tensors = {"outputs": (answer.outputs, "FP32"), "output_width": (answer.output_width, "INT32")}
-        wanted = infer.outputs if infer.outputs is not None else list(OUTPUTS)
-        unknown = [output for output in wanted if output not in tensors]
-        if unknown:
-            raise ValidationError(f"Unknown output(s) {unknown}: this model has {list(OUTPUTS)}.")
         document = {"model_name": name, "model_version": str(assembly.pk)}
         if infer.id is not None:
             document["id"] = infer.id

@@ -34,6 +34,8 @@ DATATYPES = {
 NUMPY_TYPES = {datatype: np.dtype(name) for name, datatype in DATATYPES.items() if name != "string"}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_ELEMENTS = 16 * 1024 * 1024
+# The most dimensions a tensor may declare (NumPy stops at 64; a model input has a handful).
+MAX_DIMS = 8
 
 
 class TensorError(ValueError):
@@ -118,7 +120,14 @@ def _read_input(tensor, index: int, rest: bytes, offset: int) -> tuple[str, np.n
         raise TensorError(f"Input '{name}' has datatype {datatype!r}; expected one of {sorted(NUMPY_TYPES)} or BYTES.")
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise TensorError(f"Input '{name}' needs a 'shape': a list of sizes >= 0, e.g. [2, 8]; received {shape!r}.")
+        shown = repr(shape)[:80]
+        raise TensorError(f"Input '{name}' needs a 'shape': a list of sizes >= 0, e.g. [2, 8]; received {shown}.")
+    if len(shape) > MAX_DIMS or any(d > MAX_ELEMENTS for d in shape):
+        shown = repr(shape)[:80]
+        raise TensorError(
+            f"Input '{name}' has shape {shown}: at most {MAX_DIMS} dimensions of at most {MAX_ELEMENTS:,} each are "
+            "read. Send [rows, ...] as the model's metadata (GET /v2/models/{name}) lists it."
+        )
     count = math.prod(shape)
     if count > MAX_ELEMENTS:
         raise TensorError(f"Input '{name}' declares {count:,} elements; at most {MAX_ELEMENTS:,} are read.")
@@ -158,7 +167,7 @@ def _from_json(name: str, datatype: str, shape: list[int], data) -> np.ndarray:
     if datatype == "BYTES":
         if not all(isinstance(item, str) for item in flat):
             raise TensorError(f"Input '{name}' is BYTES: send strings, e.g. [\"great movie\"].")
-        return np.array(flat, dtype=object).reshape(shape)
+        return _reshaped(np.array(flat, dtype=object), shape, name)
     kind = NUMPY_TYPES[datatype].kind
     for item in flat:
         ok = isinstance(item, bool) if kind == "b" else isinstance(item, int | float) and not isinstance(item, bool)
@@ -166,9 +175,18 @@ def _from_json(name: str, datatype: str, shape: list[int], data) -> np.ndarray:
             wanted = {"b": "true/false", "f": "numbers"}.get(kind, "whole numbers")
             raise TensorError(f"Input '{name}' is {datatype}: send {wanted}; found {json.dumps(item)[:40]}.")
     try:
-        return np.asarray(flat, dtype=NUMPY_TYPES[datatype]).reshape(shape)
+        array = np.asarray(flat, dtype=NUMPY_TYPES[datatype])
     except (OverflowError, ValueError):
         raise TensorError(f"Input '{name}' holds a value outside the {datatype} range.") from None
+    return _reshaped(array, shape, name)
+
+
+def _reshaped(array: np.ndarray, shape: list[int], name: str) -> np.ndarray:
+    """Return `array` in `shape`, or raise TensorError (never NumPy's ValueError) saying why not."""
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        raise TensorError(f"Input '{name}' cannot take the shape {shape}: {exc}.") from None
 
 
 def _from_binary(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
@@ -189,13 +207,13 @@ def _from_binary(name: str, datatype: str, shape: list[int], raw: bytes) -> np.n
             position += length
         if len(items) != count:
             raise TensorError(f"Input '{name}' has shape {shape} ({count} elements) but holds {len(items)} strings.")
-        return np.array(items, dtype=object).reshape(shape)
+        return _reshaped(np.array(items, dtype=object), shape, name)
     dtype = NUMPY_TYPES[datatype].newbyteorder("<")
     if len(raw) != count * dtype.itemsize:
         raise TensorError(
             f"Input '{name}' has shape {shape} of {datatype}: {count * dtype.itemsize} bytes expected, {len(raw)} sent."
         )
-    return np.frombuffer(raw, dtype=dtype).astype(NUMPY_TYPES[datatype]).reshape(shape)
+    return _reshaped(np.frombuffer(raw, dtype=dtype).astype(NUMPY_TYPES[datatype]), shape, name)
 
 
 def _requested_outputs(outputs, binary_default: bool) -> tuple[list[str] | None, set[str]]:

@@ -2,18 +2,20 @@
 
 A model is ``{team}.{backbone name}`` (every version of that backbone), a version is an assembly
 id, and a label is an alias an assembly was built from (``resolved_from.alias``). With no
-version, the model means the newest ready assembly built from the alias ``champion``, else the
-newest ready one. Non-members get "not found", as everywhere in the API.
+version, the model means the ready assembly the alias ``champion`` resolved to most recently
+(``resolved_at``: an alias moved back reuses an older row), else the newest ready one.
+Non-members get "not found", as everywhere in the API.
 """
 
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from assemblies.models import Assembly
 from assemblies.selectors import assembly_list
 from core.errors import ApplicationError, NotFoundError
+from core.ids import parse_id
 
 DEFAULT_LABEL = "champion"
 
@@ -70,9 +72,13 @@ def model_version_get(*, user: AbstractBaseUser, name: str, version: str | None,
     """
     model, assemblies = model_assemblies(user=user, name=name)
     if version is not None:
-        if not str(version).isdigit():
-            raise NotFoundError(f"Version '{version}' of model '{name}' was not found: versions are assembly ids.")
-        assembly = assemblies.filter(pk=int(version)).first()
+        if parse_id(version) is None:
+            shown = f"{str(version)[:40]}{'...' if len(str(version)) > 40 else ''}"
+            raise NotFoundError(
+                f"Version '{shown}' of model '{name}' was not found: versions are assembly ids (ASCII digits, "
+                f"at most 18). Ready versions: {_ready_ids(assemblies)}."
+            )
+        assembly = assemblies.filter(pk=parse_id(version)).first()
         if assembly is None:
             raise NotFoundError(
                 f"Version {version} of model '{name}' was not found: it is not an assembly of backbone "
@@ -81,14 +87,14 @@ def model_version_get(*, user: AbstractBaseUser, name: str, version: str | None,
         return _require_ready(assembly, name=name)
     ready = assemblies.filter(status=Assembly.Status.READY)
     if label is not None:
-        assembly = ready.filter(resolved_from__alias=label).first()
+        assembly = _newest_resolution(ready.filter(resolved_from__alias=label))
         if assembly is None:
             raise NotFoundError(
                 f"Label '{label}' of model '{name}' was not found: no ready assembly was built from the alias "
                 f'\'{label}\'. Build one with POST /api/assemblies/ {{"alias": "{label}", ...}}.'
             )
         return assembly
-    assembly = ready.filter(resolved_from__alias=DEFAULT_LABEL).first() or ready.first()
+    assembly = _newest_resolution(ready.filter(resolved_from__alias=DEFAULT_LABEL)) or ready.first()
     if assembly is None:
         newest = assemblies.first()
         raise ModelNotReadyError(
@@ -96,6 +102,12 @@ def model_version_get(*, user: AbstractBaseUser, name: str, version: str | None,
             "Try again once it is built (GET /api/assemblies/{id}/)."
         )
     return assembly
+
+
+def _newest_resolution(assemblies: QuerySet[Assembly]) -> Assembly | None:
+    """The assembly an alias resolved to most recently (resolved_at), not the newest row: an alias moved
+    back to earlier heads reuses the older row."""
+    return assemblies.order_by(F("resolved_at").desc(nulls_last=True), "-created_at", "-pk").first()
 
 
 def _require_ready(assembly: Assembly, *, name: str) -> Assembly:

@@ -1,14 +1,13 @@
 """Run a protocol's inference request as trial predictions of an assembly, and wait a bounded time.
 
-OIP and TF Serving requests carry a task per row (``task_id`` or ``task`` slugs); a trial
-prediction serves one task. The rows are checked once against the manifest (assemblies.inputs),
-split by task into one prediction each (assemblies.services, run by a worker), and the answers
-are put back in row order as the SavedModel's serving signature gives them: ``outputs``
+OIP and TF Serving requests carry a task per row (``task_id`` or ``task`` slugs). The rows are
+checked once against the manifest (assemblies.inputs) and queued as ONE trial prediction that
+carries each row's task (assemblies.services.prediction_batch_create); a worker runs it in one
+call of serving_default (or the ONNX export), and the answer is given as the signature gives it: ``outputs``
 [rows, max width], zero beyond each row's head width, and ``output_width`` [rows]. A request
 waits at most MODELHUB_PREDICT_MAX_WAIT seconds in all; then it answers 503 with Retry-After.
 """
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from assemblies.inputs import MAX_ROWS, coerce_inputs
 from assemblies.models import Assembly, Prediction
-from assemblies.services import prediction_create, prediction_wait
+from assemblies.services import prediction_batch_create, prediction_wait
 from core.errors import ApplicationError, ValidationError
 
 # Seconds a client is asked to wait before trying again after a 503 (no answer in time).
@@ -80,7 +79,7 @@ def task_ids_resolve(assembly: Assembly, *, task_ids=None, tasks=None) -> list[i
 def inference_run(
     *, assembly: Assembly, user: AbstractBaseUser, inputs, task_ids=None, tasks=None, task_id_for_all: int | None = None
 ) -> InferenceAnswer:
-    """Check the rows, queue one prediction per task present, wait for all, return the signature's answer.
+    """Check the rows, queue one prediction carrying each row's task, wait for it, return the signature's answer.
 
     ``inputs`` is what POST /api/assemblies/{id}/predict/ takes (a batch: a nested list for one
     input, an object by input name for several); ``task_ids`` or ``tasks`` give each row's task,
@@ -104,39 +103,28 @@ def inference_run(
         )
     if num_rows > MAX_ROWS:
         raise ValidationError(f"Send between 1 and {MAX_ROWS} rows; received {num_rows}.")
-    groups: dict[int, list[int]] = {}
-    for index, task_id in enumerate(row_tasks):
-        groups.setdefault(task_id, []).append(index)
-    predictions = []
-    for task_id, indexes in groups.items():
-        if columns is not None:
-            subset = {name: [values[i] for i in indexes] for name, values in columns.items()}
-        else:
-            subset = [rows[i] for i in indexes]
-        prediction = prediction_create(assembly=assembly, user=user, task=None, task_id=task_id, inputs=subset)
-        predictions.append((prediction, indexes))
-    deadline = time.monotonic() + float(settings.MODELHUB_PREDICT_MAX_WAIT)
-    for prediction, _ in predictions:
-        prediction_wait(prediction=prediction, seconds=max(0.0, deadline - time.monotonic()))
-    pending = [p.pk for p, _ in predictions if p.status not in (Prediction.Status.SUCCEEDED, Prediction.Status.FAILED)]
-    if pending:
+    # ONE prediction for the whole batch, a task per row: the worker runs it in one call, as
+    # serving_default takes a mixed batch (never one job, and one model load, per task).
+    prediction = prediction_batch_create(assembly=assembly, user=user, task_ids=row_tasks, inputs=rows)
+    prediction = prediction_wait(prediction=prediction, seconds=float(settings.MODELHUB_PREDICT_MAX_WAIT))
+    if prediction.status not in (Prediction.Status.SUCCEEDED, Prediction.Status.FAILED):
         raise InferenceTimeoutError(
             f"No worker answered within {settings.MODELHUB_PREDICT_MAX_WAIT} s (MODELHUB_PREDICT_MAX_WAIT): the "
-            f"workers are busy or none is running. Try again in {RETRY_AFTER_SECONDS} s; prediction(s) {pending} "
-            "go on and can be seen at GET /api/assemblies/{id}/predictions/{pid}/."
+            f"workers are busy or none is running. Try again in {RETRY_AFTER_SECONDS} s; prediction {prediction.pk} "
+            f"goes on and can be seen at GET /api/assemblies/{assembly.pk}/predictions/{prediction.pk}/."
         )
-    failed = [p for p, _ in predictions if p.status == Prediction.Status.FAILED]
-    if failed:
-        raise InferenceFailedError(f"The prediction failed in the worker: {failed[0].error}")
-    return _answer(assembly, predictions, row_tasks)
+    if prediction.status == Prediction.Status.FAILED:
+        raise InferenceFailedError(f"The prediction failed in the worker: {prediction.error}")
+    return _answer(assembly, prediction, row_tasks)
 
 
-def _answer(assembly: Assembly, predictions: list, row_tasks: list[int]) -> InferenceAnswer:
+def _answer(assembly: Assembly, prediction: Prediction, row_tasks: list[int]) -> InferenceAnswer:
+    """Pad the worker's rows (each cut to its head's width) to the serving signature's [rows, max width]."""
     widths = {entry["task_id"]: int(entry["output_width"]) for entry in assembly.manifest["heads"]}
     max_width = int(assembly.manifest.get("serving", {}).get("max_width") or max(widths.values()))
     outputs = np.zeros((len(row_tasks), max_width), dtype=np.float32)
-    for prediction, indexes in predictions:
-        values = np.asarray(prediction.outputs, dtype=np.float32).reshape(len(indexes), -1)
-        outputs[indexes, : values.shape[1]] = values
+    for index, row in enumerate(prediction.outputs):
+        values = np.asarray(row, dtype=np.float32).reshape(-1)[:max_width]
+        outputs[index, : values.shape[0]] = values
     output_width = np.asarray([widths[task_id] for task_id in row_tasks], dtype=np.int32)
-    return InferenceAnswer(outputs=outputs, output_width=output_width, prediction_ids=[p.pk for p, _ in predictions])
+    return InferenceAnswer(outputs=outputs, output_width=output_width, prediction_ids=[prediction.pk])

@@ -17,6 +17,7 @@ from rest_framework import serializers
 from assemblies.inputs import TASK_ID_NAME, manifest_inputs
 from assemblies.models import Assembly
 from core.errors import ValidationError
+from core.ids import parse_id
 from inference.base import ProtocolApi, json_response, protocol_error
 from inference.selectors import model_assemblies, model_version_get
 from inference.services import inference_run
@@ -126,10 +127,10 @@ class TfsModelStatusApi(ProtocolApi):
     def get(self, request, name: str, version: str | None = None, label: str | None = None):
         if version is not None or label is not None:
             _, assemblies = model_assemblies(user=request.user, name=name)
-            if version is not None and not (version.isdigit() and assemblies.filter(pk=int(version)).exists()):
+            if version is not None and not assemblies.filter(pk=parse_id(version) or 0).exists():
                 model_version_get(user=request.user, name=name, version=version)  # raises the not-found answer
             chosen = (
-                [assemblies.get(pk=int(version))]
+                [assemblies.get(pk=parse_id(version))]
                 if version is not None
                 else [model_version_get(user=request.user, name=name, version=None, label=label)]
             )
@@ -289,17 +290,28 @@ def _check_names(given: dict, names: list[str], where: str) -> None:
 
 
 def _decode_b64(value):
-    """Replace every {"b64": ...} in a nested value by its decoded UTF-8 text."""
-    if isinstance(value, list):
-        return [_decode_b64(item) for item in value]
-    if isinstance(value, dict):
-        if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise ValidationError('A binary string is {"b64": "<base64>"}; received another object.')
-        try:
-            return base64.b64decode(value["b64"], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValidationError('A {"b64": ...} value is not base64 of UTF-8 text.') from None
-    return value
+    """Replace every {"b64": ...} in a nested value by its decoded UTF-8 text (no recursion: any depth)."""
+    root = [value]
+    stack = [(root, 0)]
+    while stack:
+        container, index = stack.pop()
+        item = container[index]
+        if isinstance(item, list):
+            copy = list(item)
+            container[index] = copy
+            stack.extend((copy, i) for i in range(len(copy)))
+        elif isinstance(item, dict):
+            container[index] = _b64_text(item)
+    return root[0]
+
+
+def _b64_text(value: dict) -> str:
+    if set(value) != {"b64"} or not isinstance(value["b64"], str):
+        raise ValidationError('A binary string is {"b64": "<base64>"}; received another object.')
+    try:
+        return base64.b64decode(value["b64"], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValidationError('A {"b64": ...} value is not base64 of UTF-8 text.') from None
 
 
 def _flat(value, name: str) -> list:

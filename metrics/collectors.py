@@ -9,7 +9,8 @@ Workers may run on other machines, so what they did is read from the rows they l
 - ``modelhub_worker_heartbeat_age_seconds``: seconds since any worker last beat on a row it
   worked on (claim, heartbeat every 10 s while working, finish); absent until one ever did;
 - ``modelhub_predictions_total{assembly, task, status}``: trial predictions (every path: REST,
-  OIP, TF Serving, dashboard) by assembly id, task slug and status;
+  OIP, TF Serving, dashboard) by assembly id, task slug and status; a protocol request whose rows
+  have several tasks is one prediction, counted as task="mixed";
 - ``modelhub_queue_depth{queue}``: messages waiting in each Celery queue, on Redis or the
   filesystem broker alike (kombu's own count); ``modelhub_broker_up`` 0 when it cannot be read.
 
@@ -20,7 +21,19 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, Sum
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Max,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -30,6 +43,8 @@ from metrics.instruments import LATENCY_BUCKETS
 
 logger = logging.getLogger(__name__)
 DURATION_BUCKETS = (*LATENCY_BUCKETS, 300.0, 900.0, 3600.0, 4 * 3600.0)
+# Stands for "several tasks" (a protocol's mixed batch) where a task id is counted.
+MIXED_TASK_ID = -1
 
 
 def queue_names() -> list[str]:
@@ -52,7 +67,15 @@ def queue_depths() -> dict[str, int]:
         connection.ensure_connection(max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT)
         channel = connection.default_channel
         for name in queue_names():
-            depths[name] = int(channel.queue_declare(queue=name, passive=False).message_count)
+            # Passive: a scrape reads a queue, it never creates one (AMQP would declare it).
+            try:
+                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except connection.channel_errors:
+                # No such queue: nothing waits there (Redis drops an empty list, AMQP has not
+                # declared it yet). AMQP closes the channel on NOT_FOUND: take a fresh one.
+                depths[name] = 0
+                if getattr(channel, "is_open", True) is False:
+                    channel = connection.channel()
     return depths
 
 
@@ -110,8 +133,17 @@ class ModelHubCollector:
             "Trial predictions by assembly id, task slug and status.",
             labels=["assembly", "task", "status"],
         )
+        # A protocol's mixed batch is one prediction with a task per row (inputs["task_id"]): task="mixed".
+        mixed = Case(
+            When(inputs__has_key="task_id", then=Value(MIXED_TASK_ID)),
+            default=F("task_id"),
+            output_field=IntegerField(),
+        )
         counts = list(
-            Prediction.objects.order_by().values_list("assembly_id", "task_id", "status").annotate(n=Count("pk"))
+            Prediction.objects.order_by()
+            .annotate(task=mixed)
+            .values_list("assembly_id", "task", "status")
+            .annotate(n=Count("pk"))
         )
         assembly_ids = {assembly_id for assembly_id, _, _, _ in counts}
         slugs = {
@@ -120,6 +152,7 @@ class ModelHubCollector:
                 "assembly_id", "task_id", "head__task__slug"
             )
         }
+        slugs.update({(assembly_id, MIXED_TASK_ID): "mixed" for assembly_id in assembly_ids})
         for assembly_id, task_id, status, count in counts:
             family.add_metric([str(assembly_id), slugs.get((assembly_id, task_id), str(task_id)), status], count)
         yield family

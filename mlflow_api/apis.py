@@ -13,14 +13,16 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from artifacts.downloads import blob_download_response
 from core.errors import ApplicationError, NotFoundError, ValidationError
 from core.exception_handler import DATABASE_RETRY_AFTER_SECONDS, database_unavailable
+from core.throttling import throttle_count
 from mlflow_api import entities
-from mlflow_api.filters import max_results, page_offset, paged, parse_filter
+from mlflow_api.filters import max_results, page_offset, paged_lazily, parse_filter
 from mlflow_api.models import FullModelArtifact
 from mlflow_api.selectors import (
     INVALID,
@@ -32,8 +34,14 @@ from mlflow_api.selectors import (
     model_versions,
     registered_model_get,
     registered_model_list,
+    registered_model_tasks,
 )
-from mlflow_api.services import full_model_request, registered_model_alias_delete, registered_model_alias_set
+from mlflow_api.services import (
+    full_model_request,
+    full_model_retry_at,
+    registered_model_alias_delete,
+    registered_model_alias_set,
+)
 from teams.authentication import ApiTokenAuthentication
 
 # How long an artifact request waits for the worker's build before answering 503 (MLflow retries).
@@ -84,8 +92,17 @@ class MlflowApi(APIView):
 
     authentication_classes = [BearerTokenAuthentication, ApiTokenAuthentication]
 
+    # A GET that does the work (a worker's build, a file of hundreds of MB) counts against this
+    # throttle scope too; DRF's scoped throttle counts only unsafe methods (core.throttling).
+    counted_read_scope: str | None = None
+
     def get_exception_handler(self):
         return mlflow_exception_handler
+
+    def check_throttles(self, request):
+        super().check_throttles(request)
+        if self.counted_read_scope and request.method in SAFE_METHODS:
+            throttle_count(request, scope=self.counted_read_scope, user=request.user)
 
     def param(self, name: str, *, required: bool = True) -> str:
         value = self.request.query_params.get(name)
@@ -134,15 +151,17 @@ class RegisteredModelsSearchApi(MlflowApi):
         match = parse_filter(self.param("filter", required=False))
         size = max_results(self.param("max_results", required=False), default=100, ceiling=1000)
         offset = page_offset(self.param("page_token", required=False))
-        models = registered_model_list(user=request.user)
-        heads, aliases = _versions_by_task([model.task for model in models])
+        # `name = 'x'` narrows the query; the rest is matched on the model alone (its name and
+        # tags), and versions are read only for the models of this page.
+        models = registered_model_list(user=request.user, names=match.names)
+        matched = (model for model in models if match(model.name, entities.model_tags(model)))
+        page, token = paged_lazily(matched, offset=offset, size=size)
+        heads, aliases = _versions_by_task([model.task for model in page])
         bodies = [
             entities.registered_model(model, heads=heads.get(model.task.pk, []), aliases=aliases.get(model.task.pk, []))
-            for model in models
+            for model in page
         ]
-        bodies = [body for body in bodies if match(body["name"], {t["key"]: t["value"] for t in body["tags"]})]
-        page, token = paged(bodies, offset=offset, size=size)
-        return Response({"registered_models": page, **({"next_page_token": token} if token else {})})
+        return Response({"registered_models": bodies, **({"next_page_token": token} if token else {})})
 
 
 class RegisteredModelGetApi(MlflowApi):
@@ -162,11 +181,13 @@ class ModelVersionsSearchApi(MlflowApi):
         match = parse_filter(self.param("filter", required=False))
         size = max_results(self.param("max_results", required=False), default=1000, ceiling=1000)
         offset = page_offset(self.param("page_token", required=False))
-        tasks = [model.task for model in registered_model_list(user=request.user)]
-        heads, aliases = _versions_by_task(tasks)
-        bodies = [_version_body(head, aliases.get(task.pk, [])) for task in tasks for head in heads.get(task.pk, [])]
-        bodies = [body for body in bodies if match(body["name"], {t["key"]: t["value"] for t in body["tags"]})]
-        page, token = paged(bodies, offset=offset, size=size)
+        # A subquery of the user's tasks (narrowed by `name = 'x'`), never a list of ids; the
+        # versions are read in order and built only until the page is full.
+        tasks = registered_model_tasks(user=request.user, names=match.names)
+        aliases = aliases_by_task(tasks=tasks)
+        bodies = (_version_body(head, aliases.get(head.task_id, [])) for head in model_versions(tasks=tasks).iterator())
+        matched = (body for body in bodies if match(body["name"], {t["key"]: t["value"] for t in body["tags"]}))
+        page, token = paged_lazily(matched, offset=offset, size=size)
         return Response({"model_versions": page, **({"next_page_token": token} if token else {})})
 
 
@@ -181,6 +202,8 @@ class ModelVersionGetApi(MlflowApi):
 
 
 class ModelVersionDownloadUriApi(MlflowApi):
+    counted_read_scope = "predict"  # queues a worker's build: counted with the other predict-scoped work
+
     @_schema("Where a model version's artifacts are (and start building its full model)", ["name", "version"])
     def get(self, request):
         model = registered_model_get(user=request.user, name=self.param("name"))
@@ -241,12 +264,16 @@ def _ready_full_model(head) -> FullModelArtifact | Response:
         return artifact
     if artifact.status == FullModelArtifact.Status.FAILED:
         message = f"Building the full model of {head.task.slug} v{head.version} failed: {artifact.error}"
-        return mlflow_error("INVALID_STATE", message + " Ask get-download-uri again to retry.", 409)
+        retry = full_model_retry_at(artifact=artifact)
+        when = f"after {retry:%Y-%m-%d %H:%M:%S} UTC" if retry is not None else "now"
+        return mlflow_error("INVALID_STATE", f"{message} Ask get-download-uri again to retry ({when}).", 409)
     message = f"The full model of {head.task.slug} v{head.version} is still being built by a worker; retry shortly."
     return mlflow_error("TEMPORARILY_UNAVAILABLE", message, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 class ArtifactListApi(MlflowApi):
+    counted_read_scope = "predict"  # waits for (or starts) a worker's build, then serves a large file
+
     @_schema("List a model version's artifacts (model.keras, MLmodel)", ["path"], operation_id="mlflow_artifacts_list")
     def get(self, request):
         head, file_name = _artifact_target(request.user, self.param("path"))
@@ -263,6 +290,8 @@ class ArtifactListApi(MlflowApi):
 
 
 class ArtifactDownloadApi(MlflowApi):
+    counted_read_scope = "predict"  # waits for (or starts) a worker's build, then serves a large file
+
     @_schema(
         "Download one artifact of a model version",
         [],

@@ -7,9 +7,10 @@ ModelHub's own API answers 404 to non-members.
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from core.errors import NotFoundError, ValidationError
+from core.ids import parse_id
 from heads.models import HeadVersion, Task
 from mlflow_api.models import FullModelArtifact
 from releases.models import Alias
@@ -59,15 +60,30 @@ def registered_model_get(*, user: AbstractBaseUser, name: str) -> RegisteredMode
     return RegisteredModel(team=team, task=task)
 
 
-def registered_model_list(*, user: AbstractBaseUser) -> list[RegisteredModel]:
-    """Return every task of the user's teams as a registered model, by name."""
+def registered_model_tasks(*, user: AbstractBaseUser, names: set[str] | None = None) -> QuerySet[Task]:
+    """Return the tasks of the user's teams (only those named `names`, when given), by name.
+
+    A query, not a list: other selectors take it as a subquery (no list of ids is sent back).
+    """
     if not user.is_authenticated:
-        return []
-    tasks = Task.objects.filter(team__memberships__user=user).select_related("team").order_by("team__slug", "slug")
-    return [RegisteredModel(team=task.team, task=task) for task in tasks]
+        return Task.objects.none()
+    tasks = Task.objects.filter(team__memberships__user=user)
+    if names is not None:
+        wanted = Q(pk__in=[])
+        for name in names:
+            team_slug, dot, task_slug = name.partition(".")
+            if dot and team_slug and task_slug:
+                wanted |= Q(team__slug=team_slug, slug=task_slug)
+        tasks = tasks.filter(wanted)
+    return tasks.select_related("team").order_by("team__slug", "slug")
 
 
-def model_versions(*, tasks: list[Task]) -> QuerySet[HeadVersion]:
+def registered_model_list(*, user: AbstractBaseUser, names: set[str] | None = None) -> list[RegisteredModel]:
+    """Return every task of the user's teams (only those named `names`, when given) as a registered model."""
+    return [RegisteredModel(team=task.team, task=task) for task in registered_model_tasks(user=user, names=names)]
+
+
+def model_versions(*, tasks: "list[Task] | QuerySet[Task]") -> QuerySet[HeadVersion]:
     """Return the head versions of `tasks` (every status), newest first within a task."""
     return (
         HeadVersion.objects.filter(task__in=tasks)
@@ -79,19 +95,21 @@ def model_versions(*, tasks: list[Task]) -> QuerySet[HeadVersion]:
 def model_version_get(*, model: RegisteredModel, version) -> HeadVersion:
     """Return version `version` (a number) of the registered model, else an MLflow error."""
     text = str(version or "").strip()
-    if not text.isdigit():
+    number = parse_id(text)
+    if number is None:
+        shown = f"{text[:40]}{'...' if len(text) > 40 else ''}"
         raise ValidationError(
-            f"Model version {version!r} is not a version number: ask for one of the numbers "
-            f"search_model_versions(\"name='{model.name}'\") lists.",
+            f"Model version {shown!r} is not a version number (ASCII digits, at most 18): ask for one of the "
+            f"numbers search_model_versions(\"name='{model.name}'\") lists.",
             code=INVALID,
         )
-    head = model_versions(tasks=[model.task]).filter(version=int(text)).first()
+    head = model_versions(tasks=[model.task]).filter(version=number).first()
     if head is None:
         raise NotFoundError(f"Model version '{model.name}' version {text} not found.", code=NOT_FOUND)
     return head
 
 
-def aliases_by_task(*, tasks: list[Task]) -> dict[int, list[tuple[str, HeadVersion]]]:
+def aliases_by_task(*, tasks: "list[Task] | QuerySet[Task]") -> dict[int, list[tuple[str, HeadVersion]]]:
     """Return {task id: [(alias name, head version)]} of the current aliases of `tasks`."""
     found: dict[int, list[tuple[str, HeadVersion]]] = {}
     for alias in Alias.objects.filter(task__in=tasks, head__isnull=False).select_related("head").order_by("name"):

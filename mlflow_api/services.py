@@ -5,8 +5,11 @@ on a version they authored, approved versions only): this module only translates
 (registered model, version, alias) into ModelHub's (task, head version, alias).
 """
 
+from datetime import datetime, timedelta
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from core.errors import NotFoundError
 from core.tracked_work import queue_on_commit
@@ -17,10 +20,22 @@ from releases.models import Alias
 from releases.services import alias_delete, alias_set
 
 BUILD_TASK = "mlflow.build_full_model"
+# A failed build is queued again on request only this long after it failed (a full backbone load each time).
+FULL_MODEL_RETRY_BACKOFF = timedelta(minutes=5)
+
+
+def full_model_retry_at(*, artifact: FullModelArtifact) -> datetime | None:
+    """When a failed build may be queued again (None: now), so that a head that always fails is not rebuilt
+    in a loop by clients asking again: FULL_MODEL_RETRY_BACKOFF after the failure."""
+    if artifact.status != FullModelArtifact.Status.FAILED or artifact.finished_at is None:
+        return None
+    retry_at = artifact.finished_at + FULL_MODEL_RETRY_BACKOFF
+    return retry_at if retry_at > timezone.now() else None
 
 
 def full_model_request(*, head: HeadVersion, user: AbstractBaseUser | None = None) -> FullModelArtifact:
-    """Return the head version's full-model row, queuing its build when there is none (or it failed)."""
+    """Return the head version's full-model row, queuing its build when there is none, or when it failed
+    more than FULL_MODEL_RETRY_BACKOFF ago (a failed row is returned as it is before that)."""
     with transaction.atomic():
         artifact = FullModelArtifact.objects.select_for_update().filter(head=head).first()
         if artifact is None:
@@ -30,7 +45,7 @@ def full_model_request(*, head: HeadVersion, user: AbstractBaseUser | None = Non
             except IntegrityError:  # asked for concurrently: the other request queued it
                 return FullModelArtifact.objects.get(head=head)
             queue_on_commit(BUILD_TASK, artifact.pk)
-        elif artifact.status == FullModelArtifact.Status.FAILED:
+        elif artifact.status == FullModelArtifact.Status.FAILED and full_model_retry_at(artifact=artifact) is None:
             artifact.status = FullModelArtifact.Status.QUEUED
             artifact.error = ""
             artifact.started_at = artifact.finished_at = None

@@ -48,9 +48,13 @@ def fake_worker(monkeypatch) -> list:
             return
         prediction = Prediction.objects.select_related("assembly").get(pk=prediction_id)
         seen.append(prediction.inputs)
-        entry = next(e for e in prediction.assembly.manifest["heads"] if e["task_id"] == prediction.task_id)
+        widths = {e["task_id"]: e["output_width"] for e in prediction.assembly.manifest["heads"]}
         first = next(iter(prediction.inputs.values())) if isinstance(prediction.inputs, dict) else prediction.inputs
-        outputs = [[0.25] * entry["output_width"] for _ in first]
+        # A protocol's mixed batch carries a task per row (inputs["task_id"]): each row its head's width.
+        row_tasks = (prediction.inputs.get("task_id") if isinstance(prediction.inputs, dict) else None) or [
+            prediction.task_id
+        ] * len(first)
+        outputs = [[0.25] * widths[task_id] for task_id in row_tasks]
         Prediction.objects.filter(pk=prediction_id).update(status=Prediction.Status.SUCCEEDED, outputs=outputs)
 
     monkeypatch.setattr(services, "queue_on_commit", queue)
