@@ -29,6 +29,8 @@ def test_every_worker_tracked_model_shares_the_lifecycle_fields():
         "training.Dataset",
         "training.Job",
         "assemblies.Assembly",
+        "assemblies.AssemblyExport",
+        "mlflow_api.FullModelArtifact",
         "assemblies.Prediction",
         "releases.WebhookDelivery",
         "core.WorkerProbe",

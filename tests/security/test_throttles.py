@@ -189,6 +189,13 @@ def test_the_schema_lists_429_with_retry_after_exactly_where_a_throttle_counts(c
         ("post", "/api/jobs/"),
         ("post", "/api/jobs/{id}/retry/"),
         ("post", "/api/assemblies/"),
+        ("post", "/api/assemblies/{id}/exports/"),
+        # The inference protocols count against the predict scope and answer in their own error shape.
+        ("post", "/v1/models/{name}:predict"),
+        ("post", "/v1/models/{name}/versions/{version}:predict"),
+        ("post", "/v1/models/{name}/labels/{label}:predict"),
+        ("post", "/v2/models/{name}/infer"),
+        ("post", "/v2/models/{name}/versions/{version}/infer"),
     }
     found = set()
     for path, operations in schema["paths"].items():
@@ -198,5 +205,6 @@ def test_the_schema_lists_429_with_retry_after_exactly_where_a_throttle_counts(c
                 continue
             found.add((method, path))
             assert "Retry-After" in response.get("headers", {}), (method, path)
-            assert response["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+            body = "/ProtocolError" if path.startswith(("/v1/", "/v2/")) else "/Error"
+            assert response["content"]["application/json"]["schema"]["$ref"].endswith(body), (method, path)
     assert found == throttled
