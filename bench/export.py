@@ -167,10 +167,14 @@ def main() -> None:
             return np.random.default_rng(seed).uniform(0, 255, (rows, 96, 96, 3)).astype("float32")
 
         report = measure(backbone, dense_heads(args.heads), None, sample, work / "dense", args.repeats)
+        print("dense:", json.dumps(report), flush=True)  # kept even when the branched part fails
         if args.branched_tasks:
             (work / "branched").mkdir()
             base, heads, trunk, sampler = branched_components(args.branched_tasks, work / "branched")
-            report["branched"] = measure(base, heads, trunk, sampler, work / "branched", args.repeats, False)
+            try:
+                report["branched"] = measure(base, heads, trunk, sampler, work / "branched", args.repeats, False)
+            except Exception as exc:  # noqa: BLE001 - a bench reports what failed and goes on
+                report["branched"] = {"error": f"{type(exc).__name__}: {exc}"}
     report["heads"] = args.heads
     print(json.dumps(report))
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: install what is missing, start a throwaway PostgreSQL and Redis on loopback on
 # non-default ports, run pytest against them, stop them on exit, return pytest's status.
-# Extra arguments go to pytest (make test PYTEST_ARGS="-k health").
+# Extra arguments go to pytest, in one run (make test PYTEST_ARGS="-k health"). Without any, the
+# default set runs on MODELHUB_TEST_WORKERS (2) pytest-xdist workers, then the `serial` tests alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +66,17 @@ export DJANGO_ALLOW_ASYNC_UNSAFE=true
 unset MODELHUB_S3_BUCKET
 
 set +e
-.venv/bin/python -m pytest "$@"
-status=$?
+if [ $# -eq 0 ] && [ "${MODELHUB_TEST_WORKERS:-2}" -gt 1 ]; then
+  # The default set on MODELHUB_TEST_WORKERS workers (tests/xdist_env.py gives each its own
+  # databases and home), then the tests that stop the shared servers (marker serial), alone.
+  .venv/bin/python -m pytest -p tests.xdist_env -n "${MODELHUB_TEST_WORKERS:-2}" -m "not slow and not serial"
+  parallel=$?
+  .venv/bin/python -m pytest -m "serial and not slow"
+  serial=$?
+  status=$(( parallel != 0 ? parallel : serial ))
+else
+  .venv/bin/python -m pytest "$@"
+  status=$?
+fi
 set -e
 exit $status

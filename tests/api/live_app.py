@@ -18,9 +18,11 @@ import pytest
 import requests
 
 from tests.conftest import REPO_ROOT, VENV_BIN, _worker_env, free_port, wait_until
+from tests.xdist_env import INDEX
 
-# A Redis database number no other test uses (the broker's db N also uses N + 1 for the cache).
-ISOLATED_REDIS_DB = 8
+# A Redis database number no other test uses (the broker's db N also uses N + 1 for the cache);
+# under pytest-xdist each worker has its own pair (tests/xdist_env.py).
+ISOLATED_REDIS_DB = 8 + 2 * INDEX
 
 
 # One line per request in <log>.access: "STATUS METHOD /path" (see requests_served()).

@@ -23,7 +23,8 @@ from tests.registry_helpers import assert_job_succeeded, import_and_approve, upl
 from tests.training.helpers import finished_job, post_job, setup_backbone_and_data
 from training.models import Job
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# They stop the servers every test shares: alone, after the parallel phase of `make test`.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.serial]
 
 QUEUES = {
     "MODELHUB_DEFAULT_QUEUE": "faults-default",
