@@ -272,3 +272,15 @@ def test_datasets_upload_sends_the_column_mapping_and_waits(run, server, tmp_pat
     assert status == 0 and b'name="columns"\r\n\r\n' + mapping.encode() in body and b"Great,pos" in body
     assert "input text: string string []" in out and "labels (sorted): {'pos': 1}" in out
     assert "fits backbone 'bert' v1 (id 2)" in out
+
+
+def test_export_sends_the_dataset_only_when_given(run, server):
+    queued = {"id": 3, "assembly": 7, "format": "litert", "quantization": "dynamic_int8", "status": "queued"}
+    server.on("POST", "/api/assemblies/7/exports/", (202, queued))
+
+    assert run("export", "7", "--format", "litert", "--quantization", "dynamic_int8", "--dataset", "4")[0] == 0
+    assert run("export", "7", "--format", "litert", "--quantization", "dynamic_int8")[0] == 0
+
+    with_dataset, without = (json.loads(r.content) for r in server.sent("POST", "/api/assemblies/7/exports/"))
+    assert with_dataset == {"format": "litert", "quantization": "dynamic_int8", "dataset": 4}
+    assert without == {"format": "litert", "quantization": "dynamic_int8"}

@@ -305,16 +305,20 @@ class Client(Transfers):
         *,
         format: str = "onnx",
         quantization: str = "none",
+        dataset: int | None = None,
         wait: bool = False,
         timeout: float | None = None,
     ) -> Export:
         """Export a ready assembly to "onnx" or "litert" ("none", "float16" or "dynamic_int8" quantization).
 
-        A worker converts it and verifies every task against the SavedModel (``report``). The same
-        assembly, format and quantization return the existing export (``existing=True``); a failed
-        one is queued again.
+        A worker converts it and verifies every task against the SavedModel (``report``); with
+        ``dataset`` (an id of a ready dataset fitting the backbone) the report adds each task's argmax
+        agreement on its rows. The same assembly, format and quantization return the existing export
+        (``existing=True``); a failed one is queued again.
         """
         body = {"format": format, "quantization": quantization}
+        if dataset is not None:
+            body["dataset"] = dataset
         export = Export.from_api(self._json("POST", f"/api/assemblies/{_id_of(assembly)}/exports/", json=body))
         return self.wait(export, timeout=timeout) if wait else export
 
