@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Case, Count, F, IntegerField, QuerySet, Value, When
 
 from assemblies.models import Assembly, AssemblyExport, AssemblyHead, Prediction
 from core.errors import NotFoundError
@@ -164,3 +164,52 @@ def export_for_predictions(*, assembly: Assembly) -> AssemblyExport | None:
     if export is None or not (export.report or {}).get("passed"):
         return None
     return export
+
+
+def assembly_ready_list(*, team_ids: list[int] | None = None) -> QuerySet[Assembly]:
+    """Return the ready assemblies with a blob (of `team_ids`, or all teams; not user-scoped), oldest first."""
+    assemblies = Assembly.objects.filter(status=Assembly.Status.READY, blob__isnull=False)
+    if team_ids is not None:
+        assemblies = assemblies.filter(team_id__in=team_ids)
+    return assemblies.select_related("team", "backbone", "blob").order_by("pk")
+
+
+def export_ready_onnx(*, assembly: Assembly) -> AssemblyExport | None:
+    """Return the assembly's ready float32 ONNX export with a blob, if any (its report is not checked)."""
+    return (
+        AssemblyExport.objects.filter(
+            assembly=assembly,
+            format=AssemblyExport.Format.ONNX,
+            quantization=AssemblyExport.Quantization.NONE,
+            status=AssemblyExport.Status.READY,
+            blob__isnull=False,
+        )
+        .select_related("blob")
+        .first()
+    )
+
+
+def prediction_counts(*, mixed_task_id: int) -> list[tuple[int, int, str, int]]:
+    """Return (assembly id, task id, status, count) of every prediction; a mixed-task batch as `mixed_task_id`."""
+    # A protocol's mixed batch is one prediction with a task per row (inputs["task_id"]).
+    mixed = Case(
+        When(inputs__has_key="task_id", then=Value(mixed_task_id)),
+        default=F("task_id"),
+        output_field=IntegerField(),
+    )
+    return list(
+        Prediction.objects.order_by()
+        .annotate(task=mixed)
+        .values_list("assembly_id", "task", "status")
+        .annotate(n=Count("pk"))
+    )
+
+
+def assembly_task_slugs(*, assembly_ids: Iterable[int]) -> dict[tuple[int, int], str]:
+    """Return {(assembly id, task id): task slug} of the heads of these assemblies."""
+    return {
+        (assembly_id, task_id): slug
+        for assembly_id, task_id, slug in AssemblyHead.objects.filter(assembly_id__in=assembly_ids).values_list(
+            "assembly_id", "task_id", "head__task__slug"
+        )
+    }

@@ -56,6 +56,11 @@ def head_versions_on_backbones(*, backbone_ids: Iterable[int]) -> QuerySet[HeadV
     return HeadVersion.objects.filter(backbone_id__in=list(backbone_ids))
 
 
+def head_versions_of_tasks(*, tasks) -> QuerySet[HeadVersion]:
+    """Return every head version of `tasks` (a queryset or list of Task), any status."""
+    return HeadVersion.objects.filter(task__in=tasks)
+
+
 def head_approved_list(*, backbone: BackboneVersion) -> QuerySet[HeadVersion]:
     """Return the approved head versions on `backbone`, with their tasks (any order)."""
     return HeadVersion.objects.filter(backbone=backbone, status=HeadVersion.Status.APPROVED).select_related("task")
@@ -323,6 +328,11 @@ def task_list(*, user: AbstractBaseUser, team_slug: str | None = None) -> QueryS
     if team_slug:
         queryset = queryset.filter(team__slug=team_slug)
     return queryset.order_by("slug")
+
+
+def task_of_team(*, team: Team, slug: str) -> Task | None:
+    """Return `team`'s task `slug`, or None (not user-scoped: the caller checked the membership)."""
+    return Task.objects.filter(team=team, slug=slug).first()
 
 
 def head_branch(*, head: HeadVersion) -> dict | None:

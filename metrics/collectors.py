@@ -21,23 +21,11 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import (
-    Case,
-    Count,
-    DurationField,
-    ExpressionWrapper,
-    F,
-    IntegerField,
-    Max,
-    Q,
-    Sum,
-    Value,
-    When,
-)
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from assemblies.models import AssemblyHead, Prediction
+from assemblies.selectors import assembly_task_slugs, prediction_counts
 from core.tracked_work import tracked_models
 from metrics.instruments import LATENCY_BUCKETS
 
@@ -134,24 +122,9 @@ class ModelHubCollector:
             labels=["assembly", "task", "status"],
         )
         # A protocol's mixed batch is one prediction with a task per row (inputs["task_id"]): task="mixed".
-        mixed = Case(
-            When(inputs__has_key="task_id", then=Value(MIXED_TASK_ID)),
-            default=F("task_id"),
-            output_field=IntegerField(),
-        )
-        counts = list(
-            Prediction.objects.order_by()
-            .annotate(task=mixed)
-            .values_list("assembly_id", "task", "status")
-            .annotate(n=Count("pk"))
-        )
+        counts = prediction_counts(mixed_task_id=MIXED_TASK_ID)
         assembly_ids = {assembly_id for assembly_id, _, _, _ in counts}
-        slugs = {
-            (assembly_id, task_id): slug
-            for assembly_id, task_id, slug in AssemblyHead.objects.filter(assembly_id__in=assembly_ids).values_list(
-                "assembly_id", "task_id", "head__task__slug"
-            )
-        }
+        slugs = assembly_task_slugs(assembly_ids=assembly_ids)
         slugs.update({(assembly_id, MIXED_TASK_ID): "mixed" for assembly_id in assembly_ids})
         for assembly_id, task_id, status, count in counts:
             family.add_metric([str(assembly_id), slugs.get((assembly_id, task_id), str(task_id)), status], count)

@@ -12,8 +12,9 @@ from django.db.models import Q, QuerySet
 from core.errors import NotFoundError, ValidationError
 from core.ids import parse_id
 from heads.models import HeadVersion, Task
+from heads.selectors import head_versions_of_tasks, task_list, task_of_team
 from mlflow_api.models import FullModelArtifact
-from releases.models import Alias
+from releases.selectors import alias_list_of_tasks, alias_of_task
 from teams.models import Team
 from teams.selectors import membership_get
 
@@ -52,7 +53,7 @@ def registered_model_get(*, user: AbstractBaseUser, name: str) -> RegisteredMode
         team = membership_get(user=user, team_slug=team_slug).team
     except NotFoundError:
         raise NotFoundError(f"Registered model '{name}' not found (no team '{team_slug}' of yours).", code=NOT_FOUND)
-    task = Task.objects.filter(team=team, slug=task_slug).first()
+    task = task_of_team(team=team, slug=task_slug)
     if task is None:
         raise NotFoundError(
             f"Registered model '{name}' not found: team '{team_slug}' has no task '{task_slug}'.", code=NOT_FOUND
@@ -65,9 +66,7 @@ def registered_model_tasks(*, user: AbstractBaseUser, names: set[str] | None = N
 
     A query, not a list: other selectors take it as a subquery (no list of ids is sent back).
     """
-    if not user.is_authenticated:
-        return Task.objects.none()
-    tasks = Task.objects.filter(team__memberships__user=user)
+    tasks = task_list(user=user)  # none for an anonymous user
     if names is not None:
         wanted = Q(pk__in=[])
         for name in names:
@@ -86,7 +85,7 @@ def registered_model_list(*, user: AbstractBaseUser, names: set[str] | None = No
 def model_versions(*, tasks: "list[Task] | QuerySet[Task]") -> QuerySet[HeadVersion]:
     """Return the head versions of `tasks` (every status), newest first within a task."""
     return (
-        HeadVersion.objects.filter(task__in=tasks)
+        head_versions_of_tasks(tasks=tasks)
         .select_related("task", "task__team", "created_by", "backbone")
         .order_by("task__team__slug", "task__slug", "-version")
     )
@@ -112,14 +111,14 @@ def model_version_get(*, model: RegisteredModel, version) -> HeadVersion:
 def aliases_by_task(*, tasks: "list[Task] | QuerySet[Task]") -> dict[int, list[tuple[str, HeadVersion]]]:
     """Return {task id: [(alias name, head version)]} of the current aliases of `tasks`."""
     found: dict[int, list[tuple[str, HeadVersion]]] = {}
-    for alias in Alias.objects.filter(task__in=tasks, head__isnull=False).select_related("head").order_by("name"):
+    for alias in alias_list_of_tasks(tasks=tasks):
         found.setdefault(alias.task_id, []).append((alias.name, alias.head))
     return found
 
 
 def model_version_by_alias(*, model: RegisteredModel, alias: str) -> HeadVersion:
     """Return the head version alias `alias` of the task points to, else RESOURCE_DOES_NOT_EXIST."""
-    row = Alias.objects.filter(task=model.task, name=alias, head__isnull=False).select_related("head").first()
+    row = alias_of_task(task=model.task, name=alias)
     if row is None:
         raise NotFoundError(f"Registered model alias {alias} not found on '{model.name}'.", code=NOT_FOUND)
     return model_versions(tasks=[model.task]).get(pk=row.head_id)

@@ -17,6 +17,7 @@ from heads.models import HeadVersion
 from mlflow_api.models import FullModelArtifact
 from mlflow_api.selectors import RegisteredModel, model_version_get
 from releases.models import Alias
+from releases.selectors import alias_of_task
 from releases.services import alias_delete, alias_set
 
 BUILD_TASK = "mlflow.build_full_model"
@@ -63,7 +64,7 @@ def registered_model_alias_set(*, user: AbstractBaseUser, model: RegisteredModel
 
 def registered_model_alias_delete(*, user: AbstractBaseUser, model: RegisteredModel, alias: str) -> None:
     """Delete alias `alias` of the task (releases.services.alias_delete)."""
-    row = Alias.objects.filter(task=model.task, name=alias, head__isnull=False).select_related("task__team").first()
+    row = alias_of_task(task=model.task, name=alias)
     if row is None:
         raise NotFoundError(f"Registered model '{model.name}' has no alias '{alias}'.", code="RESOURCE_DOES_NOT_EXIST")
     alias_delete(user=user, alias=row)

@@ -1,6 +1,7 @@
 """Reads of the release workflow: aliases, their history, what an alias resolves to; webhooks."""
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
@@ -76,6 +77,25 @@ def alias_names_by_head(*, head_ids: list[int]) -> dict[int, list[str]]:
     for head_id, name in Alias.objects.filter(head_id__in=head_ids).order_by("name").values_list("head_id", "name"):
         names[head_id].append(name)
     return dict(names)
+
+
+def alias_names_by_team(*, team_ids: Iterable[int]) -> dict[int, set[str]]:
+    """Return {team id: names of its current aliases} for these teams (not user-scoped)."""
+    names: dict[int, set[str]] = {}
+    aliases = Alias.objects.filter(head__isnull=False, task__team_id__in=team_ids)
+    for team_id, name in aliases.values_list("task__team_id", "name"):
+        names.setdefault(team_id, set()).add(name)
+    return names
+
+
+def alias_list_of_tasks(*, tasks: "Iterable[Task] | QuerySet[Task]") -> QuerySet[Alias]:
+    """Return the current aliases of `tasks` (a list or a subquery), with their head versions, by name."""
+    return Alias.objects.filter(task__in=tasks, head__isnull=False).select_related("head").order_by("name")
+
+
+def alias_of_task(*, task: Task, name: str) -> Alias | None:
+    """Return the current alias `name` of `task` (with its task and team), or None (not user-scoped)."""
+    return Alias.objects.filter(task=task, name=name, head__isnull=False).select_related("task__team").first()
 
 
 def alias_list_for_task(*, task: Task) -> QuerySet[Alias]:
