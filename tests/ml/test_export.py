@@ -223,6 +223,21 @@ def test_an_export_off_the_saved_model_is_refused(assembly, monkeypatch):
     assert not list(folder.glob("*.partial")) and not (folder / "onnx-none-0.bin.partial").exists()
 
 
+def test_a_runtime_that_cannot_run_the_export_is_an_export_error(assembly, monkeypatch):
+    # The LiteRT interpreter's XNNPACK delegate refuses some graphs at run time ("failed to reshape"),
+    # seen with 50 branched tasks in bench/export.py; the export is then refused with the reason.
+    from modelhub.ml.export.litert import LiteRunner
+
+    def refuse(self, inputs, task_id):
+        raise RuntimeError("XNNPack delegate failed to reshape runtimeNode number 815")
+
+    monkeypatch.setattr(LiteRunner, "run", refuse)
+    folder = assembly[0]
+    with pytest.raises(ExportError, match="LiteRT runtime could not run this export .*failed to reshape"):
+        _export(assembly, "litert")
+    assert not list(folder.glob("*.partial"))
+
+
 def test_a_converter_failure_names_the_layer_and_the_format(assembly, monkeypatch):
     import tf2onnx
 

@@ -112,9 +112,16 @@ def export_assembly(
         report_progress(0.6, "verifying against the SavedModel")
         inputs, task_of_row = verify.verification_batch(backbone, heads, probe_inputs)
         expected, _ = verify.saved_model_outputs(str(saved_model_dir), inputs, task_of_row)
-        got, got_widths = verify.in_chunks(
-            lambda rows: runner.run({n: a[rows] for n, a in inputs.items()}, task_of_row[rows]), len(task_of_row)
-        )
+        try:
+            got, got_widths = verify.in_chunks(
+                lambda rows: runner.run({n: a[rows] for n, a in inputs.items()}, task_of_row[rows]), len(task_of_row)
+            )
+        except RuntimeError as exc:  # the runtime refuses the converted graph (e.g. XNNPACK cannot prepare it)
+            raise ExportError(
+                f"The {_label(fmt)} runtime could not run this export on the verification batch: {exc}. Nothing is "
+                "offered. Assemblies whose heads own many branches hit this in LiteRT today (each branch runs on its "
+                "own rows); export fewer branched tasks per assembly, or use the SavedModel."
+            ) from exc
         checked = verify.compare(
             fmt=fmt,
             quantization=quantization,
