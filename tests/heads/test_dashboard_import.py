@@ -146,7 +146,9 @@ def test_no_js_form_single_file_needs_a_feature_layer(member_client):
 def test_import_form_waits_out_the_uploads_rate_limit_and_sends_the_file_again(
     logged_in_page, live_server, tmp_path, settings
 ):
-    settings.MODELHUB_THROTTLE_RATES = {**settings.MODELHUB_THROTTLE_RATES, "uploads": "1/s"}
+    # One upload a minute: the second is refused whatever the machine's speed (at "1/s" a busy machine
+    # sent it after the window had passed), and the form waits out the Retry-After (under a minute).
+    settings.MODELHUB_THROTTLE_RATES = {**settings.MODELHUB_THROTTLE_RATES, "uploads": "1/min"}
     page, paths = _fill_import_form(logged_in_page, live_server, tmp_path, size=20_000)
     statuses = []
     page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/api/uploads/") else None)
