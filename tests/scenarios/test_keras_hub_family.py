@@ -11,11 +11,9 @@ the three token arrays and task slugs; each imported task is compared with its o
 ``task.predict``, the trained one with its stored backbone and head loaded here by Keras.
 """
 
-import io
 import json
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -23,8 +21,7 @@ import pytest
 from heads.models import HeadVersion
 from tests.heads.test_real_models import import_files
 from tests.heads.test_task_and_variable_length_import import bert_tasks, token_batch
-from tests.registry_helpers import wait_status
-from tests.scenarios.test_seed_text_team import _approve, _ready_dataset
+from tests.scenarios.test_seed_text_team import _approve, _ready_dataset, release_assemble_and_download
 from tests.training.helpers import finished_job, post_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -118,19 +115,7 @@ def test_a_keras_hub_text_classifier_family_end_to_end(api_client_for, celery_wo
     _approve(author, reviewer, heads["length"])
 
     # 3. Release every task under `champion` (the reviewer sets it: four eyes), assemble from the alias.
-    for slug, head_id in heads.items():
-        body = {"team": "vision", "task": slug, "name": "champion", "head": head_id}
-        assert reviewer.post("/api/aliases/", body, format="json").status_code == 201, slug
-    response = author.post(
-        "/api/assemblies/", {"team": "vision", "backbone": backbone_id, "alias": "champion"}, format="json"
-    )
-    assert response.status_code == 202, response.json()
-    assembly = wait_status(
-        author, f"/api/assemblies/{response.json()['id']}/", pending=("queued", "building", "verifying"), timeout=900
-    )
-    assert assembly["status"] == "ready", json.dumps(assembly, indent=1)[:4000]
-    download = author.get(f"/api/assemblies/{assembly['id']}/download/")
-    zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(tmp_path / "served")
+    release_assemble_and_download(author, reviewer, heads, backbone_id, tmp_path / "served", timeout=900)
 
     # 4. A fresh TensorFlow-only process serves a batch mixing every task, by slug.
     slugs = sorted(heads)

@@ -200,6 +200,23 @@ def _ready_dataset(client, path, **fields) -> dict:
     return dataset
 
 
+def release_assemble_and_download(author, reviewer, heads: dict, backbone_id: int, folder, *, timeout: float):
+    """Put every {task: head id} under `champion` (set by the reviewer: four eyes), build one assembly
+    from that alias, wait until it is ready and unzip its download into `folder`."""
+    for slug, head_id in heads.items():
+        body = {"team": "vision", "task": slug, "name": "champion", "head": head_id}
+        assert reviewer.post("/api/aliases/", body, format="json").status_code == 201, slug
+    response = author.post(
+        "/api/assemblies/", {"team": "vision", "backbone": backbone_id, "alias": "champion"}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    url = f"/api/assemblies/{response.json()['id']}/"
+    assembly = wait_status(author, url, pending=("queued", "building", "verifying"), timeout=timeout)
+    assert assembly["status"] == "ready", json.dumps(assembly, indent=1)[:4000]
+    download = author.get(f"/api/assemblies/{assembly['id']}/download/")
+    zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(folder)
+
+
 def test_the_seed_text_team_end_to_end(api_client_for, celery_worker, tmp_path):
     author = api_client_for("alice")
     reviewer = api_client_for("rita", role="reviewer")
@@ -267,23 +284,10 @@ def test_the_seed_text_team_end_to_end(api_client_for, celery_worker, tmp_path):
     assert HeadVersion.objects.get(pk=tone).branch_blob_id is not None
     _approve(author, reviewer, tone)
 
-    # 4. Release: every task's head under `champion`, set by the reviewer (four eyes).
+    # 4. Release every task's head under `champion`; 5. one assembly from the alias, downloaded,
+    # served with raw strings in a fresh process.
     all_heads = {**{slug: head.pk for slug, head in by_task.items()}, "spam": spam, "tone": tone}
-    for slug, head_id in all_heads.items():
-        body = {"team": "vision", "task": slug, "name": "champion", "head": head_id}
-        assert reviewer.post("/api/aliases/", body, format="json").status_code == 201, slug
-
-    # 5. One assembly from the alias, downloaded and served with raw strings in a fresh process.
-    response = author.post(
-        "/api/assemblies/", {"team": "vision", "backbone": backbone_id, "alias": "champion"}, format="json"
-    )
-    assert response.status_code == 202, response.json()
-    assembly = wait_status(
-        author, f"/api/assemblies/{response.json()['id']}/", pending=("queued", "building", "verifying"), timeout=600
-    )
-    assert assembly["status"] == "ready", json.dumps(assembly, indent=1)[:4000]
-    download = author.get(f"/api/assemblies/{assembly['id']}/download/")
-    zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(tmp_path / "served")
+    release_assemble_and_download(author, reviewer, all_heads, backbone_id, tmp_path / "served", timeout=600)
 
     tasks = sorted(all_heads)
     rows_per_task = 3
